@@ -1,0 +1,135 @@
+"""Frozen configuration of the SCC compressor."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .._errors import ScissorError
+
+__all__ = ["ScissorConfig"]
+
+_SIM_DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class ScissorConfig:
+    """How to compress one video's tokens with Semantic Connected Components.
+
+    Two ways to size the output, never both:
+
+    * threshold mode (default, the paper): ``tau`` decides which tokens are similar
+      (cosine > tau, strict); the number of tokens is an outcome of the video.
+    * budget mode: ``retention`` (fraction of ``frames * tokens_per_frame``) or
+      ``max_tokens`` (a cap) gives exactly ``K`` output tokens, by cutting the
+      single-linkage (maximum spanning tree) hierarchy, the same family of
+      components a threshold gives.
+
+    Attributes:
+        tau: similarity threshold in [-1, 1] (threshold mode). Paper default 0.9.
+        epsilon: approximation parameter of the paper's sampled components (Eq. 2);
+            only used when ``approximate`` is True. Must be > 0.
+        approximate: use the epsilon-sampled components (seeded) instead of exact ones.
+        seed: seed of the sampling in approximate mode. Same seed, same output.
+        retention: fraction of tokens to keep, in (0, 1]; ``K = round(r * F * N)``
+            (half rounds up), at least 1.
+        max_tokens: keep exactly ``min(max_tokens, F * N)`` tokens; must be >= 1.
+        spatial_retention / spatial_max_tokens: budget of the spatial step (S) in
+            budget mode; by default S is the geometric mean of K and F * N.
+        spatial / temporal / merge: switches of the three steps (the paper's ablation).
+        similarity_dtype: dtype of the cosine similarities: "float32" (default),
+            "float64", or "bfloat16" (fast, re-checked in float32 near decisions).
+    """
+
+    tau: float = 0.9
+    epsilon: float = 0.05
+    approximate: bool = False
+    seed: int = 0
+    retention: float | None = None
+    max_tokens: int | None = None
+    spatial_retention: float | None = None
+    spatial_max_tokens: int | None = None
+    spatial: bool = True
+    temporal: bool = True
+    merge: bool = True
+    similarity_dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        _check_real("tau", self.tau)
+        if not -1.0 <= self.tau <= 1.0:
+            raise ScissorError(f"tau must be in [-1, 1], got {self.tau}")
+        _check_real("epsilon", self.epsilon)
+        if not self.epsilon > 0 or math.isinf(self.epsilon):
+            raise ScissorError(f"epsilon must be a finite number > 0, got {self.epsilon}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ScissorError(f"seed must be an int, got {self.seed!r}")
+        if self.retention is not None and self.max_tokens is not None:
+            raise ScissorError(
+                "give either retention or max_tokens, not both "
+                f"(got retention={self.retention}, max_tokens={self.max_tokens})"
+            )
+        if self.spatial_retention is not None and self.spatial_max_tokens is not None:
+            raise ScissorError("give either spatial_retention or spatial_max_tokens, not both")
+        for name in ("retention", "spatial_retention"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_real(name, value)
+                if not 0.0 < value <= 1.0:
+                    raise ScissorError(f"{name} must be in (0, 1], got {value}")
+        for name in ("max_tokens", "spatial_max_tokens"):
+            value = getattr(self, name)
+            if value is not None:
+                if not isinstance(value, int) or isinstance(value, bool):
+                    raise ScissorError(f"{name} must be an int >= 1, got {value!r}")
+                if value < 1:
+                    raise ScissorError(f"{name} must be >= 1, got {value}")
+        for name in ("spatial", "temporal", "merge", "approximate"):
+            if not isinstance(getattr(self, name), bool):
+                raise ScissorError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.similarity_dtype not in _SIM_DTYPES:
+            raise ScissorError(
+                f"similarity_dtype must be one of {sorted(_SIM_DTYPES)}, got {self.similarity_dtype!r}"
+            )
+
+    @property
+    def budgeted(self) -> bool:
+        """True when the output size is fixed by ``retention`` or ``max_tokens``."""
+        return self.retention is not None or self.max_tokens is not None
+
+    def replace(self, **overrides: Any) -> "ScissorConfig":
+        """A copy with some fields replaced (validated like the constructor)."""
+        return with_overrides(self, **overrides)
+
+
+def _check_real(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ScissorError(f"{name} must be a real number, got {value!r}")
+    if math.isnan(value):
+        raise ScissorError(f"{name} must not be NaN")
+
+
+def with_overrides(config: ScissorConfig | None, **overrides: Any) -> ScissorConfig:
+    """``config`` (or the defaults) with ``overrides`` applied; unknown names raise."""
+    base = ScissorConfig() if config is None else config
+    if not isinstance(base, ScissorConfig):
+        raise ScissorError(f"config must be a ScissorConfig, got {type(base).__name__}")
+    if not overrides:
+        return base
+    known = {f.name for f in dataclasses.fields(ScissorConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ScissorError(f"unknown ScissorConfig field(s) {unknown}; known fields: {sorted(known)}")
+    # A budget given as an override replaces a budget of the base config.
+    if "retention" in overrides and "max_tokens" not in overrides:
+        overrides["max_tokens"] = None
+    if "max_tokens" in overrides and "retention" not in overrides:
+        overrides["retention"] = None
+    return dataclasses.replace(base, **overrides)
+
+
+def similarity_dtype(config: ScissorConfig) -> torch.dtype:
+    return _SIM_DTYPES[config.similarity_dtype]
