@@ -13,7 +13,7 @@ from .._errors import ScissorError
 
 __all__ = ["ScissorConfig"]
 
-_SIM_DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
+_SIM_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,11 @@ class ScissorConfig:
         spatial_retention / spatial_max_tokens: budget of the spatial step (S) in
             budget mode; by default S is the geometric mean of K and F * N.
         spatial / temporal / merge: switches of the three steps (the paper's ablation).
-        similarity_dtype: dtype of the cosine similarities: "float32" (default),
-            "float64", or "bfloat16" (fast, re-checked in float32 near decisions).
+        similarity_dtype: dtype of the cosine similarities: "float32" (default) or
+            "float64". Inputs in float16 / bfloat16 are compared in float32.
+        max_matrix_bytes: the largest similarity matrix held in memory at once. In
+            threshold mode a bigger token set (a long video's temporal step) is processed
+            in row strips with the same result, and the merge step in row chunks.
     """
 
     tau: float = 0.9
@@ -57,6 +60,7 @@ class ScissorConfig:
     temporal: bool = True
     merge: bool = True
     similarity_dtype: str = "float32"
+    max_matrix_bytes: int = 1 << 30
 
     def __post_init__(self) -> None:
         _check_real("tau", self.tau)
@@ -90,6 +94,8 @@ class ScissorConfig:
         for name in ("spatial", "temporal", "merge", "approximate"):
             if not isinstance(getattr(self, name), bool):
                 raise ScissorError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if not isinstance(self.max_matrix_bytes, int) or self.max_matrix_bytes < 1 << 20:
+            raise ScissorError(f"max_matrix_bytes must be an int >= 1 MiB (1048576), got {self.max_matrix_bytes!r}")
         if self.similarity_dtype not in _SIM_DTYPES:
             raise ScissorError(
                 f"similarity_dtype must be one of {sorted(_SIM_DTYPES)}, got {self.similarity_dtype!r}"

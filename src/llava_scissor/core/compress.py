@@ -1,0 +1,301 @@
+"""Two-step compression of a video's tokens (LLaVA-Scissor, arXiv 2506.21862, Sec. 3.2).
+
+1. Spatial: SCC on every frame; the frames' component tokens, in frame order -> S tokens.
+2. Temporal: one SCC over the S tokens -> K tokens.
+3. Merge: every original token joins its most similar of the K tokens (cosine argmax);
+   output token j = (temporal token j + sum of its originals) / (1 + count).
+
+All frames of all videos of a call go through the spatial step as one batch; the
+temporal and merge steps batch the videos with padding.
+
+Budget split. With ``retention`` / ``max_tokens`` only the final K is given. The
+spatial step then keeps S = round(sqrt(K * F * N)) tokens (clipped to [max(K, F), F*N]),
+the geometric mean of the input and output sizes, so that both steps reduce the count
+by the same factor. Why: the temporal step can only merge what the spatial step left
+apart, and the merge step re-attaches every original token anyway, so neither step
+should do all the work; an even split in log scale is the neutral choice and keeps the
+temporal similarity matrix (S x S) at sqrt of the naive size. ``spatial_retention`` /
+``spatial_max_tokens`` set S explicitly. The spatial budget is global over the video's
+frames: their spanning-tree edges are ranked together, exactly as one tau would cut them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import torch
+from torch.nn.utils.rnn import pad_sequence
+
+from .._errors import ScissorError
+from .config import ScissorConfig, similarity_dtype, with_overrides
+from .result import CompressionResult
+from .scc import check_tokens, components_of_sets, normalize, segment_mean
+
+__all__ = ["compress", "merge_into", "budget_sizes"]
+
+_NEG_INF = float("-inf")
+
+
+def compress(
+    features: torch.Tensor | Sequence[torch.Tensor],
+    config: ScissorConfig | None = None,
+    **overrides: Any,
+) -> CompressionResult | list[CompressionResult]:
+    """Compress one video's tokens, or several videos' at once, with SCC.
+
+    features: [frames, tokens_per_frame, dim] float tensor, or a non-empty list of such
+    tensors (frames may differ; tokens_per_frame, dim, dtype and device must agree).
+    config / overrides: ``ScissorConfig`` fields (``tau``, ``retention``, ``max_tokens``, ...).
+
+    Returns a ``CompressionResult`` (a list of them for a list input); ``tokens`` is
+    [K, dim] in the input's dtype and device, in the order the LLM receives them.
+    """
+    cfg = with_overrides(config, **overrides)
+    single = isinstance(features, torch.Tensor)
+    videos = check_videos(features)
+    results = _compress_videos(videos, cfg)
+    return results[0] if single else results
+
+
+def check_videos(features: object) -> list[torch.Tensor]:
+    """Validate one video tensor or a list of them; return the list."""
+    if isinstance(features, torch.Tensor):
+        videos = [features]
+    elif isinstance(features, (list, tuple)):
+        if len(features) == 0:
+            raise ScissorError("features is an empty list; expected at least one [frames, tokens_per_frame, dim] tensor")
+        videos = list(features)
+    else:
+        raise ScissorError(
+            f"features must be a tensor [frames, tokens_per_frame, dim] or a list of them, got {type(features).__name__}"
+        )
+    for i, v in enumerate(videos):
+        name = "features" if isinstance(features, torch.Tensor) else f"features[{i}]"
+        check_tokens(v, name, 3, "[frames, tokens_per_frame, dim]")
+    first = videos[0]
+    for i, v in enumerate(videos[1:], start=1):
+        if v.shape[1:] != first.shape[1:]:
+            raise ScissorError(
+                f"features[{i}] has tokens_per_frame x dim = {tuple(v.shape[1:])}, but features[0] has "
+                f"{tuple(first.shape[1:])}; videos of one call must agree on both"
+            )
+        if v.dtype != first.dtype or v.device != first.device:
+            raise ScissorError(
+                f"features[{i}] is {v.dtype} on {v.device}, but features[0] is {first.dtype} on {first.device}; "
+                "videos of one call must share dtype and device"
+            )
+    return videos
+
+
+def _round_half_up(x: float) -> int:
+    return math.floor(x + 0.5)
+
+
+def budget_sizes(frames: int, tokens_per_frame: int, cfg: ScissorConfig) -> tuple[int | None, int | None]:
+    """(S, K) of one video in budget mode, (None, None) in threshold mode.
+
+    K = round(retention * F * N) (half up, at least 1) or min(max_tokens, F * N).
+    S: see the module docstring. Raises ScissorError when the steps that are switched on
+    cannot reach K exactly.
+    """
+    total = frames * tokens_per_frame
+    if not cfg.budgeted:
+        return None, None
+    if cfg.max_tokens is not None:
+        k = min(cfg.max_tokens, total)
+    else:
+        assert cfg.retention is not None
+        k = max(1, min(total, _round_half_up(cfg.retention * total)))
+    if not cfg.spatial and not cfg.temporal:
+        if k != total:
+            raise ScissorError(
+                f"a budget of {k} < {total} tokens needs the spatial or the temporal step; both are switched off"
+            )
+        return total, k
+    if not cfg.spatial:
+        return total, k
+    if cfg.spatial_max_tokens is not None:
+        s = min(cfg.spatial_max_tokens, total)
+    elif cfg.spatial_retention is not None:
+        s = max(1, min(total, _round_half_up(cfg.spatial_retention * total)))
+    elif cfg.temporal:
+        s = _round_half_up(math.sqrt(k * total))
+    else:
+        s = k
+    s = min(max(s, frames), total)  # every frame keeps at least one token
+    if not cfg.temporal and s != k:
+        raise ScissorError(
+            f"with the temporal step off, the budget ({k} tokens) must be at least the number of frames ({frames})"
+        )
+    if s < k:
+        raise ScissorError(f"the spatial budget ({s} tokens) must be at least the final budget ({k} tokens)")
+    return s, k
+
+
+def _pad(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """list of [m_i, d] -> ([B, max m, d] zero padded, [B] lengths)."""
+    lengths = torch.tensor([r.shape[0] for r in rows], device=rows[0].device)
+    if len(rows) == 1:
+        return rows[0][None], lengths  # nothing to pad: no copy
+    return pad_sequence(rows, batch_first=True), lengths
+
+
+def merge_into(
+    originals: list[torch.Tensor],
+    targets: list[torch.Tensor],
+    acc: torch.dtype,
+    sim_dtype: torch.dtype,
+    originals_unit: list[torch.Tensor] | None = None,
+    max_matrix_bytes: int = 1 << 30,
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The merge step for B videos.
+
+    originals: B tensors [m_i, d]; targets: B tensors [k_i, d] (the kept tokens);
+    originals_unit: the originals already normalized, if the caller has them.
+    Each original joins its most similar target (cosine argmax, ties to the smaller
+    index); output j = (target j + sum of its originals) / (1 + count).
+    Returns (merged tokens: B tensors [k_i, d] in ``acc``, assignment: B tensors [m_i]).
+    """
+    if originals_unit is None:
+        originals_unit = [normalize(o, sim_dtype) for o in originals]
+    k_max = max(t.shape[0] for t in targets)
+    m_max = max(o.shape[0] for o in originals)
+    if len(originals) * m_max * k_max * 4 <= max_matrix_bytes:
+        xo, _ = _pad(originals_unit)
+        xt, k_len = _pad([normalize(t, sim_dtype) for t in targets])
+        sim = xo @ xt.mT  # [B, max m, max k]
+        if bool((k_len < sim.shape[-1]).any()):
+            sim.masked_fill_(torch.arange(sim.shape[-1], device=sim.device) >= k_len[:, None, None], _NEG_INF)
+        best = list(sim.argmax(dim=-1))  # [B][max m]; ties go to the smaller index
+    else:
+        # Long videos: one video at a time, in row chunks of at most max_matrix_bytes.
+        best = []
+        for o, t in zip(originals_unit, targets):
+            tn = normalize(t, sim_dtype)
+            rows = max(1, max_matrix_bytes // (4 * tn.shape[0]))
+            best.append(torch.cat([(c @ tn.mT).argmax(dim=-1) for c in torch.split(o, rows)]))
+    merged, assignment = [], []
+    for b, (o, t) in enumerate(zip(originals, targets)):
+        a = best[b][: o.shape[0]]
+        k = t.shape[0]
+        sums = torch.zeros(k, o.shape[-1], dtype=acc, device=o.device).index_add_(0, a, o.to(acc))
+        counts = torch.bincount(a, minlength=k).to(acc)
+        merged.append((t.to(acc) + sums) / (1.0 + counts)[:, None])
+        assignment.append(a)
+    return merged, assignment
+
+
+def _split(x: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
+    return list(torch.split(x, sizes))
+
+
+def _compress_videos(videos: list[torch.Tensor], cfg: ScissorConfig) -> list[CompressionResult]:
+    V = len(videos)
+    device, dtype = videos[0].device, videos[0].dtype
+    N, d = videos[0].shape[1], videos[0].shape[2]
+    frames = [int(v.shape[0]) for v in videos]
+    totals = [f * N for f in frames]
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    sim_dt = similarity_dtype(cfg)
+    sizes = [budget_sizes(f, N, cfg) for f in frames]
+    budgeted = cfg.budgeted
+
+    x_all = videos[0] if V == 1 else torch.cat(videos, dim=0)  # [sum F, N, d]
+    flat_all = x_all.reshape(-1, d)
+    group = torch.repeat_interleave(torch.arange(V, device=device), torch.tensor(frames, device=device))
+
+    # 1. Spatial step: every frame of every video in one batch.
+    xn_flat = None
+    if cfg.spatial:
+        xn = normalize(x_all, sim_dt)
+        xn_flat = xn.reshape(-1, d)  # reused by the merge step
+        keep = torch.tensor([s for s, _ in sizes], device=device) if budgeted else None
+        sc = components_of_sets(
+            xn,
+            torch.full((x_all.shape[0],), N, device=device),
+            tau=cfg.tau,
+            keep=keep,
+            group=group,
+            approximate=cfg.approximate,
+            epsilon=cfg.epsilon,
+            seed=cfg.seed,
+        )
+        per_frame = sc.count  # [sum F]
+        offsets = per_frame.cumsum(0) - per_frame
+        labels_all = (sc.labels + offsets[:, None]).reshape(-1)  # [sum F * N] into all spatial tokens
+        s_total = int(per_frame.sum())
+        spatial_all = segment_mean(flat_all, labels_all, s_total, acc)
+        reps_valid = sc.representatives >= 0
+        frame_base = torch.arange(x_all.shape[0], device=device)[:, None] * N
+        reps_all = (sc.representatives + frame_base)[reps_valid]  # [s_total], global original index
+        s_sizes = torch.zeros(V, dtype=torch.int64, device=device).index_add_(0, group, per_frame).tolist()
+        first_frame = [sum(frames[:v]) for v in range(V)]
+        s_thr = [float(sc.cut_threshold[i]) for i in first_frame]
+    else:
+        labels_all = torch.arange(flat_all.shape[0], device=device)
+        spatial_all = flat_all.to(acc)
+        reps_all = labels_all
+        s_sizes = totals
+        s_thr = [None] * V
+    spatial_tokens = _split(spatial_all, s_sizes)
+    video_start = [sum(totals[:v]) for v in range(V)]
+    spatial_reps = [r - video_start[v] for v, r in enumerate(_split(reps_all, s_sizes))]
+    spatial_base = [sum(s_sizes[:v]) for v in range(V)]
+    spatial_labels = [lab - spatial_base[v] for v, lab in enumerate(_split(labels_all, totals))]
+
+    # 2. Temporal step: one SCC per video, videos batched with padding.
+    if cfg.temporal:
+        xs, s_len = _pad([normalize(s, sim_dt) for s in spatial_tokens])
+        keep = torch.tensor([k for _, k in sizes], device=device) if budgeted else None
+        tc = components_of_sets(
+            xs,
+            s_len,
+            tau=cfg.tau,
+            keep=keep,
+            approximate=cfg.approximate,
+            epsilon=cfg.epsilon,
+            seed=cfg.seed + 1,  # an independent stream from the spatial step's
+            max_matrix_bytes=cfg.max_matrix_bytes,
+        )
+        k_sizes = tc.count.tolist()
+        temporal_labels = [tc.labels[v, : s_sizes[v]] for v in range(V)]
+        temporal_reps = [tc.representatives[v, : k_sizes[v]] for v in range(V)]
+        temporal_tokens = [segment_mean(spatial_tokens[v], temporal_labels[v], k_sizes[v], acc) for v in range(V)]
+        t_thr = [float(t) for t in tc.cut_threshold.tolist()]
+    else:
+        k_sizes = s_sizes
+        temporal_labels = [torch.arange(s, device=device) for s in s_sizes]
+        temporal_reps = temporal_labels
+        temporal_tokens = spatial_tokens
+        t_thr = [None] * V
+
+    # 3. Merge step.
+    originals = _split(flat_all, totals)
+    if cfg.merge:
+        unit = None if xn_flat is None else _split(xn_flat, totals)
+        tokens, assignment = merge_into(originals, temporal_tokens, acc, sim_dt, unit, cfg.max_matrix_bytes)
+    else:
+        tokens = temporal_tokens
+        assignment = [temporal_labels[v][spatial_labels[v]] for v in range(V)]
+
+    results = []
+    for v in range(V):
+        results.append(
+            CompressionResult(
+                tokens=tokens[v].to(dtype),
+                assignment=assignment[v],
+                representatives=spatial_reps[v][temporal_reps[v]],
+                sizes=torch.bincount(assignment[v], minlength=k_sizes[v]),
+                frames=frames[v],
+                tokens_per_frame=N,
+                spatial_tokens=spatial_tokens[v].to(dtype),
+                spatial_labels=spatial_labels[v],
+                temporal_labels=temporal_labels[v],
+                spatial_representatives=spatial_reps[v],
+                spatial_threshold=s_thr[v],
+                temporal_threshold=t_thr[v],
+                method="scissor",
+            )
+        )
+    return results

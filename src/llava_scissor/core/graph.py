@@ -1,0 +1,259 @@
+"""Connected components and single-linkage cuts of dense similarity graphs.
+
+Everything here works on a batch of B dense graphs at once, given as a similarity
+matrix ``W: [B, n, n]`` in which ``-inf`` marks "no edge" (the diagonal, padding,
+pairs excluded by sampling). Vertex ``i`` of graph ``b`` is real when
+``i < valid[b]``; the others are padding and end up in no component.
+
+The workhorse is Borůvka's algorithm with contraction: every round each component
+hooks onto its most similar neighbouring component, the hooks are resolved by
+pointer doubling, and the matrix is contracted to the max-linkage between the new
+components, so each round works on a matrix at most half the size of the previous
+one. With ties broken by the smaller index on a symmetric matrix the hooks form a
+forest (apart from mutual pairs, which are resolved explicitly), so the result is
+exact and deterministic. Running it with a threshold gives the components of the
+graph ``W > threshold``; running it without one gives the weights of a maximum
+spanning tree, i.e. the single-linkage hierarchy, from which a budget of exactly K
+components is cut.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["Components", "threshold_components", "budget_components", "order_components"]
+
+_NEG_INF = float("-inf")
+
+
+@dataclass(frozen=True)
+class Components:
+    """Result of a component search on B graphs.
+
+    labels: [B, n] int64, component of each real vertex in [0, count[b]) (0 for padding).
+    count: [B] int64, number of components of each graph.
+    keep_threshold: [B] float, edges strictly above it were joined (tau, or implied).
+    cut_threshold: [B] float, the largest similarity of a spanning-tree edge that was
+        not joined (-inf when none was cut); ``> cut_threshold`` gives the same partition
+        and is the adjacency used for degrees.
+    """
+
+    labels: torch.Tensor
+    count: torch.Tensor
+    keep_threshold: torch.Tensor
+    cut_threshold: torch.Tensor
+
+
+def _pointer_double(parent: torch.Tensor) -> torch.Tensor:
+    """parent: [B, C] forest of parent pointers -> [B, C] root of every vertex."""
+    for _ in range(max(1, int(parent.shape[1]).bit_length())):
+        parent = parent.gather(1, parent)
+    return parent
+
+
+def _contract(M: torch.Tensor, comp: torch.Tensor, count: torch.Tensor, c_new: int) -> torch.Tensor:
+    """M: [B, C, C] symmetric, comp: [B, C] new component of each old one -> [B, c_new, c_new].
+
+    Entry (a, b) of the result is the max-linkage max{M[i, j] : comp[i] = a, comp[j] = b};
+    count: [B] real new components (rows past it are padding, all -inf).
+    Rows are reduced with one 1-D index per row (index_reduce), several times faster
+    than scatter_reduce with a full-size index; the columns are reduced the same way on
+    the transpose, which by symmetry is the same matrix.
+    """
+    B, C, _ = M.shape
+    index = (comp + torch.arange(B, device=comp.device)[:, None] * c_new).reshape(-1)  # [B*C]
+    pad = None
+    if bool((count < c_new).any()):
+        pad = (torch.arange(c_new, device=M.device) >= count[:, None]).reshape(-1)  # [B*c_new]
+    rows = _rows_amax(M.reshape(B * C, C), index, B * c_new, pad)  # [B*c_new, C]
+    cols = rows.view(B, c_new, C).mT.contiguous().view(B * C, c_new)
+    out = _rows_amax(cols, index, B * c_new, pad).view(B, c_new, c_new)
+    out.diagonal(dim1=1, dim2=2).fill_(_NEG_INF)
+    return out
+
+
+def _rows_amax(src: torch.Tensor, index: torch.Tensor, rows: int, pad: torch.Tensor | None) -> torch.Tensor:
+    """src: [m, k], index: [m] in [0, rows) -> [rows, k] row-wise max per index.
+
+    Every real output row has at least one source row (components are never empty), so
+    the output needs no initial fill; the padding rows (``pad``) are set to -inf.
+    """
+    out = src.new_empty((rows, src.shape[1]))
+    with warnings.catch_warnings():
+        # index_reduce is marked beta in torch 2.x but is stable in behaviour; keep it quiet.
+        warnings.simplefilter("ignore", UserWarning)
+        out.index_reduce_(0, index, src, "amax", include_self=False)
+    if pad is not None:
+        out.masked_fill_(pad[:, None], _NEG_INF)
+    return out
+
+
+def _boruvka(
+    W: torch.Tensor,
+    threshold: torch.Tensor,
+    valid: torch.Tensor,
+    *,
+    record: bool = False,
+    merge_limit: torch.Tensor | None = None,
+    group: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Components of ``W > threshold`` by Borůvka's algorithm with contraction.
+
+    W: [B, n, n] symmetric similarity, -inf for non-edges and on the diagonal.
+    threshold: [B]; two components join through an edge only if its weight > threshold.
+    valid: [B] int64 number of real vertices of each graph.
+    record: also return the weights of the joining edges (a maximum spanning forest):
+        [B, E] with -inf padding.
+    merge_limit, group: optional; at most ``merge_limit[g]`` joins in total over the graphs
+        ``b`` with ``group[b] == g`` (in graph-then-component order). Used to split ties.
+
+    Returns (labels [B, n], count [B], final max-linkage matrix [B, C, C], weights or None).
+    """
+    B, n, _ = W.shape
+    device = W.device
+    labels = torch.arange(n, device=device).expand(B, n).clone()
+    count = valid.to(torch.int64).clone()
+    remaining = None if merge_limit is None else merge_limit.clone()
+    M = W
+    recorded: list[torch.Tensor] = []
+    while M.shape[1] > 1:
+        C = M.shape[1]
+        pos = torch.arange(C, device=device)
+        best_w, best_j = M.max(dim=-1)  # [B, C]; ties go to the smaller index
+        real = pos < count[:, None]
+        hook = real & (best_w > threshold[:, None])
+        # Two components that chose each other: the smaller one stays the root.
+        mutual = (best_j.gather(1, best_j) == pos) & (pos < best_j)
+        hook &= ~mutual
+        if remaining is not None:
+            hook = _limit_hooks(hook, remaining, group)
+        if not bool(hook.any()):  # the one host sync of a round
+            break
+        if remaining is not None:
+            remaining = remaining - torch.zeros_like(remaining).index_add_(0, group, hook.sum(-1))
+        if record:
+            recorded.append(torch.where(hook, best_w, _NEG_INF))
+        parent = torch.where(hook, best_j, pos)
+        root = _pointer_double(parent)
+        is_root = (root == pos) & real
+        new_id = is_root.cumsum(-1) - 1
+        count = is_root.sum(-1)
+        comp = torch.where(real, new_id.gather(1, root), 0)  # padding rows are all -inf: any target
+        labels = comp.gather(1, labels)
+        M = _contract(M, comp, count, int(count.max()))
+    weights = torch.cat(recorded, dim=1) if recorded else None
+    if record and weights is None:
+        weights = W.new_full((B, 0), _NEG_INF)
+    return labels, count, M, weights
+
+
+def _limit_hooks(hook: torch.Tensor, remaining: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+    """Keep only the first ``remaining[g]`` hooks of each group (graph-major order).
+
+    hook: [B, C] bool; remaining: [G] int64; group: [B] int64, contiguous runs.
+    """
+    per_row = hook.sum(-1)  # [B]
+    row_start = per_row.cumsum(0) - per_row  # hooks in earlier rows, all groups
+    group_start = torch.full_like(remaining, torch.iinfo(torch.int64).max)
+    group_start.scatter_reduce_(0, group, row_start, "amin")
+    rank = (row_start - group_start[group])[:, None] + hook.cumsum(-1) - 1
+    return hook & (rank < remaining[group][:, None])
+
+
+def threshold_components(W: torch.Tensor, tau: torch.Tensor, valid: torch.Tensor) -> Components:
+    """Connected components of ``W > tau``.
+
+    W: [B, n, n] symmetric, -inf on the diagonal and for non-edges; tau: [B]; valid: [B].
+    """
+    labels, count, _, _ = _boruvka(W, tau, valid)
+    return Components(labels, count, tau, tau)
+
+
+def budget_components(
+    W: torch.Tensor, valid: torch.Tensor, keep: torch.Tensor, group: torch.Tensor | None = None
+) -> Components:
+    """Exactly ``keep[g]`` components per group of graphs by a single-linkage cut.
+
+    W: [B, n, n] symmetric, -inf on the diagonal and for non-edges; valid: [B] real vertices.
+    keep: [G] int64 components wanted per group; group: [B] int64 group of each graph
+    (contiguous runs; default: each graph is its own group). The cut is global over a
+    group: the spanning-forest edges of all its graphs are ranked together, so a group of
+    frames is cut at one implied threshold, like a single tau would.
+
+    The cut keeps the ``sum(valid) - keep`` strongest spanning-forest edges of the group.
+    Ties at the boundary are split deterministically (graph, then component order). If
+    the graphs cannot be joined that far (non-edges), the group keeps more components.
+    """
+    B = W.shape[0]
+    device = W.device
+    if group is None:
+        group = torch.arange(B, device=device)
+    G = keep.shape[0]
+    # 1. The spanning-forest weights of every graph, then per group sorted descending.
+    _, _, _, weights = _boruvka(W, W.new_full((B,), _NEG_INF), valid, record=True)
+    assert weights is not None
+    per_graph = weights.sort(dim=1, descending=True).values  # [B, E]
+    rows_per_group = torch.bincount(group, minlength=G)
+    gmax = int(rows_per_group.max())
+    E = per_graph.shape[1]
+    slot = torch.arange(B, device=device) - (rows_per_group.cumsum(0) - rows_per_group)[group]
+    grouped = W.new_full((G, gmax, E), _NEG_INF)
+    grouped[group, slot] = per_graph
+    ranked = grouped.reshape(G, gmax * E).sort(dim=1, descending=True).values  # [G, gmax*E]
+    total_valid = torch.zeros(G, dtype=torch.int64, device=device).index_add_(0, group, valid.to(torch.int64))
+    edges = (ranked > _NEG_INF).sum(-1)  # joins available per group
+    joins = (total_valid - keep).clamp(min=0).minimum(edges)  # joins to make
+    pad = W.new_full((G, 1), _NEG_INF)
+    ranked_ext = torch.cat([W.new_full((G, 1), float("inf")), ranked, pad], dim=1)
+    keep_t = ranked_ext.gather(1, joins[:, None]).squeeze(1)  # weakest kept edge (+inf if none)
+    cut_t = ranked_ext.gather(1, (joins + 1)[:, None]).squeeze(1)  # strongest cut edge (-inf if none)
+    strictly_above = (ranked > keep_t[:, None]).sum(-1)
+    ties = joins - strictly_above  # edges equal to keep_t still to join
+    # 2. Components strictly above the weakest kept weight.
+    labels, count, M, _ = _boruvka(W, keep_t[group], valid)
+    # 3. Split ties: join exactly `ties` more components through edges equal to keep_t.
+    if bool((ties > 0).any()):
+        tie_graph = torch.where(M == keep_t[group][:, None, None], 1.0, _NEG_INF).to(M.dtype)
+        tie_labels, count, _, _ = _boruvka(
+            tie_graph, W.new_zeros(B), count, merge_limit=ties, group=group
+        )
+        labels = tie_labels.gather(1, labels)
+    return Components(labels, count, keep_t[group], cut_t[group])
+
+
+def order_components(
+    comps: Components, degree: torch.Tensor, valid: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Relabel components by the index of their highest-degree member.
+
+    degree: [B, n] int64 row count of the adjacency (self included); valid: [B].
+    Each component's representative is its member of highest degree (ties: smaller
+    index); components are numbered in increasing order of their representative.
+
+    Returns (labels [B, n] int64, representatives [B, Cmax] int64 padded with -1).
+    """
+    labels, count = comps.labels, comps.count
+    B, n = labels.shape
+    device = labels.device
+    c_max = int(count.max()) if B else 0
+    idx = torch.arange(n, device=device)
+    real = idx < valid[:, None]
+    # One int64 score orders members by (degree desc, index asc).
+    score = torch.where(real, degree.to(torch.int64) * n + (n - 1 - idx), -1)
+    slot = torch.where(real, labels, c_max)  # padding goes to a spare slot
+    best = torch.full((B, c_max + 1), -1, dtype=torch.int64, device=device)
+    best.scatter_reduce_(1, slot, score, "amax")
+    best = best[:, :c_max]
+    has = best >= 0
+    rep = torch.where(has, (n - 1) - best.remainder(n), 0)
+    is_rep = torch.zeros(B, n + 1, dtype=torch.bool, device=device)
+    is_rep.scatter_(1, torch.where(has, rep, n), True)  # empty slots write to the spare column
+    rank = is_rep[:, :n].cumsum(-1) - 1  # position of each representative in index order
+    new_of_old = torch.where(has, rank.gather(1, rep), c_max)
+    new_labels = torch.where(real, new_of_old.gather(1, labels.clamp(max=max(c_max - 1, 0))), 0)
+    reps = torch.full((B, c_max + 1), -1, dtype=torch.int64, device=device)
+    reps.scatter_(1, new_of_old, torch.where(has, rep, -1))
+    return new_labels, reps[:, :c_max]

@@ -1,0 +1,275 @@
+"""Semantic Connected Components (SCC) of token sets.
+
+SCC (LLaVA-Scissor, arXiv 2506.21862, Sec. 3): tokens are vertices, two tokens are
+adjacent when their cosine similarity is strictly above ``tau``; every connected
+component becomes one token, the unweighted mean of its members; components are
+ordered by the index of their highest-degree member.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .._errors import ScissorError
+from .graph import Components, budget_components, order_components, threshold_components
+from .result import SCCResult
+
+__all__ = ["scc", "SetComponents", "components_of_sets", "normalize", "segment_mean", "check_tokens"]
+
+_NEG_INF = float("-inf")
+# Above this many vertices one gram matrix is built from tiles of its upper triangle:
+# half the multiply-adds, and exactly symmetric by construction.
+_TILE = 512
+
+
+def normalize(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """x: [..., d] -> [..., d] unit vectors in ``dtype``; zero vectors stay zero.
+
+    A zero vector therefore has cosine 0 with every token (itself included), so it is
+    adjacent to nothing when tau >= 0 and never produces NaN.
+    """
+    return F.normalize(x.to(dtype), dim=-1)
+
+
+def gram_strips(xn: torch.Tensor, tile: int = _TILE):
+    """xn: [B, n, d] -> yields (i, strip [B, t, n - i]) = rows i..i+t of xn @ xn^T, from column i on.
+
+    The upper triangle in row strips: half the multiply-adds of the full product. The
+    diagonal block of each strip is made exactly symmetric (matrix-multiply kernels need
+    not give bitwise-equal (i, j) and (j, i), and the component search relies on
+    symmetry). The in-memory and the tiled paths both build on these strips, so they see
+    bitwise-identical similarities.
+    """
+    n = xn.shape[1]
+    for i in range(0, n, tile):
+        strip = xn[:, i : i + tile] @ xn[:, i:].mT  # [B, t, n - i]
+        t = strip.shape[1]
+        diag = strip[:, :, :t]
+        diag.copy_(torch.maximum(diag, diag.mT))
+        yield i, strip
+
+
+def _symmetric_gram(xn: torch.Tensor) -> torch.Tensor:
+    """xn: [B, n, d] -> [B, n, n] = xn @ xn^T, exactly symmetric."""
+    B, n, _ = xn.shape
+    if n <= _TILE:
+        g = xn @ xn.mT
+        return torch.maximum(g, g.mT)
+    g = xn.new_empty(B, n, n)
+    for i, strip in gram_strips(xn):
+        t = strip.shape[1]
+        g[:, i : i + t, i:] = strip
+        g[:, i + t :, i : i + t] = strip[:, :, t:].mT
+    return g
+
+
+def similarity_graph(xn: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """xn: [B, n, d] unit vectors, valid: [B] -> W [B, n, n] with -inf on the diagonal and padding."""
+    W = _symmetric_gram(xn)
+    W.diagonal(dim1=1, dim2=2).fill_(_NEG_INF)
+    n = W.shape[1]
+    if bool((valid < n).any()):
+        pad = torch.arange(n, device=W.device) >= valid[:, None]  # [B, n]
+        W.masked_fill_(pad[:, :, None] | pad[:, None, :], _NEG_INF)
+    return W
+
+
+def sample_mask(
+    valid: torch.Tensor, n: int, epsilon: float, seed: int, group: torch.Tensor | None = None
+) -> torch.Tensor:
+    """[B, n] bool: the vertices sampled by the paper's Eq. 2, N' = min(N, ceil(ln N / eps^2)).
+
+    valid: [B] real vertices per set; group: [B] contiguous runs of sets drawn from one
+    stream (default: each set its own). Every group draws from a fresh generator seeded
+    with ``seed``, on the CPU, so a video's sample does not depend on the device or on
+    the other videos of a batch.
+    """
+    valid_cpu = valid.cpu()
+    B = valid_cpu.shape[0]
+    group_cpu = torch.arange(B) if group is None else group.cpu()
+    noise = torch.empty(B, n)
+    for g in torch.unique_consecutive(group_cpu).tolist():
+        rows = (group_cpu == g).nonzero().flatten()
+        noise[rows] = torch.rand(rows.numel(), n, generator=torch.Generator().manual_seed(seed))
+    noise[torch.arange(n) >= valid_cpu[:, None]] = 2.0  # padding sorts last
+    rank = noise.argsort(dim=1).argsort(dim=1)
+    wanted = torch.tensor(
+        [min(v, math.ceil(math.log(v) / epsilon**2)) if v > 0 else 0 for v in valid_cpu.tolist()]
+    )
+    return (rank < wanted[:, None]).to(valid.device)
+
+
+@dataclass(frozen=True)
+class SetComponents:
+    """Ordered components of B token sets (see ``components_of_sets``).
+
+    labels: [B, n] int64 in [0, count[b]); representatives: [B, Cmax] int64 (-1 padded);
+    count: [B]; degree: [B, n]; keep_threshold / cut_threshold: [B] (see graph.Components).
+    """
+
+    labels: torch.Tensor
+    representatives: torch.Tensor
+    count: torch.Tensor
+    degree: torch.Tensor
+    keep_threshold: torch.Tensor
+    cut_threshold: torch.Tensor
+
+
+def components_of_sets(
+    xn: torch.Tensor,
+    valid: torch.Tensor,
+    *,
+    tau: float,
+    keep: torch.Tensor | None = None,
+    group: torch.Tensor | None = None,
+    approximate: bool = False,
+    epsilon: float = 0.05,
+    seed: int = 0,
+    max_matrix_bytes: int = 1 << 30,
+) -> SetComponents:
+    """SCC of B token sets at once.
+
+    xn: [B, n, d] unit vectors (padding rows anything); valid: [B] real rows per set.
+    Threshold mode (``keep`` None): components of ``cos > tau``. Budget mode: exactly
+    ``keep[g]`` components per group of sets (``group``: [B], contiguous), by a
+    single-linkage cut ranked over the whole group. ``approximate`` restricts edges to
+    those touching a sampled vertex (paper Eq. 2), seeded by ``seed``. In threshold
+    mode, sets whose n x n matrix exceeds ``max_matrix_bytes`` go strip by strip
+    (``tiled.py``) with the same result.
+    """
+    B, n, _ = xn.shape
+    if keep is None and n * n * xn.element_size() > max_matrix_bytes:
+        return _tiled_sets(xn, valid, tau, approximate, epsilon, seed, group)
+    W = similarity_graph(xn, valid)
+    if approximate:
+        sampled = sample_mask(valid, n, epsilon, seed, group)
+        edges = W.masked_fill(~(sampled[:, :, None] | sampled[:, None, :]), _NEG_INF)
+    else:
+        edges = W
+    comps: Components
+    if keep is None:
+        comps = threshold_components(edges, W.new_full((B,), tau), valid)
+    else:
+        comps = budget_components(edges, valid, keep, group)
+    # Degree = row count of the adjacency, self included (the diagonal is always in A).
+    degree = (W > comps.cut_threshold[:, None, None]).sum(-1, dtype=torch.int32).to(torch.int64) + 1
+    labels, reps = order_components(comps, degree, valid)
+    return SetComponents(labels, reps, comps.count, degree, comps.keep_threshold, comps.cut_threshold)
+
+
+def _tiled_sets(
+    xn: torch.Tensor,
+    valid: torch.Tensor,
+    tau: float,
+    approximate: bool,
+    epsilon: float,
+    seed: int,
+    group: torch.Tensor | None,
+) -> SetComponents:
+    """Threshold-mode components of B sets, one set at a time, strip by strip."""
+    from .tiled import tiled_threshold_components
+
+    B, n, _ = xn.shape
+    sampled = sample_mask(valid, n, epsilon, seed, group) if approximate else None
+    labels = torch.zeros(B, n, dtype=torch.int64, device=xn.device)
+    degree = torch.ones(B, n, dtype=torch.int64, device=xn.device)
+    counts, reps = [], []
+    for b, m in enumerate(valid.tolist()):
+        comps, deg = tiled_threshold_components(xn[b, :m], tau, None if sampled is None else sampled[b, :m])
+        lab, rep = order_components(comps, deg, valid[b : b + 1])
+        labels[b, :m] = lab[0]
+        degree[b, :m] = deg[0]
+        counts.append(comps.count)
+        reps.append(rep[0])
+    reps_padded = torch.nn.utils.rnn.pad_sequence(reps, batch_first=True, padding_value=-1)
+    tau_t = xn.new_full((B,), tau)
+    return SetComponents(labels, reps_padded, torch.cat(counts), degree, tau_t, tau_t)
+
+
+def segment_mean(x: torch.Tensor, index: torch.Tensor, num: int, dtype: torch.dtype) -> torch.Tensor:
+    """x: [m, d], index: [m] in [0, num) -> [num, d] unweighted mean of each segment (in ``dtype``).
+
+    Empty segments give zeros.
+    """
+    sums = torch.zeros(num, x.shape[-1], dtype=dtype, device=x.device).index_add_(0, index, x.to(dtype))
+    counts = torch.bincount(index, minlength=num).clamp(min=1).to(dtype)
+    return sums / counts[:, None]
+
+
+def check_tokens(x: object, name: str, rank: int, shape_doc: str) -> torch.Tensor:
+    """Validate a floating, finite, non-empty tensor of the given rank; return it."""
+    if not isinstance(x, torch.Tensor):
+        raise ScissorError(f"{name} must be a torch.Tensor {shape_doc}, got {type(x).__name__}")
+    if x.dim() != rank:
+        raise ScissorError(f"{name} must be {shape_doc} (rank {rank}), got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ScissorError(
+            f"{name} must have a floating dtype (float32, float16, bfloat16, float64), got {x.dtype}"
+        )
+    if x.numel() == 0:
+        raise ScissorError(f"{name} is empty: shape {tuple(x.shape)}; expected {shape_doc} with every size >= 1")
+    lo, hi = torch.aminmax(x)  # one pass; NaN propagates, so finite bounds mean finite values
+    if not bool(torch.isfinite(lo) & torch.isfinite(hi)):
+        bad = int((~torch.isfinite(x)).sum())
+        raise ScissorError(f"{name} contains {bad} NaN or Inf value(s); expected finite values")
+    return x
+
+
+def _budget_from(n: int, retention: float | None, max_tokens: int | None) -> int | None:
+    if max_tokens is not None:
+        return min(max_tokens, n)
+    if retention is not None:
+        return max(1, min(n, math.floor(retention * n + 0.5)))
+    return None
+
+
+def scc(
+    tokens: torch.Tensor,
+    tau: float = 0.9,
+    *,
+    retention: float | None = None,
+    max_tokens: int | None = None,
+    approximate: bool = False,
+    epsilon: float = 0.05,
+    seed: int = 0,
+    similarity_dtype: torch.dtype = torch.float32,
+) -> SCCResult:
+    """Semantic connected components of one token set.
+
+    tokens: [n, dim] float (any token set: an image, a frame, a whole video flattened).
+    tau: adjacency is ``cos > tau`` (strict), in [-1, 1]. With ``retention`` or
+    ``max_tokens`` the output has exactly ``round(retention * n)`` / ``min(max_tokens, n)``
+    components instead (single-linkage cut; tau is then ignored).
+
+    Returns an ``SCCResult``: labels [n], tokens [c, dim] (component means, input dtype),
+    representatives [c], degree [n], threshold.
+    """
+    from .config import ScissorConfig  # validation of the scalar arguments in one place
+
+    ScissorConfig(tau=tau, epsilon=epsilon, seed=seed, retention=retention, max_tokens=max_tokens)
+    check_tokens(tokens, "tokens", 2, "[n, dim]")
+    n = tokens.shape[0]
+    acc = torch.float64 if tokens.dtype == torch.float64 else torch.float32
+    if similarity_dtype not in (torch.float32, torch.float64):
+        raise ScissorError(f"similarity_dtype must be torch.float32 or torch.float64, got {similarity_dtype}")
+    xn = normalize(tokens, similarity_dtype)[None]
+    valid = torch.tensor([n], device=tokens.device)
+    budget = _budget_from(n, retention, max_tokens)
+    keep = None if budget is None else torch.tensor([budget], device=tokens.device)
+    sc = components_of_sets(
+        xn, valid, tau=tau, keep=keep, approximate=approximate, epsilon=epsilon, seed=seed
+    )
+    count = int(sc.count[0])
+    labels = sc.labels[0]
+    means = segment_mean(tokens, labels, count, acc).to(tokens.dtype)
+    return SCCResult(
+        labels=labels,
+        tokens=means,
+        representatives=sc.representatives[0, :count],
+        degree=sc.degree[0],
+        threshold=float(sc.cut_threshold[0]),
+    )

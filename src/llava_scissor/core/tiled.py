@@ -1,0 +1,92 @@
+"""Components of a large token set without its full similarity matrix.
+
+For long videos the temporal step's S x S matrix does not fit in memory (S = 50,000
+spatial tokens is 10 GB in float32). Here the matrix is produced in row strips of the
+upper triangle (``gram_strips``, the same strips the in-memory path is built from, so
+both see bitwise-identical similarities) and reduced on the fly:
+
+* degree: row and column counts of each strip's adjacency are accumulated;
+* components: the strip's edges are unioned into a parent-pointer forest by min-label
+  hooking plus pointer jumping, iterated until every edge of the strip joins equal
+  roots; hooking always points to the smaller root, so the forest never has a cycle.
+
+Peak extra memory is one strip (tile x S floats and its boolean adjacency), not S x S.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .graph import Components
+
+__all__ = ["tiled_threshold_components"]
+
+
+def _find_roots(parent: torch.Tensor) -> torch.Tensor:
+    """parent: [n] forest with parent[x] <= x -> [n] root of every vertex (pointer jumping)."""
+    while True:
+        up = parent[parent]
+        if torch.equal(up, parent):
+            return parent
+        parent = up
+
+
+def _union_edges(parent: torch.Tensor, adj: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Union the edges of a boolean block into the forest.
+
+    parent: [n]; adj: [r, c] bool edges between vertices ``rows`` [r] and ``cols`` [c].
+    Returns the updated, fully compressed parent array.
+    """
+    big = parent.shape[0]
+    while True:
+        parent = _find_roots(parent)
+        ri, rj = parent[rows], parent[cols]
+        min_row = torch.where(adj, rj[None, :], big).amin(dim=1)  # smallest root among neighbours
+        min_col = torch.where(adj, ri[:, None], big).amin(dim=0)
+        # Converged when no edge leads to a smaller root on either side, i.e. every edge
+        # joins equal roots.
+        if bool((min_row >= ri).all()) and bool((min_col >= rj).all()):
+            return parent
+        parent = parent.clone()
+        parent.scatter_reduce_(0, ri, min_row.minimum(ri), "amin")
+        parent.scatter_reduce_(0, rj, min_col.minimum(rj), "amin")
+
+
+def tiled_threshold_components(
+    xn: torch.Tensor, tau: float, sampled: torch.Tensor | None = None, tile: int = 512
+) -> tuple[Components, torch.Tensor]:
+    """Components of ``cos > tau`` over one token set, strip by strip.
+
+    xn: [n, d] unit vectors; sampled: optional [n] bool (edges must touch a sampled
+    vertex, the paper's Eq. 2). Returns (Components with B = 1, degree [1, n] int64,
+    self included).
+    """
+    from .scc import gram_strips  # shared with the in-memory path
+
+    n = xn.shape[0]
+    device = xn.device
+    parent = torch.arange(n, device=device)
+    degree = torch.ones(n, dtype=torch.int64, device=device)
+    idx = torch.arange(n, device=device)
+    for i, strip in gram_strips(xn[None], tile):
+        adj = strip[0] > tau  # [t, n - i]
+        t = adj.shape[0]
+        adj[:, :t].fill_diagonal_(False)
+        degree[i : i + t] += adj.sum(dim=1)
+        degree[i + t :] += adj[:, t:].sum(dim=0)
+        if sampled is not None:
+            adj &= sampled[i : i + t, None] | sampled[None, i:]
+        rows_with = adj.any(dim=1)
+        cols_with = adj.any(dim=0)
+        if not bool(rows_with.any()):
+            continue
+        # Only the vertices that have an edge in this strip take part.
+        block = adj[rows_with][:, cols_with]
+        parent = _union_edges(parent, block, idx[i : i + t][rows_with], idx[i:][cols_with])
+    root = _find_roots(parent)
+    is_root = root == idx
+    new_id = is_root.cumsum(0) - 1
+    labels = new_id[root]
+    count = is_root.sum().reshape(1)
+    tau_t = xn.new_full((1,), tau)
+    return Components(labels[None], count, tau_t, tau_t), degree[None]
