@@ -1,0 +1,12 @@
+"""Video input: probe a file and sample frames uniformly with PyAV.
+
+Needs the ``video`` extra (``pip install 'llava-scissor[video]'``: PyAV and numpy).
+Reads mp4, webm, mkv, avi, gif and whatever else the FFmpeg inside PyAV can demux.
+Frames are decoded one by one and only the sampled ones are converted to RGB and
+kept; long videos are read by seeking near each sampled frame, so memory holds
+``num_frames`` frames, never the whole file.
+"""
+
+from ._decode import Clip, VideoInfo, probe, read_video, sample_indices
+
+__all__ = ["Clip", "VideoInfo", "probe", "read_video", "sample_indices"]

@@ -1,0 +1,116 @@
+"""Pictures: tints follow the final components, borders sit between them, files load."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+import numpy as np
+import pytest
+import torch
+
+PIL = pytest.importorskip("PIL.Image")
+
+import llava_scissor  # noqa: E402
+from llava_scissor import ScissorError  # noqa: E402
+from llava_scissor.viz import component_colors, frame_labels, render, render_frames, save, spatial_counts  # noqa: E402
+
+
+def halves(frames: int = 2, side: int = 4, dim: int = 8) -> torch.Tensor:
+    """[frames, side*side, dim]: left half of every frame is e0, right half e1."""
+    feats = torch.zeros(frames, side, side, dim)
+    feats[:, :, : side // 2, 0] = 1.0
+    feats[:, :, side // 2 :, 1] = 1.0
+    return feats.reshape(frames, side * side, dim)
+
+
+def grey(frames: int = 2, h: int = 40, w: int = 40, value: int = 128) -> np.ndarray:
+    return np.full((frames, h, w, 3), value, np.uint8)
+
+
+def test_colors_are_distinct_and_stable():
+    colors = component_colors(300)
+    assert colors.shape == (300, 3) and colors.dtype == np.uint8
+    assert len({tuple(c) for c in colors}) == 300
+    np.testing.assert_array_equal(colors[:10], component_colors(10))
+
+
+def test_labels_and_counts_follow_the_result():
+    result = llava_scissor.compress(halves(), tau=0.9)
+    assert result.num_tokens == 2
+    labels = frame_labels(result)  # [F, 4, 4]
+    assert labels.shape == (2, 4, 4)
+    left, right = labels[0, 0, 0], labels[0, 0, 3]
+    assert left != right
+    assert (labels[:, :, :2] == left).all() and (labels[:, :, 2:] == right).all()  # same colour in both frames
+    counts = spatial_counts(result)
+    assert counts.tolist() == [2, 2] and counts.sum() == result.num_spatial_tokens
+
+
+def test_tint_and_borders():
+    result = llava_scissor.compress(halves(), tau=0.9)
+    colors = component_colors(2).astype(float)
+    labels = frame_labels(result)
+    cell = 10
+    tiles = render_frames(grey(), result, cell=cell)
+    assert len(tiles) == 2 and tiles[0].size == (4 * cell, 4 * cell)
+    px = np.asarray(tiles[1], dtype=float)
+    inside_left = px[5, 5]  # centre of cell (0, 0)
+    inside_right = px[5, 35]  # centre of cell (0, 3)
+    expect_left = 128 * 0.55 + colors[labels[1, 0, 0]] * 0.45
+    expect_right = 128 * 0.55 + colors[labels[1, 0, 3]] * 0.45
+    np.testing.assert_allclose(inside_left, expect_left, atol=1.5)
+    np.testing.assert_allclose(inside_right, expect_right, atol=1.5)
+    border = px[5, 2 * cell]  # first pixel right of the left/right boundary
+    assert border.mean() < 0.5 * min(inside_left.mean(), inside_right.mean())
+    no_border = px[5, cell]  # between two cells of the same component
+    np.testing.assert_allclose(no_border, expect_left, atol=1.5)
+
+
+def test_render_picture_size_and_panel():
+    result = llava_scissor.compress(torch.randn(6, 16, 12, generator=torch.Generator().manual_seed(0)), tau=0.3)
+    img = render(grey(6), result, columns=3, cell=14, timestamps=[0.5 * i for i in range(6)])
+    assert img.mode == "RGB"
+    assert img.size[0] >= 3 * 56 and img.size[1] > 2 * 56 + 150
+
+
+def test_save_png_gif_html(tmp_path):
+    result = llava_scissor.compress(halves(frames=3), tau=0.9)
+    frames = grey(3)
+    png = save(tmp_path / "p.png", frames, result)
+    gif = save(tmp_path / "p.gif", frames, result)
+    page = save(tmp_path / "p.html", frames, result, title="three frames")
+    with PIL.open(png) as img:
+        assert img.format == "PNG" and img.size[0] >= 760
+    with PIL.open(gif) as img:
+        assert img.format == "GIF" and img.n_frames == 3
+    text = open(page, encoding="utf-8").read()
+    assert "<title>three frames</title>" in text
+    assert "http" not in text.replace("http-equiv", "")  # self-contained: nothing fetched
+    images = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", text)
+    assert len(images) == 1 + 3 + 1  # the shown frame, one per frame, the overview
+    assert base64.b64decode(images[0])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "<th>tokens after</th><td>2</td>" in text
+
+
+def test_errors():
+    result = llava_scissor.compress(torch.randn(2, 12, 8), tau=0.5)
+    with pytest.raises(ScissorError, match="not a square grid"):
+        frame_labels(result)
+    assert frame_labels(result, grid=(3, 4)).shape == (2, 3, 4)
+    with pytest.raises(ScissorError, match="grid 2x5 has 10 cells"):
+        frame_labels(result, grid=(2, 5))
+    square = llava_scissor.compress(halves(), tau=0.9)
+    with pytest.raises(ScissorError, match="got 3 video frames"):
+        render(grey(3), square)
+    with pytest.raises(ScissorError, match="must end in one of"):
+        save("picture.jpg", grey(2), square)
+
+
+def test_the_committed_picture():
+    import os
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "visualize.png")
+    with PIL.open(path) as img:
+        assert img.format == "PNG" and img.size[0] > 1000 and img.size[1] > 500
+    assert os.path.getsize(path) < 1024 * 1024
