@@ -1,0 +1,192 @@
+"""Registry of token-compression methods: SCC and the baselines it is compared with.
+
+Every method compresses one video's tokens ``features: [F, N, d]`` to exactly ``K``
+tokens, with the same budget meaning as SCC (``retention`` -> ``K = round-half-up(r * F * N)``,
+at least 1; ``max_tokens`` -> ``K = min(max_tokens, F * N)``), and returns a
+``CompressionResult``. Methods that need more than the features (the vision tower's
+attention, the language model's attention) declare it in ``Method.side_inputs`` and
+receive it as keyword arguments.
+
+>>> import llava_scissor
+>>> llava_scissor.available_methods()          # doctest: +ELLIPSIS
+['dycoke', 'fastv', 'l2norm', 'pooling', 'random', 'scissor', 'uniform', 'vidcom2', 'visionzip']
+>>> result = llava_scissor.compress(features, method="uniform", retention=0.1)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+
+from .._errors import ScissorError
+from ..core.config import ScissorConfig, with_overrides
+from ..core.result import CompressionResult
+
+__all__ = [
+    "Method",
+    "available_methods",
+    "get_method",
+    "compress_with",
+    "register_method",
+]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered compression method.
+
+    Attributes:
+        name: registry name (``method=`` everywhere).
+        compress: ``(features [F, N, d], config: ScissorConfig, *, options=None,
+            **side_inputs) -> CompressionResult``; one video at a time.
+        side_inputs: names of required keyword inputs besides the features, e.g.
+            ``("vision_attention",)``: [F, N] float, the attention each (pooled) token
+            receives inside the vision tower.
+        in_model: True when the method acts inside the language model (FastV); its
+            ``compress`` then needs the language model's attention and is normally
+            driven by the model integration (``llava_scissor.prepare/apply``).
+        description: one line for listings.
+        options: the frozen dataclass of the method's own hyperparameters (paper
+            defaults), or None. Keyword arguments named like its fields are accepted
+            by ``compress_with`` / ``llava_scissor.compress``.
+        paper: citation of the method's paper.
+        prefill_hook: for in-model methods, ``(model, prepared) -> context manager`` that
+            the HF integration's ``apply`` enters around each call with video.
+    """
+
+    name: str
+    compress: Callable[..., CompressionResult]
+    side_inputs: tuple[str, ...] = ()
+    in_model: bool = False
+    description: str = ""
+    options: type | None = None
+    paper: str = ""
+    prefill_hook: Callable[..., Any] | None = None
+
+    def option_names(self) -> tuple[str, ...]:
+        """Names of the method's own hyperparameters (fields of ``options``)."""
+        if self.options is None:
+            return ()
+        return tuple(f.name for f in dataclasses.fields(self.options))
+
+
+_REGISTRY: dict[str, Method] = {}
+_BUILTINS_LOADED = False
+
+
+def register_method(method: Method, *, replace: bool = False) -> Method:
+    """Add a method to the registry (``replace=True`` to overwrite one of the same name)."""
+    if not isinstance(method, Method):
+        raise ScissorError(f"register_method expects a Method, got {type(method).__name__}")
+    if not method.name or not method.name.isidentifier():
+        raise ScissorError(f"method names must be identifiers, got {method.name!r}")
+    if method.name in _REGISTRY and not replace:
+        raise ScissorError(
+            f"a method named {method.name!r} is already registered; pass replace=True to overwrite it"
+        )
+    _REGISTRY[method.name] = method
+    return method
+
+
+def _load_builtins() -> None:
+    global _BUILTINS_LOADED
+    if _BUILTINS_LOADED:
+        return
+    _BUILTINS_LOADED = True
+    # Each module registers its method(s) on import.
+    from . import ablation, dycoke, fastv, pooling, scissor, vidcom2, visionzip  # noqa: F401  (register)
+
+
+def available_methods() -> list[str]:
+    """Sorted names of all registered methods."""
+    _load_builtins()
+    return sorted(_REGISTRY)
+
+
+def get_method(name: str) -> Method:
+    """The registered ``Method`` called ``name``; ``ScissorError`` listing the names if unknown."""
+    _load_builtins()
+    if not isinstance(name, str):
+        raise ScissorError(f"method must be a name (str), got {type(name).__name__}")
+    key = name.strip().lower()
+    if key not in _REGISTRY:
+        raise ScissorError(f"unknown method {name!r}; available methods: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[key]
+
+
+def compress_with(
+    name: str,
+    features: torch.Tensor | Sequence[torch.Tensor],
+    config: ScissorConfig | None = None,
+    **overrides_and_side_inputs: Any,
+) -> CompressionResult | list[CompressionResult]:
+    """Compress one video (``[F, N, d]``) or a list of videos with the method ``name``.
+
+    features: [F, N, d] float tensor, or a list of such tensors (F may differ).
+    Keyword arguments are split three ways: names in ``Method.side_inputs`` are side
+    inputs (a tensor for one video, a list with one tensor per video for a list);
+    names of the method's ``options`` dataclass fields are its hyperparameters (or
+    pass ``options=<that dataclass>``); everything else must be a ``ScissorConfig``
+    field (``retention``, ``max_tokens``, ``seed``, ...).
+
+    Returns one ``CompressionResult`` per video (a list for a list input).
+    """
+    method = get_method(name)
+    side: dict[str, Any] = {}
+    option_values: dict[str, Any] = {}
+    overrides: dict[str, Any] = {}
+    options = overrides_and_side_inputs.pop("options", None)
+    option_names = set(method.option_names())
+    for key, value in overrides_and_side_inputs.items():
+        if key in method.side_inputs:
+            side[key] = value
+        elif key in option_names:
+            option_values[key] = value
+        else:
+            overrides[key] = value
+    cfg = with_overrides(config, **overrides)
+    options = _build_options(method, options, option_values)
+
+    if isinstance(features, torch.Tensor):
+        return method.compress(features, cfg, options=options, **side)
+    if not isinstance(features, (list, tuple)):
+        raise ScissorError(
+            f"features must be a [frames, tokens_per_frame, dim] tensor or a list of them, "
+            f"got {type(features).__name__}"
+        )
+    results = []
+    for i, video in enumerate(features):
+        video_side = {}
+        for key, value in side.items():
+            if value is None:
+                video_side[key] = None
+                continue
+            if not isinstance(value, (list, tuple)) or len(value) != len(features):
+                raise ScissorError(
+                    f"{key} must be a list with one tensor per video ({len(features)} videos) "
+                    f"when features is a list, got {type(value).__name__}"
+                    + (f" of length {len(value)}" if isinstance(value, (list, tuple)) else "")
+                )
+            video_side[key] = value[i]
+        results.append(method.compress(video, cfg, options=options, **video_side))
+    return results
+
+
+def _build_options(method: Method, options: Any, values: dict[str, Any]) -> Any:
+    if method.options is None:
+        if options is not None:
+            raise ScissorError(f"method {method.name!r} takes no options, got {options!r}")
+        return None
+    if options is None:
+        options = method.options()
+    elif not isinstance(options, method.options):
+        raise ScissorError(
+            f"options for method {method.name!r} must be a {method.options.__name__}, "
+            f"got {type(options).__name__}"
+        )
+    if values:
+        options = dataclasses.replace(options, **values)
+    return options

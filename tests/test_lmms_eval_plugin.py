@@ -1,0 +1,32 @@
+"""The lmms-eval plugin module stays importable without lmms-eval (a heavy, optional dependency)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import llava_scissor.integrations.lmms_eval as plugin
+
+
+def test_plugin_module_imports_without_lmms_eval():
+    code = (
+        "import sys, llava_scissor.integrations.lmms_eval as p;"
+        "assert 'lmms_eval' not in sys.modules; print(p.MODEL_NAME)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "llava_scissor"
+
+
+def test_missing_lmms_eval_is_a_clear_error(monkeypatch):
+    if "lmms_eval" in sys.modules or _importable("lmms_eval"):
+        pytest.skip("lmms-eval is installed")
+    with pytest.raises(ValueError, match="pip install lmms-eval"):
+        plugin.build_model_class()
+
+
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
