@@ -17,15 +17,11 @@ DEFAULT_MODEL = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"
 
 
 def _readme_python() -> list[str]:
-    """The ```python blocks of README.md once it holds the examples, else of the draft."""
-    for name in ("README.md", os.path.join("docs", "README_DRAFT.md")):
-        path = os.path.join(ROOT, name)
-        if os.path.exists(path):
-            text = open(path, encoding="utf-8").read()
-            blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
-            if any("llava_scissor.apply(" in b for b in blocks):
-                return blocks
-    pytest.skip("no README with the Python examples")
+    """The ```python blocks of README.md (which must hold the apply example)."""
+    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert any("llava_scissor.apply(" in b for b in blocks), "README.md lost its apply example"
+    return blocks
 
 
 def test_readme_python_examples_run(tmp_path, monkeypatch, capsys):
