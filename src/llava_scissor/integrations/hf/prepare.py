@@ -1,0 +1,404 @@
+"""``prepare``: compress the video tokens of processor outputs before the model sees them.
+
+transformers inserts video features by scattering them into the placeholder positions
+of ``input_ids`` (one placeholder per feature row, counts checked). Compression changes
+the count, so the placeholder runs must shrink before ``generate`` / ``forward`` run:
+
+1. encode each video once with the model's own ``get_video_features``;
+2. compress each video's ``[F, N, dim]`` tokens on its own;
+3. rebuild ``input_ids`` / ``attention_mask`` / per-token tensors with each run cut to
+   its new length, re-padding the batch;
+4. hand the compressed features over as ``mm_encoder_outputs["video"]``, which the
+   models' ``forward`` and ``generate`` accept instead of pixels;
+5. for 3-D rotary models (Qwen), pass positions computed on the uncompressed sequence and
+   gathered at each output token's representative, and set ``rope_deltas`` so that
+   decoding continues after the largest position.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+
+from ..._errors import ScissorError
+from ...core.config import ScissorConfig, with_overrides
+from ...core.result import CompressionResult
+from .families import Family, VideoFeatures, get_family
+from .families._base import base_model
+from .hooks import prefill_hook_for
+
+__all__ = ["prepare", "PreparedInputs", "VideoStats", "supports_precomputed_features"]
+
+#: [B, L] tensors that follow the token axis, with their padding value
+_PER_TOKEN = {"input_ids": None, "attention_mask": 0, "mm_token_type_ids": 0, "token_type_ids": 0,
+              "labels": -100, "position_ids": 0}
+
+
+@dataclass(frozen=True)
+class VideoStats:
+    """What compression did to one video.
+
+    Attributes:
+        index: position of the video in the processor's video list.
+        row: batch row (prompt) holding the video.
+        start: index of the video's first token in the prepared sequence of that row.
+        frames, tokens_per_frame: F and N of the compressed token grid (for Qwen, F is
+            the number of temporal steps of two frames).
+        tokens_before: placeholder tokens of the video before (F * N, plus the newline).
+        tokens_after: placeholder tokens after (K, plus the newline when kept).
+        seconds: wall time of the compression itself (synchronised on CUDA).
+        result: the full ``CompressionResult`` (labels, representatives, sizes, ...).
+    """
+
+    index: int
+    row: int
+    start: int
+    frames: int
+    tokens_per_frame: int
+    tokens_before: int
+    tokens_after: int
+    seconds: float
+    result: CompressionResult
+
+    @property
+    def retention(self) -> float:
+        """tokens_after / tokens_before."""
+        return self.tokens_after / self.tokens_before
+
+
+class PreparedInputs(dict):
+    """Keyword arguments for ``model.generate(**p)`` / ``model(**p)``, plus statistics.
+
+    Attributes:
+        stats: one ``VideoStats`` per video, in processor order.
+        encode_seconds: wall time of the vision encoder for all videos.
+        source_index: [B, L'] int64, for each prepared position the position in the
+            original sequence it stands for (a video token: its representative), -1 on
+            padding. None when nothing changed.
+        method: the method object when a baseline acts inside the language model (it
+            receives the prepared inputs through ``apply``), else None.
+    """
+
+    stats: list[VideoStats]
+    encode_seconds: float
+    source_index: torch.Tensor | None
+    method: Any
+
+    def __init__(self, kwargs: Mapping[str, Any], stats: list[VideoStats] | None = None,
+                 encode_seconds: float = 0.0, source_index: torch.Tensor | None = None,
+                 method: Any = None) -> None:
+        super().__init__(kwargs)
+        self.stats = list(stats or [])
+        self.encode_seconds = encode_seconds
+        self.source_index = source_index
+        self.method = method
+
+
+def supports_precomputed_features(model: Any) -> bool:
+    """True when ``model.forward`` accepts ``mm_encoder_outputs`` (transformers >= the
+    release that added precomputed multimodal encoder outputs: 5.18.0; absent in 5.17)."""
+    return "mm_encoder_outputs" in inspect.signature(model.forward).parameters
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _identity_result(features: torch.Tensor, method: str) -> CompressionResult:
+    """Every token kept as itself, in the original order (compression switched off)."""
+    f, n, d = features.shape
+    idx = torch.arange(f * n, device=features.device)
+    return CompressionResult(
+        tokens=features.reshape(f * n, d),
+        assignment=idx,
+        representatives=idx.clone(),
+        sizes=torch.ones(f * n, dtype=torch.int64, device=features.device),
+        frames=f,
+        tokens_per_frame=n,
+        method=method,
+    )
+
+
+def _resolve_method(method: str | None) -> tuple[str, Any]:
+    """(name, Method object or None for the built-in scissor)."""
+    if method is None or method == "scissor":
+        return "scissor", None
+    from ...methods import get_method  # lazy: baselines live outside the core
+
+    return method, get_method(method)
+
+
+def prepare(
+    model: Any,
+    inputs: Mapping[str, Any],
+    config: ScissorConfig | None = None,
+    *,
+    method: str | None = None,
+    keep_newline: bool = True,
+    enabled: bool = True,
+    padding_side: str | None = None,
+    **overrides: Any,
+) -> PreparedInputs:
+    """Compress the videos of processor outputs; return inputs for ``generate`` / ``forward``.
+
+    inputs: what the processor returned: ``input_ids`` [B, L], ``attention_mask`` [B, L]
+    (optional), ``pixel_values_videos`` (LLaVA: [V, F, C, H, W] or a list of [F, C, H, W]
+    with frames differing per video; Qwen: [patches, C*2*14*14] with ``video_grid_thw``
+    [V, 3]), and anything else the model takes (images are left to the model).
+
+    Returns a ``PreparedInputs`` (a dict): ``input_ids`` / ``attention_mask`` and other
+    per-token tensors [B, L'] with each video's placeholder run cut to its compressed
+    length (padding on the side the inputs used, left when there was none),
+    ``mm_encoder_outputs={"video": ...}`` holding the compressed features instead of the
+    video pixels, and for Qwen ``position_ids`` [4, B, L'] (text channel + t, h, w).
+    Inputs without video come back unchanged.
+
+    Options: ``config`` / ``overrides`` are ``ScissorConfig`` fields (``tau=``,
+    ``retention=``, ...); ``method`` selects a registered baseline (default "scissor");
+    ``keep_newline=False`` drops LLaVA-OneVision's video newline (the paper's flat layout);
+    ``enabled=False`` runs the same path with every token kept unchanged and in order.
+
+    Side effect, as transformers' own position code has: for Qwen the model's
+    ``rope_deltas`` is set for the prepared batch, so that a later ``forward`` with
+    ``past_key_values`` and no ``position_ids`` continues from the right position.
+    """
+    family = get_family(model)
+    if not isinstance(inputs, Mapping):
+        raise ScissorError(f"inputs must be a mapping (the processor's output), got {type(inputs).__name__}")
+    if padding_side not in (None, "left", "right"):
+        raise ScissorError(f"padding_side must be 'left', 'right' or None, got {padding_side!r}")
+    if inputs.get("pixel_values_videos") is None:
+        return PreparedInputs(inputs)
+    if inputs.get("input_ids") is None:
+        raise ScissorError("inputs need input_ids (inputs_embeds alone cannot show where the video tokens are)")
+    if not supports_precomputed_features(model):
+        raise ScissorError(
+            f"{type(model).__name__}.forward does not accept mm_encoder_outputs; llava-scissor needs a "
+            "transformers release with precomputed multimodal encoder outputs (5.18 or later; tested 5.18.0 and 5.23.0)"
+        )
+    name, method_obj = _resolve_method(method)
+    in_model = bool(getattr(method_obj, "in_model", False))
+    if in_model and enabled and prefill_hook_for(method_obj) is None:
+        raise ScissorError(
+            f"method {name!r} acts inside the language model and has no prefill hook; register one with "
+            "llava_scissor.integrations.hf.register_prefill_hook (see integrations/hf/hooks.py)"
+        )
+    if name == "scissor":
+        cfg: Any = with_overrides(config, **overrides)
+        compress_kwargs: dict[str, Any] = {}
+    else:
+        cfg = config
+        compress_kwargs = dict(overrides)
+
+    ids: torch.Tensor = inputs["input_ids"]
+    device = ids.device
+    with torch.no_grad():
+        _sync(device)
+        t0 = time.perf_counter()
+        videos = family.extract(model, inputs)
+        _sync(device)
+        encode_seconds = time.perf_counter() - t0
+
+        side: list[dict[str, Any]] = [{} for _ in videos]
+        needed = tuple(getattr(method_obj, "side_inputs", ()) or ())
+        if enabled and not in_model and "vision_attention" in needed:
+            for s, att in zip(side, family.vision_attention(model, inputs)):
+                s["vision_attention"] = att
+        unknown = sorted(set(needed) - {"vision_attention"})
+        if unknown and enabled and not in_model:
+            raise ScissorError(f"method {name!r} needs side inputs {unknown}; the HF integration supplies only vision_attention")
+
+        results: list[CompressionResult] = []
+        seconds: list[float] = []
+        for video, extra in zip(videos, side):
+            _sync(device)
+            t0 = time.perf_counter()
+            if not enabled or in_model:
+                result = _identity_result(video.features, "none" if not enabled else name)
+            else:
+                from ...api import compress
+
+                result = compress(video.features, cfg, method=None if name == "scissor" else name,
+                                  **compress_kwargs, **extra)
+            _sync(device)
+            seconds.append(time.perf_counter() - t0)
+            results.append(result)
+
+    keep_tail = keep_newline or not getattr(family, "has_newline", False)
+    out, source, starts = _rebuild(model, family, inputs, videos, results, keep_tail, padding_side)
+
+    packed_rows = []
+    for video, result in zip(videos, results):
+        tokens = result.tokens.to(video.features.dtype)
+        if keep_tail and video.tail is not None:
+            tokens = torch.cat([tokens, video.tail.to(tokens.dtype)], dim=0)
+        packed_rows.append(tokens)
+    encoder_outputs = dict(inputs.get("mm_encoder_outputs") or {})
+    encoder_outputs["video"] = family.pack(model, packed_rows)
+    if out.get("pixel_values") is not None and encoder_outputs.get("image") is None:
+        # forward refuses pixels next to precomputed outputs, so images are encoded here
+        # too, by the model's own get_image_features, exactly as generate would.
+        encoder_outputs["image"] = _encode_images(model, out)
+        del out["pixel_values"]
+    out["mm_encoder_outputs"] = encoder_outputs
+
+    if family.needs_positions:
+        _set_positions(model, family, inputs, out, source)
+
+    stats = [
+        VideoStats(
+            index=i,
+            row=row,
+            start=start,
+            frames=int(video.features.shape[0]),
+            tokens_per_frame=int(video.features.shape[1]),
+            tokens_before=video.num_placeholders,
+            tokens_after=int(packed.shape[0]),
+            seconds=sec,
+            result=result,
+        )
+        for i, (video, result, packed, sec, (row, start)) in enumerate(
+            zip(videos, results, packed_rows, seconds, starts)
+        )
+    ]
+    return PreparedInputs(out, stats, encode_seconds, source, method_obj if in_model else None)
+
+
+def _encode_images(model: Any, inputs: Mapping[str, Any]) -> Any:
+    """The model's own image features for ``inputs`` (unchanged by compression)."""
+    fn = base_model(model).get_image_features
+    names = [n for n in inspect.signature(fn).parameters if n != "kwargs"]
+    kwargs = {n: inputs[n] for n in names if inputs.get(n) is not None}
+    with torch.no_grad():
+        return fn(return_dict=True, **kwargs)
+
+
+def _pad_token_id(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> int:
+    padded = ids[mask == 0]
+    if padded.numel():
+        return int(padded[0])
+    for cfg in (getattr(model, "generation_config", None), model.config, getattr(model.config, "text_config", None)):
+        value = getattr(cfg, "pad_token_id", None) if cfg is not None else None
+        if isinstance(value, int):
+            return value
+    return 0
+
+
+def _rebuild(
+    model: Any,
+    family: Family,
+    inputs: Mapping[str, Any],
+    videos: list[VideoFeatures],
+    results: list[CompressionResult],
+    keep_tail: bool,
+    padding_side: str | None,
+) -> tuple[dict[str, Any], torch.Tensor, list[tuple[int, int]]]:
+    """Cut each video's placeholder run to its new length and re-pad the batch.
+
+    Returns (new inputs without the video-only keys, source index [B, L'], (row, start)
+    of each video in the new sequence).
+    """
+    ids: torch.Tensor = inputs["input_ids"]
+    if ids.dim() != 2:
+        raise ScissorError(f"input_ids must be [batch, length], got shape {tuple(ids.shape)}")
+    b, length = ids.shape
+    given_mask = inputs.get("attention_mask")
+    mask = given_mask if given_mask is not None else torch.ones_like(ids)
+    if mask.shape != ids.shape:
+        raise ScissorError(f"attention_mask shape {tuple(mask.shape)} differs from input_ids {tuple(ids.shape)}")
+    is_video = (ids == family.video_token_id(model)) & mask.bool()
+
+    total = int(is_video.sum())
+    expected = sum(v.num_placeholders for v in videos)
+    if total != expected:
+        raise ScissorError(
+            f"input_ids hold {total} video placeholder tokens but the {len(videos)} video(s) give {expected} "
+            "tokens; expected the processor's expansion for the same videos and settings"
+        )
+
+    # Walk the videos in order over the rows (transformers fills placeholders row-major).
+    row_positions = [is_video[r].nonzero().squeeze(1) for r in range(b)]
+    row_used = [0] * b
+    row = 0
+    keep = mask.bool().clone()
+    source = torch.arange(length, device=ids.device).expand(b, length).clone()
+    video_rows: list[tuple[int, torch.Tensor, int]] = []  # (row, kept placeholder positions, count)
+    for video, result in zip(videos, results):
+        while row < b and row_used[row] >= row_positions[row].numel():
+            row += 1
+        need = video.num_placeholders
+        if row >= b or row_positions[row].numel() - row_used[row] < need:
+            raise ScissorError("a video's placeholder run is split across prompts; expected each video inside one prompt")
+        run = row_positions[row][row_used[row] : row_used[row] + need]
+        row_used[row] += need
+        f, n, _ = video.features.shape
+        k = result.num_tokens
+        reps = result.representatives.to(run.device)
+        tail = need - f * n if keep_tail else 0
+        slots = run[: k + tail]
+        origin = torch.cat([run[reps], run[f * n : f * n + tail]])
+        keep[row, run[k + tail :]] = False
+        source[row, slots] = origin
+        video_rows.append((row, slots, k + tail))
+
+    lengths = keep.sum(1)
+    new_len = int(lengths.max()) if b else 0
+    had_padding = bool((mask == 0).any())
+    if padding_side is None:
+        right = had_padding and bool((mask[:, 0] == 1).all()) and not bool((mask[:, -1] == 1).all())
+        padding_side = "right" if right else "left"
+
+    new_source = torch.full((b, new_len), -1, dtype=torch.long, device=ids.device)
+    # new position of each kept old position, to locate the videos afterwards
+    new_pos = torch.full((b, length), -1, dtype=torch.long, device=ids.device)
+    for r in range(b):
+        kept = keep[r].nonzero().squeeze(1)
+        offset = new_len - kept.numel() if padding_side == "left" else 0
+        new_source[r, offset : offset + kept.numel()] = source[r, kept]
+        new_pos[r, kept] = torch.arange(kept.numel(), device=ids.device) + offset
+    valid = new_source >= 0
+    gather = new_source.clamp(min=0)
+
+    out: dict[str, Any] = {}
+    video_keys = set(family.video_input_keys)
+    for key, value in inputs.items():
+        if key in video_keys or key == "position_ids" and family.needs_positions:
+            continue
+        if key in _PER_TOKEN and isinstance(value, torch.Tensor) and tuple(value.shape) == (b, length):
+            fill = _pad_token_id(model, ids, mask) if key == "input_ids" else _PER_TOKEN[key]
+            out[key] = torch.where(valid, value.gather(1, gather), torch.full_like(gather, fill).to(value.dtype))
+        else:
+            out[key] = value
+    if given_mask is None and not bool(valid.all()):
+        out["attention_mask"] = valid.to(torch.long)
+    elif given_mask is not None:
+        out["attention_mask"] = valid.to(given_mask.dtype)
+    # Video tokens take the placeholder id (gathering from a representative keeps it; the
+    # newline slot is a placeholder too), so input_ids need no further fix-up.
+    starts = [(r, int(new_pos[r, slots[0]])) if count else (r, -1) for r, slots, count in video_rows]
+    return out, new_source, starts
+
+
+def _set_positions(
+    model: Any, family: Family, inputs: Mapping[str, Any], out: dict[str, Any], source: torch.Tensor
+) -> None:
+    """Qwen: ``position_ids`` [4, B, L'] and ``rope_deltas`` [B, 1] for the prepared batch."""
+    with torch.no_grad():
+        full = family.original_positions(model, inputs)  # [3, B, L]
+    valid = source >= 0
+    gather = source.clamp(min=0)
+    axes = torch.stack([full[a].gather(1, gather) for a in range(full.shape[0])])  # [3, B, L']
+    axes = axes.masked_fill(~valid, 0)
+    mask = out.get("attention_mask")
+    mask = valid.long() if mask is None else mask.long()
+    # The text channel is what generate builds for 4-channel positions: cumulative count
+    # of real tokens (used by the text model to build the attention mask).
+    text = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+    out["position_ids"] = torch.cat([text[None], axes.to(text.dtype)], dim=0)
+    deltas = axes.amax(dim=(0, 2)) + 1 - mask.sum(-1)  # [B]
+    base_model(model).rope_deltas = deltas[:, None].to(full.device)

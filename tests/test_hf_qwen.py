@@ -1,0 +1,115 @@
+"""Qwen2-VL / Qwen2.5-VL: 3-D rotary positions survive compression.
+
+Output video tokens carry the (t, h, w) positions of their representatives in the
+uncompressed sequence; text tokens keep theirs; decoding continues exactly where the
+uncompressed model's decoding would (both in ``generate`` and in a hand-written decode
+step that relies on ``rope_deltas``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+import hf_models as H  # noqa: E402
+from test_hf_integration import NEW, _generate, _inputs, lm_calls  # noqa: E402
+
+from llava_scissor.integrations.hf import build_video_inputs, get_family, prepare  # noqa: E402
+
+QWEN = ["qwen2_vl", "qwen2_5_vl"]
+
+
+@pytest.fixture(scope="module", params=QWEN)
+def qwen(request: Any) -> tuple[str, Any, Any]:
+    model = H.tiny_model(request.param)
+    return request.param, model, H.tiny_parts(request.param, model)
+
+
+def test_positions_are_those_of_representatives(qwen: Any) -> None:
+    model_type, model, parts = qwen
+    inputs = _inputs(model_type, parts, [4, 8])  # two rows, different lengths, left padding
+    family = get_family(model)
+    full = family.original_positions(model, inputs)  # [3, B, L]
+    prepared = prepare(model, inputs, retention=0.3)
+    positions = prepared["position_ids"]  # [4, B, L']
+    assert positions.shape[:2] == (4, 2) and positions.shape[2] == prepared["input_ids"].shape[1]
+    video_id = family.video_token_id(model)
+    for stats in prepared.stats:
+        row = stats.row
+        run = (inputs["input_ids"][row] == video_id).nonzero().squeeze(1)  # one video per row
+        reps = stats.result.representatives
+        got = positions[1:, row, stats.start : stats.start + stats.tokens_after]
+        assert torch.equal(got, full[:, row, run[reps]])
+        # text tokens keep their uncompressed positions, in order
+        old_text = (inputs["attention_mask"][row] == 1) & (inputs["input_ids"][row] != video_id)
+        new_text = (prepared["attention_mask"][row] == 1) & (prepared["input_ids"][row] != video_id)
+        assert torch.equal(positions[1:, row][:, new_text], full[:, row][:, old_text])
+        # the text channel counts real tokens
+        n = int(prepared["attention_mask"][row].sum())
+        assert torch.equal(positions[0, row][prepared["attention_mask"][row] == 1], torch.arange(n))
+    with lm_calls(model) as calls, torch.no_grad():
+        model(**prepared)
+    assert torch.equal(calls[0]["position_ids"], positions)
+
+
+def test_decoding_positions_continue_as_uncompressed(qwen: Any) -> None:
+    model_type, model, parts = qwen
+    inputs = _inputs(model_type, parts, [4, 8])
+    with lm_calls(model) as plain:
+        _generate(model, inputs)
+    with lm_calls(model) as compressed:
+        _generate(model, prepare(model, inputs, retention=0.3))
+    assert len(plain) == len(compressed) == NEW
+    for step in range(1, NEW):  # every decode step: same rotary positions as uncompressed
+        assert torch.equal(compressed[step]["position_ids"][1:], plain[step]["position_ids"][1:])
+    # and they continue right after the prompt's last token
+    last = compressed[0]["position_ids"][1:, :, -1]
+    assert torch.equal(compressed[1]["position_ids"][1:, :, 0], last + 1)
+
+
+def test_rope_deltas_drive_a_manual_decode_step(qwen: Any) -> None:
+    model_type, model, parts = qwen
+    inputs = _inputs(model_type, parts, [4])
+    prepared = prepare(model, inputs, retention=0.3)
+    generated = _generate(model, prepared)
+    prepared = prepare(model, inputs, retention=0.3)  # sets rope_deltas for this batch
+    with torch.no_grad():
+        out = model(**prepared, use_cache=True)
+        first = out.logits[:, -1].argmax(-1, keepdim=True)
+        # no position_ids: the model derives them from the cache length and rope_deltas
+        # (one prompt without padding, so no attention mask is needed either)
+        step = model(input_ids=first, past_key_values=out.past_key_values, use_cache=True)
+    second = step.logits[:, -1].argmax(-1)
+    assert torch.equal(torch.stack([first[0, 0], second[0]]), generated[0, -NEW : -NEW + 2])
+
+
+def test_images_in_the_same_prompt_are_untouched(qwen: Any) -> None:
+    model_type, model, parts = qwen
+    from PIL import Image
+
+    image = Image.fromarray(H.random_video(1, 56, 56, seed=9)[0])
+    text = [H.prompt(model_type, videos=1, images=1)]
+    video = H.random_video(4, 56, 84, seed=4)
+    inputs = build_video_inputs(parts, text, [video], images=[image])
+    image_id = int(model.config.image_token_id)
+    n_image = int((inputs["input_ids"] == image_id).sum())
+    assert n_image > 0
+    with lm_calls(model) as plain, torch.no_grad():
+        model(**inputs)
+    prepared = prepare(model, inputs, retention=0.25)
+    assert "pixel_values" not in prepared and prepared["mm_encoder_outputs"].get("image") is not None
+    with lm_calls(model) as compressed, torch.no_grad():
+        model(**prepared)
+    old = plain[0]["inputs_embeds"][0][inputs["input_ids"][0] == image_id]
+    new = compressed[0]["inputs_embeds"][0][prepared["input_ids"][0] == image_id]
+    assert torch.equal(old, new)
+    # image positions unchanged too
+    old_pos = plain[0]["position_ids"][-3:, 0][:, inputs["input_ids"][0] == image_id]
+    new_pos = compressed[0]["position_ids"][1:, 0][:, prepared["input_ids"][0] == image_id]
+    assert torch.equal(old_pos, new_pos)
+    # and with compression off, the whole generation is unchanged
+    assert torch.equal(_generate(model, prepare(model, inputs, enabled=False)), _generate(model, inputs))
