@@ -263,11 +263,13 @@ def _summary_rows(result: CompressionResult, timings: dict[str, float]) -> list[
     return rows
 
 
-def _video_features(args: argparse.Namespace, progress: Progress) -> tuple[torch.Tensor, dict[str, Any], dict[str, float]]:
-    """[F, N, D] projected tokens of VIDEO's sampled frames, the source record and timings."""
+def _encode_video(args: argparse.Namespace, progress: Progress, timings: dict[str, float]) -> tuple[Any, Any, torch.Tensor]:
+    """Load the model, decode VIDEO's sampled frames and run the vision tower.
+
+    Returns (loaded model, clip, features [F, N, D]); stage times go into ``timings``.
+    """
     from ._model import encode
 
-    timings: dict[str, float] = {}
     _check_video(args.video)
     start = time.perf_counter()
     loaded = _load(args, progress)
@@ -277,6 +279,13 @@ def _video_features(args: argparse.Namespace, progress: Progress) -> tuple[torch
     timings["decode"] = time.perf_counter() - start
     with progress.bar("vision tower"):
         features, timings["vision"] = encode(loaded, clip.frames)
+    return loaded, clip, features
+
+
+def _video_features(args: argparse.Namespace, progress: Progress) -> tuple[torch.Tensor, dict[str, Any], dict[str, float]]:
+    """[F, N, D] projected tokens of VIDEO's sampled frames, the source record and timings."""
+    timings: dict[str, float] = {}
+    loaded, clip, features = _encode_video(args, progress, timings)
     source = {"video": args.video, "model": loaded.name, "model_type": loaded.model_type,
               "frame_indices": list(clip.indices)}
     return features, source, timings
@@ -308,17 +317,7 @@ def visualize(args: argparse.Namespace) -> int:
         timings["decode"] = time.perf_counter() - start
         source = f"features {os.path.basename(args.features)}"
     else:
-        from ._model import encode
-
-        _check_video(args.video)
-        start = time.perf_counter()
-        loaded = _load(args, progress)
-        timings["load"] = time.perf_counter() - start
-        start = time.perf_counter()
-        clip = _read_clip(args.video, args.frames or DEFAULT_FRAMES, progress)
-        timings["decode"] = time.perf_counter() - start
-        with progress.bar("vision tower"):
-            features, timings["vision"] = encode(loaded, clip.frames)
+        loaded, clip, features = _encode_video(args, progress, timings)
         if grid is None:
             grid = loaded.grid
         source = loaded.name
