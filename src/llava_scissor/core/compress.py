@@ -6,7 +6,8 @@
    output token j = (temporal token j + sum of its originals) / (1 + count).
 
 All frames of all videos of a call go through the spatial step as one batch; the
-temporal and merge steps batch the videos with padding.
+temporal step batches the videos with padding; the merge step goes video by video,
+in chunks of originals.
 
 Budget split. With ``retention`` / ``max_tokens`` only the final K is given. The
 spatial step then keeps S = round(sqrt(K * F * N)) tokens (clipped to [max(K, F), F*N]),
@@ -35,6 +36,8 @@ from .scc import check_tokens, components_of_sets, normalize, segment_mean
 __all__ = ["compress", "merge_into", "budget_sizes"]
 
 _NEG_INF = float("-inf")
+# Originals per product in the merge step (see merge_into).
+_MERGE_CHUNK = 512
 
 
 def compress(
@@ -159,22 +162,14 @@ def merge_into(
     """
     if originals_unit is None:
         originals_unit = [normalize(o, sim_dtype) for o in originals]
-    k_max = max(t.shape[0] for t in targets)
-    m_max = max(o.shape[0] for o in originals)
-    if len(originals) * m_max * k_max * 4 <= max_matrix_bytes:
-        xo, _ = _pad(originals_unit)
-        xt, k_len = _pad([normalize(t, sim_dtype) for t in targets])
-        sim = xo @ xt.mT  # [B, max m, max k]
-        if bool((k_len < sim.shape[-1]).any()):
-            sim.masked_fill_(torch.arange(sim.shape[-1], device=sim.device) >= k_len[:, None, None], _NEG_INF)
-        best = list(sim.argmax(dim=-1))  # [B][max m]; ties go to the smaller index
-    else:
-        # Long videos: one video at a time, in row chunks of at most max_matrix_bytes.
-        best = []
-        for o, t in zip(originals_unit, targets):
-            tn = normalize(t, sim_dtype)
-            rows = max(1, max_matrix_bytes // (4 * tn.shape[0]))
-            best.append(torch.cat([(c @ tn.mT).argmax(dim=-1) for c in torch.split(o, rows)]))
+    best = []
+    for o, t in zip(originals_unit, targets):
+        tn = normalize(t, sim_dtype)  # [k, d]
+        # Chunks of originals: (k x chunk) products are tall and narrow, the shape CPU
+        # kernels run fastest, and memory stays bounded for long videos. argmax over the
+        # targets (dim 0) gives ties to the smaller index.
+        chunk = max(1, min(_MERGE_CHUNK, max_matrix_bytes // (4 * tn.shape[0])))
+        best.append(torch.cat([(tn @ c.mT).argmax(dim=0) for c in torch.split(o, chunk)]))
     merged, assignment = [], []
     for b, (o, t) in enumerate(zip(originals, targets)):
         a = best[b][: o.shape[0]]

@@ -54,40 +54,35 @@ def _pointer_double(parent: torch.Tensor) -> torch.Tensor:
     return parent
 
 
-def _contract(M: torch.Tensor, comp: torch.Tensor, count: torch.Tensor, c_new: int) -> torch.Tensor:
-    """M: [B, C, C] symmetric, comp: [B, C] new component of each old one -> [B, c_new, c_new].
+def _contract(M: torch.Tensor, comp: torch.Tensor, c_new: int) -> torch.Tensor:
+    """M: [B, C, C] symmetric, comp: [B, C] new component of each old one -> [B, c_new + 1, c_new + 1].
 
-    Entry (a, b) of the result is the max-linkage max{M[i, j] : comp[i] = a, comp[j] = b};
-    count: [B] real new components (rows past it are padding, all -inf).
+    Entry (a, b) of the result is the max-linkage max{M[i, j] : comp[i] = a, comp[j] = b}.
+    ``comp == c_new`` sends a row to a spare component whose row and column come out
+    all -inf (finished components and padding); rows without any source are -inf too.
     Rows are reduced with one 1-D index per row (index_reduce), several times faster
     than scatter_reduce with a full-size index; the columns are reduced the same way on
     the transpose, which by symmetry is the same matrix.
     """
     B, C, _ = M.shape
-    index = (comp + torch.arange(B, device=comp.device)[:, None] * c_new).reshape(-1)  # [B*C]
-    pad = None
-    if bool((count < c_new).any()):
-        pad = (torch.arange(c_new, device=M.device) >= count[:, None]).reshape(-1)  # [B*c_new]
-    rows = _rows_amax(M.reshape(B * C, C), index, B * c_new, pad)  # [B*c_new, C]
-    cols = rows.view(B, c_new, C).mT.contiguous().view(B * C, c_new)
-    out = _rows_amax(cols, index, B * c_new, pad).view(B, c_new, c_new)
+    c1 = c_new + 1
+    index = (comp + torch.arange(B, device=comp.device)[:, None] * c1).reshape(-1)  # [B*C]
+    rows = _rows_amax(M.reshape(B * C, C), index, B * c1).view(B, c1, C)
+    rows[:, c_new] = _NEG_INF
+    cols = rows.mT.contiguous().view(B * C, c1)
+    out = _rows_amax(cols, index, B * c1).view(B, c1, c1)
+    out[:, c_new] = _NEG_INF
     out.diagonal(dim1=1, dim2=2).fill_(_NEG_INF)
     return out
 
 
-def _rows_amax(src: torch.Tensor, index: torch.Tensor, rows: int, pad: torch.Tensor | None) -> torch.Tensor:
-    """src: [m, k], index: [m] in [0, rows) -> [rows, k] row-wise max per index.
-
-    Every real output row has at least one source row (components are never empty), so
-    the output needs no initial fill; the padding rows (``pad``) are set to -inf.
-    """
-    out = src.new_empty((rows, src.shape[1]))
+def _rows_amax(src: torch.Tensor, index: torch.Tensor, rows: int) -> torch.Tensor:
+    """src: [m, k], index: [m] in [0, rows) -> [rows, k] row-wise max per index, -inf where none."""
+    out = src.new_full((rows, src.shape[1]), _NEG_INF)
     with warnings.catch_warnings():
         # index_reduce is marked beta in torch 2.x but is stable in behaviour; keep it quiet.
         warnings.simplefilter("ignore", UserWarning)
-        out.index_reduce_(0, index, src, "amax", include_self=False)
-    if pad is not None:
-        out.masked_fill_(pad[:, None], _NEG_INF)
+        out.index_reduce_(0, index, src, "amax", include_self=True)
     return out
 
 
@@ -97,9 +92,10 @@ def _boruvka(
     valid: torch.Tensor,
     *,
     record: bool = False,
+    keep_ties: bool = False,
     merge_limit: torch.Tensor | None = None,
     group: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Components of ``W > threshold`` by Borůvka's algorithm with contraction.
 
     W: [B, n, n] symmetric similarity, -inf for non-edges and on the diagonal.
@@ -107,47 +103,74 @@ def _boruvka(
     valid: [B] int64 number of real vertices of each graph.
     record: also return the weights of the joining edges (a maximum spanning forest):
         [B, E] with -inf padding.
+    keep_ties: keep components whose strongest edge equals the threshold in the final
+        matrix (for the tie step of a budget cut); by default they are dropped.
     merge_limit, group: optional; at most ``merge_limit[g]`` joins in total over the graphs
         ``b`` with ``group[b] == g`` (in graph-then-component order). Used to split ties.
 
-    Returns (labels [B, n], count [B], final max-linkage matrix [B, C, C], weights or None).
+    A component with no edge above the threshold can never join again (by symmetry no
+    other component can hook onto it either), so it is finished and dropped from the
+    matrix: every round the matrix loses at least half of its rows, whatever the
+    threshold, instead of carrying isolated vertices round after round.
+
+    Returns (labels [B, n], count [B], final max-linkage matrix [B, C, C] between the
+    components still open, open [B], weights or None). The ``open[b]`` components still
+    in the matrix are labelled 0..open-1 (their row); finished ones open..count-1.
     """
     B, n, _ = W.shape
     device = W.device
-    labels = torch.arange(n, device=device).expand(B, n).clone()
-    count = valid.to(torch.int64).clone()
+    vlab = torch.arange(n, device=device).expand(B, n).clone()  # vertex -> matrix row, -1 once finished
+    final = torch.full((B, n), -1, dtype=torch.int64, device=device)  # vertex -> finished id
+    finished = torch.zeros(B, dtype=torch.int64, device=device)
+    count = valid.to(torch.int64).clone()  # rows of M in use per graph
     remaining = None if merge_limit is None else merge_limit.clone()
     M = W
     recorded: list[torch.Tensor] = []
-    while M.shape[1] > 1:
+    while True:
         C = M.shape[1]
         pos = torch.arange(C, device=device)
         best_w, best_j = M.max(dim=-1)  # [B, C]; ties go to the smaller index
         real = pos < count[:, None]
-        hook = real & (best_w > threshold[:, None])
+        thr = threshold[:, None]
+        above = best_w > thr
+        live = real & ((best_w >= thr) if keep_ties else above)
         # Two components that chose each other: the smaller one stays the root.
         mutual = (best_j.gather(1, best_j) == pos) & (pos < best_j)
-        hook &= ~mutual
+        hook = real & above & ~mutual
         if remaining is not None:
             hook = _limit_hooks(hook, remaining, group)
-        if not bool(hook.any()):  # the one host sync of a round
+        done = real & ~live
+        any_hook, any_done = torch.stack([hook.any(), done.any()]).tolist()  # the one host sync of a round
+        if not any_hook and not any_done:
             break
+        row = vlab.clamp(min=0)
+        if any_done:
+            done_id = finished[:, None] + done.cumsum(-1) - 1
+            final = torch.where((vlab >= 0) & done.gather(1, row), done_id.gather(1, row), final)
+            finished = finished + done.sum(-1)
         if remaining is not None:
             remaining = remaining - torch.zeros_like(remaining).index_add_(0, group, hook.sum(-1))
         if record:
             recorded.append(torch.where(hook, best_w, _NEG_INF))
         parent = torch.where(hook, best_j, pos)
         root = _pointer_double(parent)
-        is_root = (root == pos) & real
+        is_root = (root == pos) & live
         new_id = is_root.cumsum(-1) - 1
         count = is_root.sum(-1)
-        comp = torch.where(real, new_id.gather(1, root), 0)  # padding rows are all -inf: any target
-        labels = comp.gather(1, labels)
-        M = _contract(M, comp, count, int(count.max()))
+        c_new = int(count.max())
+        # Finished and padding rows go to the spare row c_new, which stays padding.
+        comp = torch.where(live, new_id.gather(1, root), c_new)
+        vlab = torch.where((vlab >= 0) & live.gather(1, row), comp.gather(1, row), -1)
+        M = _contract(M, comp, c_new)
+        if c_new == 0 or not any_hook:
+            # Nothing joined: the open components stay as they are (only finished ones left).
+            break
+    # Padding vertices (never real) keep label 0.
+    labels = torch.where(vlab >= 0, vlab, torch.where(final >= 0, count[:, None] + final, 0))
     weights = torch.cat(recorded, dim=1) if recorded else None
     if record and weights is None:
         weights = W.new_full((B, 0), _NEG_INF)
-    return labels, count, M, weights
+    return labels, count + finished, M, count, weights
 
 
 def _limit_hooks(hook: torch.Tensor, remaining: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
@@ -168,7 +191,7 @@ def threshold_components(W: torch.Tensor, tau: torch.Tensor, valid: torch.Tensor
 
     W: [B, n, n] symmetric, -inf on the diagonal and for non-edges; tau: [B]; valid: [B].
     """
-    labels, count, _, _ = _boruvka(W, tau, valid)
+    labels, count, _, _, _ = _boruvka(W, tau, valid)
     return Components(labels, count, tau, tau)
 
 
@@ -193,7 +216,7 @@ def budget_components(
         group = torch.arange(B, device=device)
     G = keep.shape[0]
     # 1. The spanning-forest weights of every graph, then per group sorted descending.
-    _, _, _, weights = _boruvka(W, W.new_full((B,), _NEG_INF), valid, record=True)
+    _, _, _, _, weights = _boruvka(W, W.new_full((B,), _NEG_INF), valid, record=True)
     assert weights is not None
     per_graph = weights.sort(dim=1, descending=True).values  # [B, E]
     rows_per_group = torch.bincount(group, minlength=G)
@@ -213,14 +236,17 @@ def budget_components(
     strictly_above = (ranked > keep_t[:, None]).sum(-1)
     ties = joins - strictly_above  # edges equal to keep_t still to join
     # 2. Components strictly above the weakest kept weight.
-    labels, count, M, _ = _boruvka(W, keep_t[group], valid)
+    labels, count, M, n_open, _ = _boruvka(W, keep_t[group], valid, keep_ties=True)
     # 3. Split ties: join exactly `ties` more components through edges equal to keep_t.
+    #    Only components still open (strongest edge == keep_t) can take part.
     if bool((ties > 0).any()):
         tie_graph = torch.where(M == keep_t[group][:, None, None], 1.0, _NEG_INF).to(M.dtype)
-        tie_labels, count, _, _ = _boruvka(
-            tie_graph, W.new_zeros(B), count, merge_limit=ties, group=group
+        tie_labels, tie_count, _, _, _ = _boruvka(tie_graph, W.new_zeros(B), n_open, merge_limit=ties, group=group)
+        is_open = labels < n_open[:, None]
+        labels = torch.where(
+            is_open, tie_labels.gather(1, labels.clamp(max=M.shape[1] - 1)), labels - n_open[:, None] + tie_count[:, None]
         )
-        labels = tie_labels.gather(1, labels)
+        count = count - n_open + tie_count
     return Components(labels, count, keep_t[group], cut_t[group])
 
 

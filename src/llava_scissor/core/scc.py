@@ -21,9 +21,9 @@ from .result import SCCResult
 __all__ = ["scc", "SetComponents", "components_of_sets", "normalize", "segment_mean", "check_tokens"]
 
 _NEG_INF = float("-inf")
-# Above this many vertices one gram matrix is built from tiles of its upper triangle:
-# half the multiply-adds, and exactly symmetric by construction.
-_TILE = 512
+# Above this many vertices a gram matrix is built from column strips of its upper
+# triangle: half the multiply-adds, and exactly symmetric by construction.
+_TILE = 256
 
 
 def normalize(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -36,24 +36,25 @@ def normalize(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def gram_strips(xn: torch.Tensor, tile: int = _TILE):
-    """xn: [B, n, d] -> yields (i, strip [B, t, n - i]) = rows i..i+t of xn @ xn^T, from column i on.
+    """xn: [B, n, d] -> yields (i, strip [B, i + t, t]) = columns i..i+t of xn @ xn^T, rows 0..i+t.
 
-    The upper triangle in row strips: half the multiply-adds of the full product. The
-    diagonal block of each strip is made exactly symmetric (matrix-multiply kernels need
-    not give bitwise-equal (i, j) and (j, i), and the component search relies on
-    symmetry). The in-memory and the tiled paths both build on these strips, so they see
-    bitwise-identical similarities.
+    The upper triangle (diagonal blocks included) in column strips: half the multiply-adds
+    of the full product, and tall, narrow products, which CPU matrix-multiply kernels run
+    faster than wide ones. The diagonal block of each strip (its last t rows) is made
+    exactly symmetric (kernels need not give bitwise-equal (i, j) and (j, i), and the
+    component search relies on symmetry). The in-memory and the tiled paths both build
+    on these strips, so they see bitwise-identical similarities.
     """
     n = xn.shape[1]
     for i in range(0, n, tile):
-        strip = xn[:, i : i + tile] @ xn[:, i:].mT  # [B, t, n - i]
-        t = strip.shape[1]
-        diag = strip[:, :, :t]
+        cols = xn[:, i : i + tile]
+        strip = xn[:, : i + cols.shape[1]] @ cols.mT  # [B, i + t, t]
+        diag = strip[:, i:]
         diag.copy_(torch.maximum(diag, diag.mT))
         yield i, strip
 
 
-def _symmetric_gram(xn: torch.Tensor) -> torch.Tensor:
+def symmetric_gram(xn: torch.Tensor) -> torch.Tensor:
     """xn: [B, n, d] -> [B, n, n] = xn @ xn^T, exactly symmetric."""
     B, n, _ = xn.shape
     if n <= _TILE:
@@ -61,21 +62,26 @@ def _symmetric_gram(xn: torch.Tensor) -> torch.Tensor:
         return torch.maximum(g, g.mT)
     g = xn.new_empty(B, n, n)
     for i, strip in gram_strips(xn):
-        t = strip.shape[1]
-        g[:, i : i + t, i:] = strip
-        g[:, i + t :, i : i + t] = strip[:, :, t:].mT
+        t = strip.shape[2]
+        g[:, : i + t, i : i + t] = strip
+        g[:, i : i + t, :i] = strip[:, :i].mT
     return g
 
 
 def similarity_graph(xn: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """xn: [B, n, d] unit vectors, valid: [B] -> W [B, n, n] with -inf on the diagonal and padding."""
-    W = _symmetric_gram(xn)
+    W = symmetric_gram(xn)
     W.diagonal(dim1=1, dim2=2).fill_(_NEG_INF)
     n = W.shape[1]
     if bool((valid < n).any()):
         pad = torch.arange(n, device=W.device) >= valid[:, None]  # [B, n]
         W.masked_fill_(pad[:, :, None] | pad[:, None, :], _NEG_INF)
     return W
+
+
+def degrees(W: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    """W: [B, n, n] symmetric, threshold: [B] -> [B, n] int64 neighbours above it, self included."""
+    return (W > threshold[:, None, None]).sum(-1, dtype=torch.int32).to(torch.int64) + 1
 
 
 def sample_mask(
@@ -156,7 +162,7 @@ def components_of_sets(
     else:
         comps = budget_components(edges, valid, keep, group)
     # Degree = row count of the adjacency, self included (the diagonal is always in A).
-    degree = (W > comps.cut_threshold[:, None, None]).sum(-1, dtype=torch.int32).to(torch.int64) + 1
+    degree = degrees(W, comps.cut_threshold)
     labels, reps = order_components(comps, degree, valid)
     return SetComponents(labels, reps, comps.count, degree, comps.keep_threshold, comps.cut_threshold)
 

@@ -1,7 +1,7 @@
 """Components of a large token set without its full similarity matrix.
 
 For long videos the temporal step's S x S matrix does not fit in memory (S = 50,000
-spatial tokens is 10 GB in float32). Here the matrix is produced in row strips of the
+spatial tokens is 10 GB in float32). Here the matrix is produced in column strips of the
 upper triangle (``gram_strips``, the same strips the in-memory path is built from, so
 both see bitwise-identical similarities) and reduced on the fly:
 
@@ -10,7 +10,7 @@ both see bitwise-identical similarities) and reduced on the fly:
   hooking plus pointer jumping, iterated until every edge of the strip joins equal
   roots; hooking always points to the smaller root, so the forest never has a cycle.
 
-Peak extra memory is one strip (tile x S floats and its boolean adjacency), not S x S.
+Peak extra memory is one strip (S x tile floats and its boolean adjacency), not S x S.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def _union_edges(parent: torch.Tensor, adj: torch.Tensor, rows: torch.Tensor, co
 
 
 def tiled_threshold_components(
-    xn: torch.Tensor, tau: float, sampled: torch.Tensor | None = None, tile: int = 512
+    xn: torch.Tensor, tau: float, sampled: torch.Tensor | None = None, tile: int | None = None
 ) -> tuple[Components, torch.Tensor]:
     """Components of ``cos > tau`` over one token set, strip by strip.
 
@@ -61,7 +61,9 @@ def tiled_threshold_components(
     vertex, the paper's Eq. 2). Returns (Components with B = 1, degree [1, n] int64,
     self included).
     """
-    from .scc import gram_strips  # shared with the in-memory path
+    from .scc import _TILE, gram_strips  # shared with the in-memory path
+
+    tile = tile or _TILE
 
     n = xn.shape[0]
     device = xn.device
@@ -69,20 +71,21 @@ def tiled_threshold_components(
     degree = torch.ones(n, dtype=torch.int64, device=device)
     idx = torch.arange(n, device=device)
     for i, strip in gram_strips(xn[None], tile):
-        adj = strip[0] > tau  # [t, n - i]
-        t = adj.shape[0]
-        adj[:, :t].fill_diagonal_(False)
-        degree[i : i + t] += adj.sum(dim=1)
-        degree[i + t :] += adj[:, t:].sum(dim=0)
+        adj = strip[0] > tau  # [i + t, t]: rows 0..i+t, columns i..i+t
+        adj[i:].fill_diagonal_(False)
+        # Columns count their whole strip; rows above the diagonal block count their
+        # part (the block's own rows are its columns, by symmetry).
+        degree[i : i + adj.shape[1]] += adj.sum(dim=0)
+        degree[:i] += adj[:i].sum(dim=1)
         if sampled is not None:
-            adj &= sampled[i : i + t, None] | sampled[None, i:]
+            adj &= sampled[: adj.shape[0], None] | sampled[None, i : i + adj.shape[1]]
         rows_with = adj.any(dim=1)
         cols_with = adj.any(dim=0)
-        if not bool(rows_with.any()):
+        if not bool(cols_with.any()):
             continue
         # Only the vertices that have an edge in this strip take part.
         block = adj[rows_with][:, cols_with]
-        parent = _union_edges(parent, block, idx[i : i + t][rows_with], idx[i:][cols_with])
+        parent = _union_edges(parent, block, idx[: adj.shape[0]][rows_with], idx[i : i + adj.shape[1]][cols_with])
     root = _find_roots(parent)
     is_root = root == idx
     new_id = is_root.cumsum(0) - 1
