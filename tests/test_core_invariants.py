@@ -274,3 +274,80 @@ def test_cuda_equals_cpu():
             assert g.tokens.device.type == "cuda"
             assert torch.equal(c.assignment, g.assignment.cpu())
             torch.testing.assert_close(c.tokens, g.tokens.cpu(), atol=1e-5, rtol=1e-5)
+
+
+def _union_find_labels(edges: list[tuple[int, int]], n: int) -> list[int]:
+    """Plain union-find over an edge list -> first-occurrence labels (the oracle)."""
+    parent = list(range(n))
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for a, b in edges:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    return canonical(torch.tensor([find(a) for a in range(n)]))
+
+
+def _random_graphs(seed: int, valid: list[int], n: int = 40):
+    from llava_scissor.core.scc import normalize, similarity_graph
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(len(valid), n, 6, generator=g)
+    v = torch.tensor(valid)
+    return similarity_graph(normalize(x, torch.float32), v), v
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_component_search_matches_union_find(seed):
+    """Threshold components (with isolated vertices, padding, a one-vertex graph) equal union-find."""
+    from llava_scissor.core.graph import threshold_components
+
+    W, valid = _random_graphs(seed, [40, 23, 1])
+    tau = [0.2, 0.5, 0.7, 0.85, 0.95, -1.0][seed]
+    comps = threshold_components(W, W.new_full((3,), tau), valid)
+    for b, m in enumerate(valid.tolist()):
+        edges = [(i, j) for i in range(m) for j in range(i + 1, m) if float(W[b, i, j]) > tau]
+        expected = _union_find_labels(edges, m)
+        assert canonical(comps.labels[b, :m]) == expected
+        assert int(comps.count[b]) == len(set(expected))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_budget_cut_matches_kruskal(seed):
+    """A group budget over three graphs equals Kruskal on their pooled edges, strongest first."""
+    from llava_scissor.core.graph import budget_components
+
+    W, valid = _random_graphs(100 + seed, [40, 31, 17])
+    total = int(valid.sum())
+    keep = [1, 3, 20, 45, 70, total][seed]
+    comps = budget_components(W, valid, torch.tensor([keep]), torch.zeros(3, dtype=torch.int64))
+    offset = [0, 40, 71]
+    pooled = sorted(
+        ((float(W[b, i, j]), offset[b] + i, offset[b] + j)
+         for b, m in enumerate(valid.tolist()) for i in range(m) for j in range(i + 1, m)),
+        reverse=True,
+    )
+    parent = list(range(total))
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            a = parent[a]
+        return a
+
+    joined = []
+    for _, a, b in pooled:
+        if len(joined) == total - keep:
+            break
+        if find(a) != find(b):
+            parent[max(find(a), find(b))] = min(find(a), find(b))
+            joined.append((a, b))
+    expected = _union_find_labels(joined, total)
+    got = torch.cat([comps.labels[b, :m] + 1000 * b for b, m in enumerate(valid.tolist())])
+    assert canonical(got) == expected
+    # Graphs of a group are never joined to each other: at least one component each.
+    assert int(comps.count.sum()) == max(keep, 3) == len(set(expected))

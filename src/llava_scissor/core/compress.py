@@ -37,7 +37,7 @@ __all__ = ["compress", "merge_into", "budget_sizes"]
 
 _NEG_INF = float("-inf")
 # Originals per product in the merge step (see merge_into).
-_MERGE_CHUNK = 512
+_MERGE_CHUNK = 256
 
 
 def compress(
@@ -165,11 +165,19 @@ def merge_into(
     best = []
     for o, t in zip(originals_unit, targets):
         tn = normalize(t, sim_dtype)  # [k, d]
+        k, m = tn.shape[0], o.shape[0]
         # Chunks of originals: (k x chunk) products are tall and narrow, the shape CPU
-        # kernels run fastest, and memory stays bounded for long videos. argmax over the
-        # targets (dim 0) gives ties to the smaller index.
-        chunk = max(1, min(_MERGE_CHUNK, max_matrix_bytes // (4 * tn.shape[0])))
-        best.append(torch.cat([(tn @ c.mT).argmax(dim=0) for c in torch.split(o, chunk)]))
+        # kernels run fastest, and memory stays bounded for long videos. One buffer is
+        # reused for every chunk: fresh chunk-sized temporaries interleaved with the small
+        # results fragment the heap, and resident memory then grows like the full k x m.
+        chunk = max(1, min(_MERGE_CHUNK, m, max_matrix_bytes // (4 * k)))
+        buf = tn.new_empty(k * chunk)
+        a = torch.empty(m, dtype=torch.int64, device=o.device)
+        for start in range(0, m, chunk):
+            c = o[start : start + chunk]
+            sim = torch.mm(tn, c.mT, out=buf[: k * c.shape[0]].view(k, c.shape[0]))
+            a[start : start + c.shape[0]] = sim.argmax(dim=0)  # ties go to the smaller index
+        best.append(a)
     merged, assignment = [], []
     for b, (o, t) in enumerate(zip(originals, targets)):
         a = best[b][: o.shape[0]]

@@ -140,7 +140,12 @@ def _boruvka(
         if remaining is not None:
             hook = _limit_hooks(hook, remaining, group)
         done = real & ~live
-        any_hook, any_done = torch.stack([hook.any(), done.any()]).tolist()  # the one host sync of a round
+        parent = torch.where(hook, best_j, pos)
+        root = _pointer_double(parent)
+        is_root = (root == pos) & live
+        new_count = is_root.sum(-1)
+        # The one host sync of a round: whether anything happened, and the new size.
+        any_hook, any_done, c_new = torch.stack([hook.any(), done.any(), new_count.max()]).tolist()
         if not any_hook and not any_done:
             break
         row = vlab.clamp(min=0)
@@ -152,12 +157,8 @@ def _boruvka(
             remaining = remaining - torch.zeros_like(remaining).index_add_(0, group, hook.sum(-1))
         if record:
             recorded.append(torch.where(hook, best_w, _NEG_INF))
-        parent = torch.where(hook, best_j, pos)
-        root = _pointer_double(parent)
-        is_root = (root == pos) & live
         new_id = is_root.cumsum(-1) - 1
-        count = is_root.sum(-1)
-        c_new = int(count.max())
+        count = new_count
         # Finished and padding rows go to the spare row c_new, which stays padding.
         comp = torch.where(live, new_id.gather(1, root), c_new)
         vlab = torch.where((vlab >= 0) & live.gather(1, row), comp.gather(1, row), -1)

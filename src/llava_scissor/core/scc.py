@@ -151,20 +151,40 @@ def components_of_sets(
     if keep is None and n * n * xn.element_size() > max_matrix_bytes:
         return _tiled_sets(xn, valid, tau, approximate, epsilon, seed, group)
     W = similarity_graph(xn, valid)
+    tau_t = W.new_full((B,), tau)
+    degree = None
+    edges = W
     if approximate:
         sampled = sample_mask(valid, n, epsilon, seed, group)
-        edges = W.masked_fill(~(sampled[:, :, None] | sampled[:, None, :]), _NEG_INF)
-    else:
-        edges = W
+        if keep is None:
+            # Degrees use every pair and are known before the components: take them,
+            # then drop the unsampled edges in place rather than from a copy of W.
+            degree = degrees(W, tau_t)
+            edges = _drop_unsampled_(W, sampled)
+        else:
+            edges = _drop_unsampled_(W.clone(), sampled)
     comps: Components
     if keep is None:
-        comps = threshold_components(edges, W.new_full((B,), tau), valid)
+        comps = threshold_components(edges, tau_t, valid)
     else:
         comps = budget_components(edges, valid, keep, group)
-    # Degree = row count of the adjacency, self included (the diagonal is always in A).
-    degree = degrees(W, comps.cut_threshold)
+    if degree is None:
+        # Degree = row count of the adjacency, self included (the diagonal is always in A).
+        degree = degrees(W, comps.cut_threshold)
     labels, reps = order_components(comps, degree, valid)
     return SetComponents(labels, reps, comps.count, degree, comps.keep_threshold, comps.cut_threshold)
+
+
+def _drop_unsampled_(W: torch.Tensor, sampled: torch.Tensor, rows: int = 1024) -> torch.Tensor:
+    """W: [B, n, n], sampled: [B, n] bool -> W with -inf wherever neither end is sampled (in place).
+
+    Row blocks keep the temporary mask at rows x n.
+    """
+    unsampled = ~sampled
+    for r in range(0, W.shape[1], rows):
+        block = unsampled[:, r : r + rows, None] & unsampled[:, None, :]
+        W[:, r : r + rows].masked_fill_(block, _NEG_INF)
+    return W
 
 
 def _tiled_sets(
