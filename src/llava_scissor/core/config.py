@@ -45,7 +45,8 @@ class ScissorConfig:
             "float64". Inputs in float16 / bfloat16 are compared in float32.
         max_matrix_bytes: the largest similarity matrix held in memory at once. In
             threshold mode a bigger token set (a long video's temporal step) is processed
-            in row strips with the same result, and the merge step in row chunks.
+            in column strips with the same result; the merge step's product buffer
+            (kept tokens x 256 originals) is capped by it too.
     """
 
     tau: float = 0.9
