@@ -38,6 +38,7 @@ __all__ = ["compress", "merge_into", "budget_sizes"]
 _NEG_INF = float("-inf")
 # Originals per product in the merge step (see merge_into).
 _MERGE_CHUNK = 256
+_NORM_EPS = 1e-12  # torch.nn.functional.normalize's default
 
 
 def compress(
@@ -149,32 +150,30 @@ def merge_into(
     targets: list[torch.Tensor],
     acc: torch.dtype,
     sim_dtype: torch.dtype,
-    originals_unit: list[torch.Tensor] | None = None,
     max_matrix_bytes: int = 1 << 30,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """The merge step for B videos.
 
-    originals: B tensors [m_i, d]; targets: B tensors [k_i, d] (the kept tokens);
-    originals_unit: the originals already normalized, if the caller has them.
+    originals: B tensors [m_i, d]; targets: B tensors [k_i, d] (the kept tokens).
     Each original joins its most similar target (cosine argmax, ties to the smaller
     index); output j = (target j + sum of its originals) / (1 + count).
     Returns (merged tokens: B tensors [k_i, d] in ``acc``, assignment: B tensors [m_i]).
     """
-    if originals_unit is None:
-        originals_unit = [normalize(o, sim_dtype) for o in originals]
     best = []
-    for o, t in zip(originals_unit, targets):
+    for o, t in zip(originals, targets):
         tn = normalize(t, sim_dtype)  # [k, d]
         k, m = tn.shape[0], o.shape[0]
         # Chunks of originals: (k x chunk) products are tall and narrow, the shape CPU
-        # kernels run fastest, and memory stays bounded for long videos. One buffer is
-        # reused for every chunk: fresh chunk-sized temporaries interleaved with the small
-        # results fragment the heap, and resident memory then grows like the full k x m.
+        # kernels run fastest, and memory stays bounded for long videos. The chunk's unit
+        # vectors and its product go to buffers reused for every chunk: fresh chunk-sized
+        # temporaries interleaved with the small results fragment the heap (resident
+        # memory then grows like the full k x m), and fresh pages cost page faults.
         chunk = max(1, min(_MERGE_CHUNK, m, max_matrix_bytes // (4 * k)))
         buf = tn.new_empty(k * chunk)
+        unit = tn.new_empty(chunk, tn.shape[1])
         a = torch.empty(m, dtype=torch.int64, device=o.device)
         for start in range(0, m, chunk):
-            c = o[start : start + chunk]
+            c = _normalize_into(o[start : start + chunk], unit)
             sim = torch.mm(tn, c.mT, out=buf[: k * c.shape[0]].view(k, c.shape[0]))
             a[start : start + c.shape[0]] = sim.argmax(dim=0)  # ties go to the smaller index
         best.append(a)
@@ -187,6 +186,13 @@ def merge_into(
         merged.append((t.to(acc) + sums) / (1.0 + counts)[:, None])
         assignment.append(a)
     return merged, assignment
+
+
+def _normalize_into(x: torch.Tensor, buf: torch.Tensor) -> torch.Tensor:
+    """x: [r, d] -> the first r rows of buf [>= r, d], holding ``normalize(x, buf.dtype)`` bitwise."""
+    x = x.to(buf.dtype)
+    norm = x.norm(2, -1, keepdim=True).clamp_min(_NORM_EPS)
+    return torch.div(x, norm, out=buf[: x.shape[0]])
 
 
 def _split(x: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
@@ -209,13 +215,10 @@ def _compress_videos(videos: list[torch.Tensor], cfg: ScissorConfig) -> list[Com
     group = torch.repeat_interleave(torch.arange(V, device=device), torch.tensor(frames, device=device))
 
     # 1. Spatial step: every frame of every video in one batch.
-    xn_flat = None
     if cfg.spatial:
-        xn = normalize(x_all, sim_dt)
-        xn_flat = xn.reshape(-1, d)  # reused by the merge step
         keep = torch.tensor([s for s, _ in sizes], device=device) if budgeted else None
         sc = components_of_sets(
-            xn,
+            x_all,
             torch.full((x_all.shape[0],), N, device=device),
             tau=cfg.tau,
             keep=keep,
@@ -223,6 +226,7 @@ def _compress_videos(videos: list[torch.Tensor], cfg: ScissorConfig) -> list[Com
             approximate=cfg.approximate,
             epsilon=cfg.epsilon,
             seed=cfg.seed,
+            normalize_to=sim_dt,
         )
         per_frame = sc.count  # [sum F]
         offsets = per_frame.cumsum(0) - per_frame
@@ -249,7 +253,7 @@ def _compress_videos(videos: list[torch.Tensor], cfg: ScissorConfig) -> list[Com
 
     # 2. Temporal step: one SCC per video, videos batched with padding.
     if cfg.temporal:
-        xs, s_len = _pad([normalize(s, sim_dt) for s in spatial_tokens])
+        xs, s_len = _pad(spatial_tokens)
         keep = torch.tensor([k for _, k in sizes], device=device) if budgeted else None
         tc = components_of_sets(
             xs,
@@ -260,6 +264,7 @@ def _compress_videos(videos: list[torch.Tensor], cfg: ScissorConfig) -> list[Com
             epsilon=cfg.epsilon,
             seed=cfg.seed + 1,  # an independent stream from the spatial step's
             max_matrix_bytes=cfg.max_matrix_bytes,
+            normalize_to=sim_dt,
         )
         k_sizes = tc.count.tolist()
         temporal_labels = [tc.labels[v, : s_sizes[v]] for v in range(V)]
@@ -276,8 +281,7 @@ def _compress_videos(videos: list[torch.Tensor], cfg: ScissorConfig) -> list[Com
     # 3. Merge step.
     originals = _split(flat_all, totals)
     if cfg.merge:
-        unit = None if xn_flat is None else _split(xn_flat, totals)
-        tokens, assignment = merge_into(originals, temporal_tokens, acc, sim_dt, unit, cfg.max_matrix_bytes)
+        tokens, assignment = merge_into(originals, temporal_tokens, acc, sim_dt, cfg.max_matrix_bytes)
     else:
         tokens = temporal_tokens
         assignment = [temporal_labels[v][spatial_labels[v]] for v in range(V)]

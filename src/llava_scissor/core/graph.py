@@ -95,6 +95,7 @@ def _boruvka(
     keep_ties: bool = False,
     merge_limit: torch.Tensor | None = None,
     group: torch.Tensor | None = None,
+    first_best: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Components of ``W > threshold`` by Borůvka's algorithm with contraction.
 
@@ -107,6 +108,8 @@ def _boruvka(
         matrix (for the tie step of a budget cut); by default they are dropped.
     merge_limit, group: optional; at most ``merge_limit[g]`` joins in total over the graphs
         ``b`` with ``group[b] == g`` (in graph-then-component order). Used to split ties.
+    first_best: ``W.max(dim=-1)`` if the caller has it (a budget cut makes two passes
+        over the same W, and the row maxima of the full matrix are the costliest step).
 
     A component with no edge above the threshold can never join again (by symmetry no
     other component can hook onto it either), so it is finished and dropped from the
@@ -129,7 +132,10 @@ def _boruvka(
     while True:
         C = M.shape[1]
         pos = torch.arange(C, device=device)
-        best_w, best_j = M.max(dim=-1)  # [B, C]; ties go to the smaller index
+        if M is W and first_best is not None:
+            best_w, best_j = first_best
+        else:
+            best_w, best_j = M.max(dim=-1)  # [B, C]; ties go to the smaller index
         real = pos < count[:, None]
         thr = threshold[:, None]
         above = best_w > thr
@@ -217,7 +223,8 @@ def budget_components(
         group = torch.arange(B, device=device)
     G = keep.shape[0]
     # 1. The spanning-forest weights of every graph, then per group sorted descending.
-    _, _, _, _, weights = _boruvka(W, W.new_full((B,), _NEG_INF), valid, record=True)
+    first_best = W.max(dim=-1)
+    _, _, _, _, weights = _boruvka(W, W.new_full((B,), _NEG_INF), valid, record=True, first_best=first_best)
     assert weights is not None
     per_graph = weights.sort(dim=1, descending=True).values  # [B, E]
     rows_per_group = torch.bincount(group, minlength=G)
@@ -237,7 +244,7 @@ def budget_components(
     strictly_above = (ranked > keep_t[:, None]).sum(-1)
     ties = joins - strictly_above  # edges equal to keep_t still to join
     # 2. Components strictly above the weakest kept weight.
-    labels, count, M, n_open, _ = _boruvka(W, keep_t[group], valid, keep_ties=True)
+    labels, count, M, n_open, _ = _boruvka(W, keep_t[group], valid, keep_ties=True, first_best=first_best)
     # 3. Split ties: join exactly `ties` more components through edges equal to keep_t.
     #    Only components still open (strongest edge == keep_t) can take part.
     if bool((ties > 0).any()):

@@ -24,6 +24,8 @@ _NEG_INF = float("-inf")
 # Above this many vertices a gram matrix is built from column strips of its upper
 # triangle: half the multiply-adds, and exactly symmetric by construction.
 _TILE = 256
+# Working buffers of unit vectors are kept near this size (see _small_unit_gram).
+_CHUNK_BYTES = 2 << 20
 
 
 def normalize(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -35,7 +37,7 @@ def normalize(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return F.normalize(x.to(dtype), dim=-1)
 
 
-def gram_strips(xn: torch.Tensor, tile: int = _TILE):
+def gram_strips(xn: torch.Tensor, tile: int = _TILE, out: torch.Tensor | None = None):
     """xn: [B, n, d] -> yields (i, strip [B, i + t, t]) = columns i..i+t of xn @ xn^T, rows 0..i+t.
 
     The upper triangle (diagonal blocks included) in column strips: half the multiply-adds
@@ -44,11 +46,18 @@ def gram_strips(xn: torch.Tensor, tile: int = _TILE):
     exactly symmetric (kernels need not give bitwise-equal (i, j) and (j, i), and the
     component search relies on symmetry). The in-memory and the tiled paths both build
     on these strips, so they see bitwise-identical similarities.
+    out: optional [B, n, n]; the strips are then views of it, written in place.
     """
     n = xn.shape[1]
     for i in range(0, n, tile):
         cols = xn[:, i : i + tile]
-        strip = xn[:, : i + cols.shape[1]] @ cols.mT  # [B, i + t, t]
+        rows = xn[:, : i + cols.shape[1]]
+        if out is None:
+            strip = rows @ cols.mT  # [B, i + t, t]
+        else:
+            strip = out[:, : rows.shape[1], i : i + cols.shape[1]]
+            for b in range(xn.shape[0]):  # 2-D products write straight into the strided view
+                torch.mm(rows[b], cols[b].mT, out=strip[b])
         diag = strip[:, i:]
         diag.copy_(torch.maximum(diag, diag.mT))
         yield i, strip
@@ -61,16 +70,39 @@ def symmetric_gram(xn: torch.Tensor) -> torch.Tensor:
         g = xn @ xn.mT
         return torch.maximum(g, g.mT)
     g = xn.new_empty(B, n, n)
-    for i, strip in gram_strips(xn):
+    for i, strip in gram_strips(xn, out=g):
         t = strip.shape[2]
-        g[:, : i + t, i : i + t] = strip
         g[:, i : i + t, :i] = strip[:, :i].mT
     return g
 
 
-def similarity_graph(xn: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """xn: [B, n, d] unit vectors, valid: [B] -> W [B, n, n] with -inf on the diagonal and padding."""
-    W = symmetric_gram(xn)
+def _small_unit_gram(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """x: [B, n, d] raw tokens (n <= _TILE) -> [B, n, n] cosine matrix in ``dtype``, exactly symmetric.
+
+    Normalizes a few sets at a time into a small buffer: a video's frames are tens of
+    MB of unit vectors that would otherwise be written once and read once, and on CPU
+    fresh memory of that size costs more in page faults than the normalization itself.
+    Bitwise equal to ``symmetric_gram(normalize(x, dtype))``.
+    """
+    B, n, d = x.shape
+    g = torch.empty(B, n, n, dtype=dtype, device=x.device)
+    step = max(1, _CHUNK_BYTES // max(1, n * d * g.element_size()))
+    for b in range(0, B, step):
+        xn = normalize(x[b : b + step], dtype)
+        gb = torch.bmm(xn, xn.mT, out=g[b : b + step])
+        gb.copy_(torch.maximum(gb, gb.mT))
+    return g
+
+
+def similarity_graph(x: torch.Tensor, valid: torch.Tensor, normalize_to: torch.dtype | None = None) -> torch.Tensor:
+    """x: [B, n, d], valid: [B] -> W [B, n, n] with -inf on the diagonal and padding.
+
+    x holds unit vectors, or raw tokens that are normalized to ``normalize_to`` here.
+    """
+    if normalize_to is not None and x.shape[1] <= _TILE:
+        W = _small_unit_gram(x, normalize_to)
+    else:
+        W = symmetric_gram(x if normalize_to is None else normalize(x, normalize_to))
     W.diagonal(dim1=1, dim2=2).fill_(_NEG_INF)
     n = W.shape[1]
     if bool((valid < n).any()):
@@ -79,9 +111,18 @@ def similarity_graph(xn: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return W
 
 
-def degrees(W: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
-    """W: [B, n, n] symmetric, threshold: [B] -> [B, n] int64 neighbours above it, self included."""
-    return (W > threshold[:, None, None]).sum(-1, dtype=torch.int32).to(torch.int64) + 1
+def degrees(W: torch.Tensor, threshold: torch.Tensor, rows: int = 256) -> torch.Tensor:
+    """W: [B, n, n] symmetric, threshold: [B] -> [B, n] int64 neighbours above it, self included.
+
+    Counted in blocks of rows: the boolean block stays in cache, which on CPU makes the
+    count several times faster than one pass over an n x n boolean matrix.
+    """
+    B, n, _ = W.shape
+    out = torch.empty(B, n, dtype=torch.int32, device=W.device)
+    thr = threshold[:, None, None]
+    for r in range(0, n, rows):
+        torch.sum(W[:, r : r + rows] > thr, dim=-1, dtype=torch.int32, out=out[:, r : r + rows])
+    return out.to(torch.int64) + 1
 
 
 def sample_mask(
@@ -136,10 +177,12 @@ def components_of_sets(
     epsilon: float = 0.05,
     seed: int = 0,
     max_matrix_bytes: int = 1 << 30,
+    normalize_to: torch.dtype | None = None,
 ) -> SetComponents:
     """SCC of B token sets at once.
 
-    xn: [B, n, d] unit vectors (padding rows anything); valid: [B] real rows per set.
+    xn: [B, n, d] unit vectors (padding rows anything), or raw tokens normalized here
+    to ``normalize_to`` when that is given; valid: [B] real rows per set.
     Threshold mode (``keep`` None): components of ``cos > tau``. Budget mode: exactly
     ``keep[g]`` components per group of sets (``group``: [B], contiguous), by a
     single-linkage cut ranked over the whole group. ``approximate`` restricts edges to
@@ -148,9 +191,12 @@ def components_of_sets(
     (``tiled.py``) with the same result.
     """
     B, n, _ = xn.shape
-    if keep is None and n * n * xn.element_size() > max_matrix_bytes:
+    itemsize = (normalize_to or xn.dtype).itemsize
+    if keep is None and n * n * itemsize > max_matrix_bytes:
+        if normalize_to is not None:
+            xn = normalize(xn, normalize_to)
         return _tiled_sets(xn, valid, tau, approximate, epsilon, seed, group)
-    W = similarity_graph(xn, valid)
+    W = similarity_graph(xn, valid, normalize_to)
     tau_t = W.new_full((B,), tau)
     degree = None
     edges = W
