@@ -46,12 +46,18 @@ def eq10_flops(frames: int, n: int, d: int, s: int, k: int) -> float:
     return frames * 2 * n * n * d + 2 * s * s * d + 2 * frames * n * k * d
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def grid_parser(doc: str | None) -> argparse.ArgumentParser:
+    """Options shared by the benchmarks over synthetic frames x 196 x dim videos and retentions."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--frames", type=int, default=32)
     p.add_argument("--dims", type=int, nargs="+", default=[896, 3584])
     p.add_argument("--retentions", type=float, nargs="+", default=[0.10, 0.25, 0.40])
     p.add_argument("--repeat", type=int, default=3)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = grid_parser(__doc__)
     p.add_argument("--similarity-dtypes", nargs="+", default=["float32"], help="also try: float64")
     args = p.parse_args(argv)
 

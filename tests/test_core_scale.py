@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 
@@ -48,3 +50,34 @@ def test_merge_in_chunks_equals_merge_at_once():
     b = llava_scissor.compress(x, tau=0.8, spatial=False, max_matrix_bytes=SMALL)
     assert torch.equal(a.assignment, b.assignment)
     assert torch.equal(a.tokens, b.tokens)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_chunked_normalization_is_bitwise_the_plain_one(dtype, monkeypatch):
+    """The spatial gram normalizes a few frames at a time and the merge a chunk at a time;
+    both must see exactly the unit vectors (and so the similarities) of one normalize call."""
+    # Modules, not the functions of the same names that llava_scissor.core exports.
+    compress_module = importlib.import_module("llava_scissor.core.compress")
+    scc_module = importlib.import_module("llava_scissor.core.scc")
+
+    x = video(frames=7, n=50, dim=24, seed=3)
+    x[2, 5] = 0.0  # a zero vector stays zero, in chunks too
+    monkeypatch.setattr(scc_module, "_CHUNK_BYTES", 1)  # one frame per chunk
+    g = scc_module.similarity_graph(x, torch.full((7,), 50), dtype)
+    ref = scc_module.similarity_graph(normalize(x, dtype), torch.full((7,), 50))
+    assert torch.equal(g, ref)
+    buf = torch.empty(64, 24, dtype=dtype)
+    flat = x.reshape(-1, 24)
+    for start in (0, 37, 300):
+        got = compress_module._normalize_into(flat[start : start + 50], buf)
+        assert torch.equal(got, normalize(flat[start : start + 50], dtype))
+
+
+def test_strips_written_in_place_equal_strips_returned():
+    from llava_scissor.core.scc import gram_strips
+
+    xn = normalize(video(frames=2, n=700, dim=16, seed=4), torch.float32)
+    out = torch.full((2, 700, 700), float("nan"))
+    for (i, fresh), (j, view) in zip(gram_strips(xn), gram_strips(xn, out=out)):
+        assert i == j and torch.equal(fresh, view)
+        assert view.data_ptr() == out[:, :, i:].data_ptr()  # really a view of out
