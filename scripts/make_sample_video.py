@@ -25,20 +25,25 @@ WIDTH, HEIGHT = 384, 288
 SCALE = 2  # draw at 2x and downsample: smooth edges without an anti-aliasing renderer
 
 
-def _sky(draw: ImageDraw.ImageDraw, top: tuple[int, int, int], bottom: tuple[int, int, int], horizon: int) -> None:
+def _canvas(
+    top: tuple[int, int, int], bottom: tuple[int, int, int], horizon: int
+) -> tuple[Image.Image, ImageDraw.ImageDraw, int]:
+    """A frame at drawing scale with a sky graded from ``top`` to ``bottom`` down to the
+    horizon (``horizon`` in output pixels); returns (image, its drawer, horizon scaled)."""
+    img = Image.new("RGB", (WIDTH * SCALE, HEIGHT * SCALE))
+    draw = ImageDraw.Draw(img)
+    horizon *= SCALE
     for y in range(horizon):
         t = y / max(horizon - 1, 1)
         color = tuple(int(round(a + (b - a) * t)) for a, b in zip(top, bottom))
         draw.line((0, y, WIDTH * SCALE, y), fill=color)
+    return img, draw, horizon
 
 
 def _day(t: float) -> Image.Image:
     """Day scene at time t seconds from its start."""
     s = SCALE
-    img = Image.new("RGB", (WIDTH * s, HEIGHT * s))
-    d = ImageDraw.Draw(img)
-    horizon = 190 * s
-    _sky(d, (90, 150, 230), (185, 215, 245), horizon)
+    img, d, horizon = _canvas((90, 150, 230), (185, 215, 245), 190)
     d.ellipse((300 * s, 24 * s, 350 * s, 74 * s), fill=(255, 214, 70))  # sun
     cx = (40 + 28 * t) * s  # cloud drifts right
     for dx, dy, r in ((0, 0, 22), (24, -10, 26), (50, 0, 20), (26, 8, 20)):
@@ -63,10 +68,7 @@ def _day(t: float) -> Image.Image:
 def _night(t: float) -> Image.Image:
     """Night scene at time t seconds from its start."""
     s = SCALE
-    img = Image.new("RGB", (WIDTH * s, HEIGHT * s))
-    d = ImageDraw.Draw(img)
-    horizon = 170 * s
-    _sky(d, (12, 18, 48), (40, 52, 100), horizon)
+    img, d, horizon = _canvas((12, 18, 48), (40, 52, 100), 170)
     rng = np.random.default_rng(7)  # the same stars in every frame
     for x, y in zip(rng.integers(0, WIDTH, 40), rng.integers(0, 160, 40)):
         twinkle = 1 + int((x + y + int(t * 6)) % 3 == 0)

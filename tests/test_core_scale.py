@@ -56,8 +56,7 @@ def test_merge_in_chunks_equals_merge_at_once():
 def test_chunked_normalization_is_bitwise_the_plain_one(dtype, monkeypatch):
     """The spatial gram normalizes a few frames at a time and the merge a chunk at a time;
     both must see exactly the unit vectors (and so the similarities) of one normalize call."""
-    # Modules, not the functions of the same names that llava_scissor.core exports.
-    compress_module = importlib.import_module("llava_scissor.core.compress")
+    # The module, not the function of the same name that llava_scissor.core exports.
     scc_module = importlib.import_module("llava_scissor.core.scc")
 
     x = video(frames=7, n=50, dim=24, seed=3)
@@ -69,7 +68,7 @@ def test_chunked_normalization_is_bitwise_the_plain_one(dtype, monkeypatch):
     buf = torch.empty(64, 24, dtype=dtype)
     flat = x.reshape(-1, 24)
     for start in (0, 37, 300):
-        got = compress_module._normalize_into(flat[start : start + 50], buf)
+        got = scc_module.normalize_into(flat[start : start + 50], buf)
         assert torch.equal(got, normalize(flat[start : start + 50], dtype))
 
 

@@ -31,14 +31,13 @@ from torch.nn.utils.rnn import pad_sequence
 from .._errors import ScissorError
 from .config import ScissorConfig, similarity_dtype, with_overrides
 from .result import CompressionResult
-from .scc import check_tokens, components_of_sets, normalize, segment_mean
+from .scc import check_tokens, components_of_sets, normalize, normalize_into, segment_mean
 
 __all__ = ["compress", "merge_into", "budget_sizes"]
 
 _NEG_INF = float("-inf")
 # Originals per product in the merge step (see merge_into).
 _MERGE_CHUNK = 256
-_NORM_EPS = 1e-12  # torch.nn.functional.normalize's default
 
 
 def compress(
@@ -173,7 +172,7 @@ def merge_into(
         unit = tn.new_empty(chunk, tn.shape[1])
         a = torch.empty(m, dtype=torch.int64, device=o.device)
         for start in range(0, m, chunk):
-            c = _normalize_into(o[start : start + chunk], unit)
+            c = normalize_into(o[start : start + chunk], unit)
             sim = torch.mm(tn, c.mT, out=buf[: k * c.shape[0]].view(k, c.shape[0]))
             a[start : start + c.shape[0]] = sim.argmax(dim=0)  # ties go to the smaller index
         best.append(a)
@@ -186,13 +185,6 @@ def merge_into(
         merged.append((t.to(acc) + sums) / (1.0 + counts)[:, None])
         assignment.append(a)
     return merged, assignment
-
-
-def _normalize_into(x: torch.Tensor, buf: torch.Tensor) -> torch.Tensor:
-    """x: [r, d] -> the first r rows of buf [>= r, d], holding ``normalize(x, buf.dtype)`` bitwise."""
-    x = x.to(buf.dtype)
-    norm = x.norm(2, -1, keepdim=True).clamp_min(_NORM_EPS)
-    return torch.div(x, norm, out=buf[: x.shape[0]])
 
 
 def _split(x: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:

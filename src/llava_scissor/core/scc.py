@@ -18,7 +18,7 @@ from .._errors import ScissorError
 from .graph import Components, budget_components, order_components, threshold_components
 from .result import SCCResult
 
-__all__ = ["scc", "SetComponents", "components_of_sets", "normalize", "segment_mean", "check_tokens"]
+__all__ = ["scc", "SetComponents", "components_of_sets", "normalize", "normalize_into", "segment_mean", "check_tokens"]
 
 _NEG_INF = float("-inf")
 # Above this many vertices a gram matrix is built from column strips of its upper
@@ -26,6 +26,7 @@ _NEG_INF = float("-inf")
 _TILE = 256
 # Working buffers of unit vectors are kept near this size (see _small_unit_gram).
 _CHUNK_BYTES = 2 << 20
+_NORM_EPS = 1e-12  # torch.nn.functional.normalize's default
 
 
 def normalize(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -35,6 +36,17 @@ def normalize(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     adjacent to nothing when tau >= 0 and never produces NaN.
     """
     return F.normalize(x.to(dtype), dim=-1)
+
+
+def normalize_into(x: torch.Tensor, buf: torch.Tensor) -> torch.Tensor:
+    """x: [r, d] -> the first r rows of buf [>= r, d], holding ``normalize(x, buf.dtype)`` bitwise.
+
+    The same arithmetic as ``F.normalize`` (norm clamped at its eps, then a division),
+    written into a buffer the caller reuses.
+    """
+    x = x.to(buf.dtype)
+    norm = x.norm(2, -1, keepdim=True).clamp_min(_NORM_EPS)
+    return torch.div(x, norm, out=buf[: x.shape[0]])
 
 
 def gram_strips(xn: torch.Tensor, tile: int = _TILE, out: torch.Tensor | None = None):

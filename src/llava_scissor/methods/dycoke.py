@@ -31,7 +31,14 @@ import torch
 from ..core.config import ScissorConfig
 from ..core.result import CompressionResult
 from . import Method, register_method
-from ._common import assign_to_nearest, check_features, even_split, evenly_spaced, token_budget
+from ._common import (
+    assign_to_nearest,
+    check_features,
+    even_split,
+    evenly_spaced,
+    result_from_assignment,
+    token_budget,
+)
 
 __all__ = ["dycoke_compress", "reference_frames", "WINDOW"]
 
@@ -94,32 +101,20 @@ def dycoke_compress(features: torch.Tensor, config: ScissorConfig, *, options: A
         order = torch.sort(sim[f], stable=True).indices
         kept_mask[f, order[: keep[f]]] = True
 
-    flat_mask = kept_mask.flatten()
-    kept = torch.nonzero(flat_mask).flatten()  # ascending, [K]
+    flat = features.reshape(frames * n, -1)
+    kept = torch.nonzero(kept_mask.flatten()).flatten()  # ascending, [K]
     out_index = torch.full((frames * n,), -1, dtype=torch.long, device=device)
     out_index[kept] = torch.arange(kept.numel(), device=device)
     assignment = out_index.view(frames, n).clone()
     # Frame 0's merged tokens (only below N kept tokens) go to their most similar kept token.
     lost = ~kept_mask[0]
     if bool(lost.any()):
-        flat = features.reshape(frames * n, -1)
         assignment[0, lost] = assign_to_nearest(flat[: n][lost], flat[kept])
     # Every other merged token follows its reference chain (references come earlier).
     for f in range(1, frames):
         row = assignment[f]
         assignment[f] = torch.where(kept_mask[f], row, assignment[refs[f]])
-    assignment = assignment.flatten()
-    sizes = torch.bincount(assignment, minlength=kept.numel())
-    flat = features.reshape(frames * n, -1)
-    return CompressionResult(
-        tokens=flat[kept],
-        assignment=assignment,
-        representatives=kept,
-        sizes=sizes,
-        frames=frames,
-        tokens_per_frame=n,
-        method="dycoke",
-    )
+    return result_from_assignment(features, assignment.flatten(), kept, "dycoke", tokens=flat[kept])
 
 
 register_method(

@@ -33,7 +33,14 @@ from .._errors import ScissorError
 from ..core.config import ScissorConfig
 from ..core.result import CompressionResult
 from . import Method, register_method
-from ._common import assign_to_nearest, check_features, check_side_input, even_split, token_budget
+from ._common import (
+    assign_to_nearest,
+    check_features,
+    check_side_input,
+    even_split,
+    result_from_assignment,
+    token_budget,
+)
 
 __all__ = ["VisionZipOptions", "visionzip_compress", "split_budget"]
 
@@ -128,17 +135,8 @@ def visionzip_compress(
         tokens.append(torch.cat(frame_tokens)[order_out])
         out += positions.numel()
 
-    representatives = torch.cat(reps)
-    sizes = torch.bincount(assignment[assignment >= 0], minlength=representatives.numel())
-    return CompressionResult(
-        tokens=torch.cat(tokens),
-        assignment=assignment,
-        representatives=representatives,
-        sizes=sizes,
-        frames=frames,
-        tokens_per_frame=n,
-        method="visionzip",
-    )
+    # Representatives ascend already (frame by frame), so no reordering happens.
+    return result_from_assignment(features, assignment, torch.cat(reps), "visionzip", tokens=torch.cat(tokens))
 
 
 register_method(
