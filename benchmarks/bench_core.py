@@ -2,10 +2,12 @@
 
     python benchmarks/bench_core.py [--dims 896 3584] [--retentions 0.1 0.25 0.4] [--repeat 3]
 
-For each synthetic 32 x 196 x dim video and retention, prints the time of
+For each synthetic 32 x 196 x dim video, similarity dtype (float32 and the reduced-
+precision bfloat16 path by default) and retention, prints the time of
 `llava_scissor.compress` beside the floor = Eq. 10 FLOPs (F*2*N^2*d + 2*S^2*d + 2*F*N*K*d)
 divided by the float32 matrix-multiply rate measured in the same run, and their ratio.
-Absolute times on shared machines are noise; the ratio is the figure to read.
+Absolute times on shared machines are noise; the ratio is the figure to read. The
+last column says whether the output is bitwise the float32 one.
 """
 
 from __future__ import annotations
@@ -58,11 +60,16 @@ def grid_parser(doc: str | None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     p = grid_parser(__doc__)
-    p.add_argument("--similarity-dtypes", nargs="+", default=["float32"], help="also try: float64")
+    p.add_argument(
+        "--similarity-dtypes", nargs="+", default=["float32", "bfloat16"], help="float32, bfloat16, float64"
+    )
     args = p.parse_args(argv)
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
-    header = f"{'dim':>5} {'sim':>8} {'retention':>9} {'S':>5} {'K':>5} {'GFLOP':>7} {'floor ms':>9} {'time ms':>8} {'ratio':>6}"
+    header = (
+        f"{'dim':>5} {'sim':>8} {'retention':>9} {'S':>5} {'K':>5} {'GFLOP':>7} {'floor ms':>9} "
+        f"{'time ms':>8} {'ratio':>6} {'= fp32':>6}"
+    )
     print(header)
     print("-" * len(header))
     for dim in args.dims:
@@ -72,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
             for r in args.retentions:
                 cfg = llava_scissor.ScissorConfig(retention=r, similarity_dtype=sim)
                 res = llava_scissor.compress(x, cfg)
+                # Whether the output is bitwise the float32 one (bfloat16 must be).
+                ref = llava_scissor.compress(x, cfg.replace(similarity_dtype="float32"))
+                same = torch.equal(res.tokens, ref.tokens) and torch.equal(res.assignment, ref.assignment)
                 t = best_of(lambda: llava_scissor.compress(x, cfg), args.repeat)
                 # The rate is re-measured beside every row and the best one kept: on a
                 # shared machine a slow moment must not lower the floor.
@@ -80,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                 floor = flops / rate
                 print(
                     f"{dim:>5} {sim:>8} {res.retention:>9.3f} {res.num_spatial_tokens:>5} {res.num_tokens:>5} "
-                    f"{flops / 1e9:>7.1f} {floor * 1e3:>9.1f} {t * 1e3:>8.1f} {t / floor:>6.2f}"
+                    f"{flops / 1e9:>7.1f} {floor * 1e3:>9.1f} {t * 1e3:>8.1f} {t / floor:>6.2f} {'yes' if same else 'NO':>6}"
                 )
         print(f"      float32 matmul rate at dim {dim}: {rate / 1e9:.1f} GFLOP/s")
     return 0

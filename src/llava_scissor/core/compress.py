@@ -31,7 +31,8 @@ from torch.nn.utils.rnn import pad_sequence
 from .._errors import ScissorError
 from .config import ScissorConfig, similarity_dtype, with_overrides
 from .result import CompressionResult
-from .scc import check_tokens, components_of_sets, normalize, normalize_into, segment_mean
+from .exact import canonical_similarity, error_bound, product_units
+from .scc import check_tokens, components_of_sets, normalize, normalize_into, segment_mean, unit_dtype
 
 __all__ = ["compress", "merge_into", "budget_sizes"]
 
@@ -156,35 +157,70 @@ def merge_into(
     originals: B tensors [m_i, d]; targets: B tensors [k_i, d] (the kept tokens).
     Each original joins its most similar target (cosine argmax, ties to the smaller
     index); output j = (target j + sum of its originals) / (1 + count).
+    With float32 / bfloat16 products the argmax is exact: an original whose best
+    targets lie within the products' error bound of each other is decided by their
+    canonical similarities (``exact.py``), so both dtypes assign alike.
     Returns (merged tokens: B tensors [k_i, d] in ``acc``, assignment: B tensors [m_i]).
     """
-    best = []
-    for o, t in zip(originals, targets):
-        tn = normalize(t, sim_dtype)  # [k, d]
-        k, m = tn.shape[0], o.shape[0]
-        # Chunks of originals: (k x chunk) products are tall and narrow, the shape CPU
-        # kernels run fastest, and memory stays bounded for long videos. The chunk's unit
-        # vectors and its product go to buffers reused for every chunk: fresh chunk-sized
-        # temporaries interleaved with the small results fragment the heap (resident
-        # memory then grows like the full k x m), and fresh pages cost page faults.
-        chunk = max(1, min(_MERGE_CHUNK, m, max_matrix_bytes // (4 * k)))
-        buf = tn.new_empty(k * chunk)
-        unit = tn.new_empty(chunk, tn.shape[1])
-        a = torch.empty(m, dtype=torch.int64, device=o.device)
-        for start in range(0, m, chunk):
-            c = normalize_into(o[start : start + chunk], unit)
-            sim = torch.mm(tn, c.mT, out=buf[: k * c.shape[0]].view(k, c.shape[0]))
-            a[start : start + c.shape[0]] = sim.argmax(dim=0)  # ties go to the smaller index
-        best.append(a)
     merged, assignment = [], []
-    for b, (o, t) in enumerate(zip(originals, targets)):
-        a = best[b][: o.shape[0]]
+    for o, t in zip(originals, targets):
+        a = _assign(o, t, sim_dtype, max_matrix_bytes)
         k = t.shape[0]
         sums = torch.zeros(k, o.shape[-1], dtype=acc, device=o.device).index_add_(0, a, o.to(acc))
         counts = torch.bincount(a, minlength=k).to(acc)
         merged.append((t.to(acc) + sums) / (1.0 + counts)[:, None])
         assignment.append(a)
     return merged, assignment
+
+
+def _assign(o: torch.Tensor, t: torch.Tensor, sim_dtype: torch.dtype, max_matrix_bytes: int) -> torch.Tensor:
+    """o: [m, d] originals, t: [k, d] targets -> [m] int64 index of each original's most similar target."""
+    unit = unit_dtype(sim_dtype)
+    tn, t_res = product_units(normalize(t, unit), sim_dtype)  # [k, d]
+    k, m = tn.shape[0], o.shape[0]
+    exact = sim_dtype != torch.float64
+    # Chunks of originals: (k x chunk) products are tall and narrow, the shape CPU
+    # kernels run fastest, and memory stays bounded for long videos. The chunk's unit
+    # vectors and its product go to buffers reused for every chunk: fresh chunk-sized
+    # temporaries interleaved with the small results fragment the heap (resident
+    # memory then grows like the full k x m), and fresh pages cost page faults.
+    chunk = max(1, min(_MERGE_CHUNK, m, max_matrix_bytes // (4 * k)))
+    buf = torch.empty(k * chunk, dtype=sim_dtype, device=o.device)
+    unit_buf = torch.empty(chunk, tn.shape[1], dtype=unit, device=o.device)
+    a = torch.empty(m, dtype=torch.int64, device=o.device)
+    for start in range(0, m, chunk):
+        c, c_res = product_units(normalize_into(o[start : start + chunk], unit_buf), sim_dtype)
+        sim = torch.mm(tn, c.mT, out=buf[: k * c.shape[0]].view(k, c.shape[0]))
+        best_w, best = sim.max(dim=0)  # ties go to the smaller index
+        if exact and k > 1:
+            bound = error_bound(o.shape[1], sim_dtype, o.device, float(torch.maximum(t_res, c_res)))
+            best = _exact_argmax(sim, best_w, best, bound, t, o[start : start + c.shape[0]])
+        a[start : start + c.shape[0]] = best
+    return a
+
+
+def _exact_argmax(
+    sim: torch.Tensor, best_w: torch.Tensor, best: torch.Tensor, bound, t: torch.Tensor, o: torch.Tensor
+) -> torch.Tensor:
+    """sim: [k, c] products, best_w / best: [c] their column max / argmax -> [c] canonical argmax.
+
+    The canonical best target's product is within two bounds of the column maximum, so
+    the targets that close are the only candidates; columns with one candidate are
+    already decided. Ties of canonical values go to the smaller index.
+    """
+    floor = (best_w.to(torch.float64) - 2 * bound.at(best_w)).to(torch.float32)  # [c]
+    cand = sim >= floor[None, :]  # [k, c]
+    open_cols = (cand.sum(dim=0) > 1).nonzero().squeeze(1)
+    if open_cols.shape[0] == 0:
+        return best
+    ti, ci = cand[:, open_cols].nonzero().unbind(1)  # candidate target, open column
+    col = open_cols[ci]
+    vals = canonical_similarity(t, ti, o, col)
+    top = torch.full((sim.shape[1],), float("-inf"), device=sim.device).scatter_reduce_(0, col, vals, "amax")
+    winner = torch.where(vals == top[col], ti, sim.shape[0])
+    first = torch.full((sim.shape[1],), sim.shape[0], dtype=torch.int64, device=sim.device)
+    first.scatter_reduce_(0, col, winner, "amin")
+    return torch.where(first < sim.shape[0], first, best)
 
 
 def _split(x: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
@@ -218,7 +254,7 @@ def _compress_videos(videos: list[torch.Tensor], cfg: ScissorConfig) -> list[Com
             approximate=cfg.approximate,
             epsilon=cfg.epsilon,
             seed=cfg.seed,
-            normalize_to=sim_dt,
+            sim_dtype=sim_dt,
         )
         per_frame = sc.count  # [sum F]
         offsets = per_frame.cumsum(0) - per_frame
@@ -256,7 +292,7 @@ def _compress_videos(videos: list[torch.Tensor], cfg: ScissorConfig) -> list[Com
             epsilon=cfg.epsilon,
             seed=cfg.seed + 1,  # an independent stream from the spatial step's
             max_matrix_bytes=cfg.max_matrix_bytes,
-            normalize_to=sim_dt,
+            sim_dtype=sim_dt,
         )
         k_sizes = tc.count.tolist()
         temporal_labels = [tc.labels[v, : s_sizes[v]] for v in range(V)]

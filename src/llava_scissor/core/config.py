@@ -13,7 +13,7 @@ from .._errors import ScissorError
 
 __all__ = ["ScissorConfig"]
 
-_SIM_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+_SIM_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,13 @@ class ScissorConfig:
         spatial_retention / spatial_max_tokens: budget of the spatial step (S) in
             budget mode; by default S is the geometric mean of K and F * N.
         spatial / temporal / merge: switches of the three steps (the paper's ablation).
-        similarity_dtype: dtype of the cosine similarities: "float32" (default) or
-            "float64". Inputs in float16 / bfloat16 are compared in float32.
+        similarity_dtype: dtype of the similarity products: "float32" (default),
+            "bfloat16" (faster products; the same result as "float32") or "float64".
+            With float32 and bfloat16 every similarity close enough to a decision
+            (tau, a budget's cut, the merge step's best target) to be on the wrong side
+            of it is re-computed exactly, so both give identical outputs; float64
+            products decide on their own. Inputs in float16 / bfloat16 are compared
+            from their float32 values.
         max_matrix_bytes: the largest similarity matrix held in memory at once. In
             threshold mode a bigger token set (a long video's temporal step) is processed
             in column strips with the same result; the merge step's product buffer

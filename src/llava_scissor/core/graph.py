@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Components", "threshold_components", "budget_components", "order_components"]
+__all__ = ["Components", "threshold_components", "budget_components", "budget_levels", "order_components"]
 
 _NEG_INF = float("-inf")
 
@@ -202,28 +202,22 @@ def threshold_components(W: torch.Tensor, tau: torch.Tensor, valid: torch.Tensor
     return Components(labels, count, tau, tau)
 
 
-def budget_components(
-    W: torch.Tensor, valid: torch.Tensor, keep: torch.Tensor, group: torch.Tensor | None = None
-) -> Components:
-    """Exactly ``keep[g]`` components per group of graphs by a single-linkage cut.
+def _cut_levels(
+    W: torch.Tensor,
+    valid: torch.Tensor,
+    keep: torch.Tensor,
+    group: torch.Tensor,
+    first_best: tuple[torch.Tensor, torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The levels of a single-linkage cut to ``keep[g]`` components per group.
 
-    W: [B, n, n] symmetric, -inf on the diagonal and for non-edges; valid: [B] real vertices.
-    keep: [G] int64 components wanted per group; group: [B] int64 group of each graph
-    (contiguous runs; default: each graph is its own group). The cut is global over a
-    group: the spanning-forest edges of all its graphs are ranked together, so a group of
-    frames is cut at one implied threshold, like a single tau would.
-
-    The cut keeps the ``sum(valid) - keep`` strongest spanning-forest edges of the group.
-    Ties at the boundary are split deterministically (graph, then component order). If
-    the graphs cannot be joined that far (non-edges), the group keeps more components.
+    Returns (keep_t [G]: weakest kept spanning-forest edge, +inf if none;
+    cut_t [G]: strongest cut one, -inf if none; ties [G]: edges equal to keep_t to join).
     """
     B = W.shape[0]
     device = W.device
-    if group is None:
-        group = torch.arange(B, device=device)
     G = keep.shape[0]
-    # 1. The spanning-forest weights of every graph, then per group sorted descending.
-    first_best = W.max(dim=-1)
+    # The spanning-forest weights of every graph, then per group sorted descending.
     _, _, _, _, weights = _boruvka(W, W.new_full((B,), _NEG_INF), valid, record=True, first_best=first_best)
     assert weights is not None
     per_graph = weights.sort(dim=1, descending=True).values  # [B, E]
@@ -242,12 +236,73 @@ def budget_components(
     keep_t = ranked_ext.gather(1, joins[:, None]).squeeze(1)  # weakest kept edge (+inf if none)
     cut_t = ranked_ext.gather(1, (joins + 1)[:, None]).squeeze(1)  # strongest cut edge (-inf if none)
     strictly_above = (ranked > keep_t[:, None]).sum(-1)
-    ties = joins - strictly_above  # edges equal to keep_t still to join
+    return keep_t, cut_t, joins - strictly_above
+
+
+def budget_levels(
+    W: torch.Tensor, valid: torch.Tensor, keep: torch.Tensor, group: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two levels of ``budget_components(W, valid, keep, group)``, per graph.
+
+    Returns (keep_threshold [B], cut_threshold [B]), without the components themselves.
+    """
+    if group is None:
+        group = torch.arange(W.shape[0], device=W.device)
+    keep_t, cut_t, _ = _cut_levels(W, valid, keep, group, W.max(dim=-1))
+    return keep_t[group], cut_t[group]
+
+
+def _canonical_open_order(
+    labels: torch.Tensor, M: torch.Tensor, n_open: torch.Tensor, valid: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Renumber the open components (rows of M) by their smallest vertex.
+
+    Borůvka numbers components by how they were contracted, which depends on the
+    similarities far above a cut; the tie step must not: its order is then a function
+    of the partition alone, so any similarities that agree at the cut split ties alike.
+    Returns (labels, M) renumbered.
+    """
+    B, n = labels.shape
+    C = M.shape[1]
+    idx = torch.arange(n, device=labels.device).expand(B, n)
+    is_open = (labels < n_open[:, None]) & (idx < valid[:, None])
+    first = torch.full((B, C + 1), n, dtype=torch.int64, device=labels.device)
+    first.scatter_reduce_(1, torch.where(is_open, labels, C), idx, "amin")
+    order = first[:, :C].argsort(dim=1, stable=True)  # new row -> old row (closed rows last)
+    rank = order.argsort(dim=1)  # old row -> new row
+    M = M.gather(1, order[:, :, None].expand(B, C, C)).gather(2, order[:, None, :].expand(B, C, C))
+    labels = torch.where(is_open, rank.gather(1, labels.clamp(max=C - 1)), labels)
+    return labels, M
+
+
+def budget_components(
+    W: torch.Tensor, valid: torch.Tensor, keep: torch.Tensor, group: torch.Tensor | None = None
+) -> Components:
+    """Exactly ``keep[g]`` components per group of graphs by a single-linkage cut.
+
+    W: [B, n, n] symmetric, -inf on the diagonal and for non-edges; valid: [B] real vertices.
+    keep: [G] int64 components wanted per group; group: [B] int64 group of each graph
+    (contiguous runs; default: each graph is its own group). The cut is global over a
+    group: the spanning-forest edges of all its graphs are ranked together, so a group of
+    frames is cut at one implied threshold, like a single tau would.
+
+    The cut keeps the ``sum(valid) - keep`` strongest spanning-forest edges of the group.
+    Ties at the boundary are split deterministically: components are taken in graph
+    order, then in order of their smallest vertex. If the graphs cannot be joined that
+    far (non-edges), the group keeps more components.
+    """
+    B = W.shape[0]
+    if group is None:
+        group = torch.arange(B, device=W.device)
+    # 1. The levels of the cut (the row maxima of W serve both passes).
+    first_best = W.max(dim=-1)
+    keep_t, cut_t, ties = _cut_levels(W, valid, keep, group, first_best)
     # 2. Components strictly above the weakest kept weight.
     labels, count, M, n_open, _ = _boruvka(W, keep_t[group], valid, keep_ties=True, first_best=first_best)
     # 3. Split ties: join exactly `ties` more components through edges equal to keep_t.
     #    Only components still open (strongest edge == keep_t) can take part.
     if bool((ties > 0).any()):
+        labels, M = _canonical_open_order(labels, M, n_open, valid)
         tie_graph = torch.where(M == keep_t[group][:, None, None], 1.0, _NEG_INF).to(M.dtype)
         tie_labels, tie_count, _, _, _ = _boruvka(tie_graph, W.new_zeros(B), n_open, merge_limit=ties, group=group)
         is_open = labels < n_open[:, None]

@@ -12,10 +12,10 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from .._errors import ScissorError
-from .graph import Components, budget_components, order_components, threshold_components
+from .exact import ErrorBound, error_bound, product_units, resolve_band_, unit_vectors
+from .graph import Components, budget_components, budget_levels, order_components, threshold_components
 from .result import SCCResult
 
 __all__ = ["scc", "SetComponents", "components_of_sets", "normalize", "normalize_into", "segment_mean", "check_tokens"]
@@ -26,27 +26,37 @@ _NEG_INF = float("-inf")
 _TILE = 256
 # Working buffers of unit vectors are kept near this size (see _small_unit_gram).
 _CHUNK_BYTES = 2 << 20
-_NORM_EPS = 1e-12  # torch.nn.functional.normalize's default
 
 
 def normalize(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """x: [..., d] -> [..., d] unit vectors in ``dtype``; zero vectors stay zero.
 
     A zero vector therefore has cosine 0 with every token (itself included), so it is
-    adjacent to nothing when tau >= 0 and never produces NaN.
+    adjacent to nothing when tau >= 0 and never produces NaN. The norm is a fixed tree
+    sum (``exact.unit_vectors``): a row's unit vector never depends on its batch.
     """
-    return F.normalize(x.to(dtype), dim=-1)
+    return unit_vectors(x, dtype)
 
 
 def normalize_into(x: torch.Tensor, buf: torch.Tensor) -> torch.Tensor:
-    """x: [r, d] -> the first r rows of buf [>= r, d], holding ``normalize(x, buf.dtype)`` bitwise.
+    """x: [r, d] -> the first r rows of buf [>= r, d], holding ``normalize(x, buf.dtype)`` bitwise."""
+    return unit_vectors(x, buf.dtype, out=buf)[: x.shape[0]]
 
-    The same arithmetic as ``F.normalize`` (norm clamped at its eps, then a division),
-    written into a buffer the caller reuses.
+
+def unit_dtype(sim_dtype: torch.dtype) -> torch.dtype:
+    """The dtype of the unit vectors and of the similarity matrix for a product dtype.
+
+    A bfloat16 product takes float32 unit vectors rounded to bfloat16 and its results
+    go into a float32 matrix, where exact values can replace the ones near a threshold.
     """
-    x = x.to(buf.dtype)
-    norm = x.norm(2, -1, keepdim=True).clamp_min(_NORM_EPS)
-    return torch.div(x, norm, out=buf[: x.shape[0]])
+    return torch.float64 if sim_dtype == torch.float64 else torch.float32
+
+
+def _product(a: torch.Tensor, b_t: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """out[...] = a @ b_t, written in place; a low-precision product is widened into out."""
+    if a.dtype == out.dtype:
+        return torch.matmul(a, b_t, out=out) if out.dim() == 3 else torch.mm(a, b_t, out=out)
+    return out.copy_(a @ b_t)
 
 
 def gram_strips(xn: torch.Tensor, tile: int = _TILE, out: torch.Tensor | None = None):
@@ -58,69 +68,80 @@ def gram_strips(xn: torch.Tensor, tile: int = _TILE, out: torch.Tensor | None = 
     exactly symmetric (kernels need not give bitwise-equal (i, j) and (j, i), and the
     component search relies on symmetry). The in-memory and the tiled paths both build
     on these strips, so they see bitwise-identical similarities.
-    out: optional [B, n, n]; the strips are then views of it, written in place.
+    out: optional [B, n, n]; the strips are then views of it, written in place. Strips
+    are in ``unit_dtype(xn.dtype)`` (bfloat16 products are widened to float32).
     """
     n = xn.shape[1]
+    wide = unit_dtype(xn.dtype)
     for i in range(0, n, tile):
         cols = xn[:, i : i + tile]
         rows = xn[:, : i + cols.shape[1]]
         if out is None:
-            strip = rows @ cols.mT  # [B, i + t, t]
+            strip = (rows @ cols.mT).to(wide)  # [B, i + t, t]
         else:
             strip = out[:, : rows.shape[1], i : i + cols.shape[1]]
             for b in range(xn.shape[0]):  # 2-D products write straight into the strided view
-                torch.mm(rows[b], cols[b].mT, out=strip[b])
+                _product(rows[b], cols[b].mT, strip[b])
         diag = strip[:, i:]
         diag.copy_(torch.maximum(diag, diag.mT))
         yield i, strip
 
 
 def symmetric_gram(xn: torch.Tensor) -> torch.Tensor:
-    """xn: [B, n, d] -> [B, n, n] = xn @ xn^T, exactly symmetric."""
+    """xn: [B, n, d] -> [B, n, n] = xn @ xn^T in ``unit_dtype(xn.dtype)``, exactly symmetric."""
     B, n, _ = xn.shape
     if n <= _TILE:
-        g = xn @ xn.mT
+        g = (xn @ xn.mT).to(unit_dtype(xn.dtype))
         return torch.maximum(g, g.mT)
-    g = xn.new_empty(B, n, n)
+    g = torch.empty(B, n, n, dtype=unit_dtype(xn.dtype), device=xn.device)
     for i, strip in gram_strips(xn, out=g):
         t = strip.shape[2]
         g[:, i : i + t, :i] = strip[:, :i].mT
     return g
 
 
-def _small_unit_gram(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """x: [B, n, d] raw tokens (n <= _TILE) -> [B, n, n] cosine matrix in ``dtype``, exactly symmetric.
+def _small_unit_gram(x: torch.Tensor, sim_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """x: [B, n, d] raw tokens (n <= _TILE) -> ([B, n, n] cosine matrix, [] largest rounding residual).
 
-    Normalizes a few sets at a time into a small buffer: a video's frames are tens of
-    MB of unit vectors that would otherwise be written once and read once, and on CPU
-    fresh memory of that size costs more in page faults than the normalization itself.
-    Bitwise equal to ``symmetric_gram(normalize(x, dtype))``.
+    The matrix is in ``unit_dtype(sim_dtype)`` and exactly symmetric; the products are
+    in ``sim_dtype``. Normalizes a few sets at a time into a small buffer: a video's
+    frames are tens of MB of unit vectors that would otherwise be written once and read
+    once, and on CPU fresh memory of that size costs more in page faults than the
+    normalization itself. Bitwise equal to ``symmetric_gram(normalize(x, sim_dtype))``
+    for float32 / float64.
     """
     B, n, d = x.shape
-    g = torch.empty(B, n, n, dtype=dtype, device=x.device)
+    g = torch.empty(B, n, n, dtype=unit_dtype(sim_dtype), device=x.device)
+    residual = g.new_zeros(())
     step = max(1, _CHUNK_BYTES // max(1, n * d * g.element_size()))
     for b in range(0, B, step):
-        xn = normalize(x[b : b + step], dtype)
-        gb = torch.bmm(xn, xn.mT, out=g[b : b + step])
+        xn, r = product_units(normalize(x[b : b + step], g.dtype), sim_dtype)
+        residual = torch.maximum(residual, r)
+        gb = _product(xn, xn.mT, g[b : b + step])
         gb.copy_(torch.maximum(gb, gb.mT))
-    return g
+    return g, residual
 
 
-def similarity_graph(x: torch.Tensor, valid: torch.Tensor, normalize_to: torch.dtype | None = None) -> torch.Tensor:
-    """x: [B, n, d], valid: [B] -> W [B, n, n] with -inf on the diagonal and padding.
+def similarity_graph(
+    x: torch.Tensor, valid: torch.Tensor, sim_dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, ErrorBound]:
+    """x: [B, n, d] raw tokens, valid: [B] -> (W [B, n, n], its error bound).
 
-    x holds unit vectors, or raw tokens that are normalized to ``normalize_to`` here.
+    W holds the cosines, products in ``sim_dtype``, in ``unit_dtype(sim_dtype)``, with
+    -inf on the diagonal and padding. The bound is on |W - canonical similarity|
+    (``exact.py``).
     """
-    if normalize_to is not None and x.shape[1] <= _TILE:
-        W = _small_unit_gram(x, normalize_to)
+    if x.shape[1] <= _TILE:
+        W, residual = _small_unit_gram(x, sim_dtype)
     else:
-        W = symmetric_gram(x if normalize_to is None else normalize(x, normalize_to))
+        xn, residual = product_units(normalize(x, unit_dtype(sim_dtype)), sim_dtype)
+        W = symmetric_gram(xn)
     W.diagonal(dim1=1, dim2=2).fill_(_NEG_INF)
     n = W.shape[1]
     if bool((valid < n).any()):
         pad = torch.arange(n, device=W.device) >= valid[:, None]  # [B, n]
         W.masked_fill_(pad[:, :, None] | pad[:, None, :], _NEG_INF)
-    return W
+    return W, error_bound(x.shape[-1], sim_dtype, x.device, float(residual))
 
 
 def degrees(W: torch.Tensor, threshold: torch.Tensor, rows: int = 256) -> torch.Tensor:
@@ -179,7 +200,7 @@ class SetComponents:
 
 
 def components_of_sets(
-    xn: torch.Tensor,
+    x: torch.Tensor,
     valid: torch.Tensor,
     *,
     tau: float,
@@ -189,42 +210,51 @@ def components_of_sets(
     epsilon: float = 0.05,
     seed: int = 0,
     max_matrix_bytes: int = 1 << 30,
-    normalize_to: torch.dtype | None = None,
+    sim_dtype: torch.dtype = torch.float32,
 ) -> SetComponents:
     """SCC of B token sets at once.
 
-    xn: [B, n, d] unit vectors (padding rows anything), or raw tokens normalized here
-    to ``normalize_to`` when that is given; valid: [B] real rows per set.
+    x: [B, n, d] raw tokens (padding rows anything); valid: [B] real rows per set.
+    sim_dtype: dtype of the similarity products (float32, bfloat16 or float64).
     Threshold mode (``keep`` None): components of ``cos > tau``. Budget mode: exactly
     ``keep[g]`` components per group of sets (``group``: [B], contiguous), by a
     single-linkage cut ranked over the whole group. ``approximate`` restricts edges to
     those touching a sampled vertex (paper Eq. 2), seeded by ``seed``. In threshold
     mode, sets whose n x n matrix exceeds ``max_matrix_bytes`` go strip by strip
     (``tiled.py``) with the same result.
+
+    With float32 and bfloat16 products every similarity near a level that decides
+    something (tau; a budget's weakest kept and strongest cut edge) is replaced by its
+    canonical value first (``exact.py``), so both give the same result.
     """
-    B, n, _ = xn.shape
-    itemsize = (normalize_to or xn.dtype).itemsize
-    if keep is None and n * n * itemsize > max_matrix_bytes:
-        if normalize_to is not None:
-            xn = normalize(xn, normalize_to)
-        return _tiled_sets(xn, valid, tau, approximate, epsilon, seed, group)
-    W = similarity_graph(xn, valid, normalize_to)
+    B, n, _ = x.shape
+    if keep is None and n * n * unit_dtype(sim_dtype).itemsize > max_matrix_bytes:
+        return _tiled_sets(x, valid, tau, approximate, epsilon, seed, group, sim_dtype)
+    W, bound = similarity_graph(x, valid, sim_dtype)
+    exact = sim_dtype != torch.float64  # float64 products decide on their own
     tau_t = W.new_full((B,), tau)
+    sampled = sample_mask(valid, n, epsilon, seed, group) if approximate else None
     degree = None
-    edges = W
-    if approximate:
-        sampled = sample_mask(valid, n, epsilon, seed, group)
-        if keep is None:
+    comps: Components
+    if keep is None:
+        if exact:
+            resolve_band_(W, x, tau_t[:, None], bound.at(tau_t)[:, None])
+        edges = W
+        if sampled is not None:
             # Degrees use every pair and are known before the components: take them,
             # then drop the unsampled edges in place rather than from a copy of W.
             degree = degrees(W, tau_t)
             edges = _drop_unsampled_(W, sampled)
-        else:
-            edges = _drop_unsampled_(W.clone(), sampled)
-    comps: Components
-    if keep is None:
         comps = threshold_components(edges, tau_t, valid)
     else:
+        edges = W if sampled is None else _drop_unsampled_(W.clone(), sampled)
+        if exact:
+            # The cut's levels from the products, then the exact values around them:
+            # the exact levels lie within one bound of these, so a band of two bounds
+            # holds every pair that can decide the exact cut (see exact.py).
+            levels = torch.stack(budget_levels(edges, valid, keep, group), dim=1)  # [B, 2]
+            if resolve_band_(W, x, levels, 2 * bound.at(levels)) and sampled is not None:
+                edges = _drop_unsampled_(W.clone(), sampled)
         comps = budget_components(edges, valid, keep, group)
     if degree is None:
         # Degree = row count of the adjacency, self included (the diagonal is always in A).
@@ -246,31 +276,34 @@ def _drop_unsampled_(W: torch.Tensor, sampled: torch.Tensor, rows: int = 1024) -
 
 
 def _tiled_sets(
-    xn: torch.Tensor,
+    x: torch.Tensor,
     valid: torch.Tensor,
     tau: float,
     approximate: bool,
     epsilon: float,
     seed: int,
     group: torch.Tensor | None,
+    sim_dtype: torch.dtype,
 ) -> SetComponents:
-    """Threshold-mode components of B sets, one set at a time, strip by strip."""
+    """Threshold-mode components of B sets of raw tokens, one set at a time, strip by strip."""
     from .tiled import tiled_threshold_components
 
-    B, n, _ = xn.shape
+    B, n, _ = x.shape
     sampled = sample_mask(valid, n, epsilon, seed, group) if approximate else None
-    labels = torch.zeros(B, n, dtype=torch.int64, device=xn.device)
-    degree = torch.ones(B, n, dtype=torch.int64, device=xn.device)
+    labels = torch.zeros(B, n, dtype=torch.int64, device=x.device)
+    degree = torch.ones(B, n, dtype=torch.int64, device=x.device)
     counts, reps = [], []
     for b, m in enumerate(valid.tolist()):
-        comps, deg = tiled_threshold_components(xn[b, :m], tau, None if sampled is None else sampled[b, :m])
+        comps, deg = tiled_threshold_components(
+            x[b, :m], tau, None if sampled is None else sampled[b, :m], sim_dtype=sim_dtype
+        )
         lab, rep = order_components(comps, deg, valid[b : b + 1])
         labels[b, :m] = lab[0]
         degree[b, :m] = deg[0]
         counts.append(comps.count)
         reps.append(rep[0])
     reps_padded = torch.nn.utils.rnn.pad_sequence(reps, batch_first=True, padding_value=-1)
-    tau_t = xn.new_full((B,), tau)
+    tau_t = torch.full((B,), tau, dtype=unit_dtype(sim_dtype), device=x.device)
     return SetComponents(labels, reps_padded, torch.cat(counts), degree, tau_t, tau_t)
 
 
@@ -338,14 +371,22 @@ def scc(
     check_tokens(tokens, "tokens", 2, "[n, dim]")
     n = tokens.shape[0]
     acc = torch.float64 if tokens.dtype == torch.float64 else torch.float32
-    if similarity_dtype not in (torch.float32, torch.float64):
-        raise ScissorError(f"similarity_dtype must be torch.float32 or torch.float64, got {similarity_dtype}")
-    xn = normalize(tokens, similarity_dtype)[None]
+    if similarity_dtype not in (torch.float32, torch.bfloat16, torch.float64):
+        raise ScissorError(
+            f"similarity_dtype must be torch.float32, torch.bfloat16 or torch.float64, got {similarity_dtype}"
+        )
     valid = torch.tensor([n], device=tokens.device)
     budget = _budget_from(n, retention, max_tokens)
     keep = None if budget is None else torch.tensor([budget], device=tokens.device)
     sc = components_of_sets(
-        xn, valid, tau=tau, keep=keep, approximate=approximate, epsilon=epsilon, seed=seed
+        tokens[None],
+        valid,
+        tau=tau,
+        keep=keep,
+        approximate=approximate,
+        epsilon=epsilon,
+        seed=seed,
+        sim_dtype=similarity_dtype,
     )
     count = int(sc.count[0])
     labels = sc.labels[0]

@@ -53,24 +53,37 @@ def _union_edges(parent: torch.Tensor, adj: torch.Tensor, rows: torch.Tensor, co
 
 
 def tiled_threshold_components(
-    xn: torch.Tensor, tau: float, sampled: torch.Tensor | None = None, tile: int | None = None
+    x: torch.Tensor,
+    tau: float,
+    sampled: torch.Tensor | None = None,
+    tile: int | None = None,
+    sim_dtype: torch.dtype = torch.float32,
 ) -> tuple[Components, torch.Tensor]:
     """Components of ``cos > tau`` over one token set, strip by strip.
 
-    xn: [n, d] unit vectors; sampled: optional [n] bool (edges must touch a sampled
-    vertex, the paper's Eq. 2). Returns (Components with B = 1, degree [1, n] int64,
-    self included).
+    x: [n, d] raw tokens; sampled: optional [n] bool (edges must touch a sampled vertex,
+    the paper's Eq. 2); sim_dtype: dtype of the products. Returns (Components with B = 1,
+    degree [1, n] int64, self included). Similarities near tau are replaced by their
+    canonical values strip by strip, as in the in-memory path.
     """
-    from .scc import _TILE, gram_strips  # shared with the in-memory path
+    from .exact import error_bound, product_units, resolve_band_
+    from .scc import _TILE, gram_strips, normalize, unit_dtype  # shared with the in-memory path
 
     tile = tile or _TILE
 
-    n = xn.shape[0]
-    device = xn.device
+    n = x.shape[0]
+    device = x.device
+    xn, residual = product_units(normalize(x, unit_dtype(sim_dtype)), sim_dtype)
+    exact = sim_dtype != torch.float64
+    if exact:
+        level = torch.full((1, 1), tau, dtype=torch.float64, device=device)
+        halfwidth = error_bound(x.shape[1], sim_dtype, device, float(residual)).at(level)
     parent = torch.arange(n, device=device)
     degree = torch.ones(n, dtype=torch.int64, device=device)
     idx = torch.arange(n, device=device)
     for i, strip in gram_strips(xn[None], tile):
+        if exact:
+            _resolve_strip_(strip[0], x, i, level, halfwidth)
         adj = strip[0] > tau  # [i + t, t]: rows 0..i+t, columns i..i+t
         adj[i:].fill_diagonal_(False)
         # Columns count their whole strip; rows above the diagonal block count their
@@ -91,5 +104,22 @@ def tiled_threshold_components(
     new_id = is_root.cumsum(0) - 1
     labels = new_id[root]
     count = is_root.sum().reshape(1)
-    tau_t = xn.new_full((1,), tau)
+    tau_t = torch.full((1,), tau, dtype=unit_dtype(sim_dtype), device=device)
     return Components(labels[None], count, tau_t, tau_t), degree[None]
+
+
+def _resolve_strip_(strip: torch.Tensor, x: torch.Tensor, i: int, level: torch.Tensor, halfwidth: torch.Tensor) -> None:
+    """strip: [i + t, t] = similarities of rows 0..i+t with columns i..i+t of x [n, d], in place.
+
+    The entries near the level get their canonical values, as ``exact.resolve_band_``
+    does for a whole matrix (self-similarities may be among them; they are no edges
+    anyway).
+    """
+    from .exact import canonical_similarity
+
+    finite_lo = (level - halfwidth).to(strip.dtype)
+    finite_hi = (level + halfwidth).to(strip.dtype)
+    band = (strip >= finite_lo[0, 0]) & (strip <= finite_hi[0, 0])
+    r, c = band.nonzero().unbind(1)
+    if r.shape[0]:
+        strip[r, c] = canonical_similarity(x, r, x, c + i).to(strip.dtype)

@@ -1,0 +1,243 @@
+"""Exact decisions from inexact similarity products.
+
+A similarity product (float32, or bfloat16 for speed) is off from the true cosine by a
+rounding error that depends on the kernel: the summation order of a matrix multiply is
+the library's choice, so two products of the same vectors, or the same product in two
+dtypes, need not agree in the last bits. Every decision SCC takes compares a similarity
+with a level (``cos > tau``, a budget's cut, the merge step's argmax), and a pair whose
+computed similarity lies near that level can fall on either side.
+
+Here such pairs are settled by a *canonical* similarity, a fixed function of the two
+raw tokens that does not depend on the product, the batch, the device or the order of
+anything: the products of the float32 coordinates are exact in float64 and are summed
+by a fixed pairwise tree (zero padded to a power of two), the norms the same way, and
+the cosine is rounded once to float32. Outside a band around the level the product's
+error bound (``ErrorBound``) guarantees the product is on the same side as the
+canonical value; inside it the canonical value replaces it. So a float32 product and a
+bfloat16 product lead to the same decisions, the canonical ones, bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["ErrorBound", "canonical_similarity", "unit_vectors", "product_units", "error_bound", "resolve_band_"]
+
+_U32 = 2.0**-24  # unit roundoff of float32
+_ROUNDOFF = {torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11}
+_TF32 = 2.0**-11
+# Pairs per canonical evaluation: [chunk, 2^ceil(log2 d)] float64 work buffers.
+_CANON_CHUNK = 256
+_NORM_EPS = 1e-12  # torch.nn.functional.normalize's default
+
+
+def _gamma(n: int, u: float) -> float:
+    """Higham's gamma_n = n u / (1 - n u): the error factor of n rounded operations."""
+    return n * u / (1.0 - n * u)
+
+
+def _tree_sum_(p: torch.Tensor) -> torch.Tensor:
+    """p: [P, D] with D a power of two -> [P], summed by a fixed pairwise tree (p is overwritten).
+
+    Elementwise additions in a fixed pattern: the result depends on the values only, not
+    on P, the device or any kernel's blocking.
+    """
+    width = p.shape[1]
+    while width > 1:
+        width //= 2
+        p[:, :width] += p[:, width : 2 * width]
+    return p[:, 0]
+
+
+def _pow2(d: int) -> int:
+    return 1 << max(0, (d - 1).bit_length())
+
+
+def unit_vectors(x: torch.Tensor, dtype: torch.dtype, out: torch.Tensor | None = None) -> torch.Tensor:
+    """x: [..., d] -> [..., d] x / max(|x|, eps) in ``dtype``; zero vectors stay zero.
+
+    The norm is a fixed tree sum of the squares, so every row's unit vector is a fixed
+    function of that row alone (``F.normalize``'s reduction order is the kernel's
+    choice). The canonical similarities are computed from these same vectors, so a
+    float32 product of them is off from the canonical value by its accumulation error
+    only. out: optional buffer of x's shape (its leading rows are used).
+    """
+    shape = x.shape
+    rows = x.reshape(-1, shape[-1]).to(dtype)
+    r, d = rows.shape
+    norms = torch.empty(r, dtype=dtype, device=x.device)
+    step = max(1, min(r, (1 << 20) // _pow2(d)))  # squares in blocks of about 1 M values
+    sq = torch.empty(step, _pow2(d), dtype=dtype, device=x.device)
+    sq[:, d:] = 0
+    for s in range(0, r, step):
+        e = min(r, s + step)
+        blk = sq[: e - s]
+        torch.mul(rows[s:e], rows[s:e], out=blk[:, :d])
+        # The tree only writes columns below D/2 < d: the zero padding survives.
+        norms[s:e] = _tree_sum_(blk)
+    norms = norms.sqrt_().clamp_min_(_NORM_EPS)
+    if out is None:
+        return (rows / norms[:, None]).reshape(shape)
+    return torch.div(rows, norms[:, None], out=out[:r].view(r, d)).view(shape)
+
+
+def _units_of_rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """x: [m, d], rows: [R] -> [R, d] float32 ``unit_vectors`` of those rows (gathered in blocks)."""
+    out = torch.empty(rows.shape[0], x.shape[1], dtype=torch.float32, device=x.device)
+    block = torch.empty(min(rows.shape[0], _CANON_CHUNK), x.shape[1], dtype=x.dtype, device=x.device)
+    for s in range(0, rows.shape[0], block.shape[0]):
+        e = min(rows.shape[0], s + block.shape[0])
+        # index_select into a reused buffer: several times faster than fancy indexing.
+        unit_vectors(torch.index_select(x, 0, rows[s:e], out=block[: e - s]), torch.float32, out=out[s:e])
+    return out
+
+
+def canonical_similarity(a: torch.Tensor, i: torch.Tensor, b: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+    """a: [m, d], i: [P]; b: [m2, d], j: [P] -> [P] float32 canonical cosine of (a[i], b[j]).
+
+    The float32 unit vectors of ``unit_vectors``, their products exact in float64, summed
+    by a fixed tree, rounded once to float32. Each distinct row is normalized once.
+    """
+    P = i.shape[0]
+    out = torch.empty(P, dtype=torch.float32, device=a.device)
+    if P == 0:
+        return out
+    d = a.shape[1]
+    rows_i, i = torch.unique(i, return_inverse=True)
+    rows_j, j = torch.unique(j, return_inverse=True)
+    ua, ub = _units_of_rows(a, rows_i), _units_of_rows(b, rows_j)
+    C = min(P, _CANON_CHUNK)
+    prod = torch.zeros(C, _pow2(d), dtype=torch.float64, device=a.device)
+    va = torch.empty(C, d, dtype=torch.float32, device=a.device)
+    vb = torch.empty(C, d, dtype=torch.float32, device=a.device)
+    wide = torch.empty(C, d, dtype=torch.float64, device=a.device)
+    for s in range(0, P, C):
+        e = min(P, s + C)
+        k = e - s
+        p = prod[:k]
+        p[:, :d].copy_(torch.index_select(ua, 0, i[s:e], out=va[:k]))
+        p[:, :d].mul_(wide[:k].copy_(torch.index_select(ub, 0, j[s:e], out=vb[:k])))  # exact in float64
+        # The tree only writes columns below D/2 < d: the zero padding survives.
+        out[s:e] = _tree_sum_(p)
+    return out
+
+
+def _input_roundoff(dtype: torch.dtype, device: torch.device) -> float:
+    """Relative rounding of the product's inputs when float32 unit vectors go in as ``dtype``."""
+    if dtype in _ROUNDOFF:
+        return _ROUNDOFF[dtype]
+    if dtype == torch.float32:
+        # Float32 products may run on reduced-precision inputs when the user allowed it.
+        if device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32:
+            return _TF32
+        precision = torch.get_float32_matmul_precision()
+        if precision == "medium":
+            return _ROUNDOFF[torch.bfloat16]
+        if precision == "high":
+            return _TF32
+    return 0.0
+
+
+def product_units(u: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """u: [..., d] float32 unit vectors -> (u in ``dtype``, [] largest norm of the rounding residual).
+
+    The residual u - round(u) is exact in float32; its measured norm (not the a-priori
+    unit-roundoff bound, which is about twice as large) enters the error bound.
+    """
+    if dtype == u.dtype:
+        return u, u.new_zeros(())
+    low = u.to(dtype)
+    return low, (u - low.to(u.dtype)).norm(dim=-1).amax()
+
+
+@dataclass(frozen=True)
+class ErrorBound:
+    """Bound on |product similarity - canonical similarity|.
+
+    ``at(levels)`` is the bound for products whose value lies within a few bounds of
+    each level: the output rounding of a low-precision product grows with the magnitude.
+    """
+
+    base: float  # input rounding + accumulation + normalization + canonical rounding
+    output_roundoff: float  # unit roundoff of the product's output (0 for float32 out)
+
+    def at(self, levels: torch.Tensor) -> torch.Tensor:
+        """levels: [...] float -> [...] bound (float64) valid for values near each level."""
+        levels = levels.to(torch.float64)
+        if self.output_roundoff == 0.0:
+            return torch.full_like(levels, self.base)
+        # Every value within a few bounds of the level (bands reach two bounds out).
+        m = levels.abs().nan_to_num(0.0, 0.0, 0.0) + 3 * (self.base + 2 * self.output_roundoff)
+        # Rounding to p bits moves a value of magnitude < 2^(e+1) by at most 2^e * u.
+        half_ulp = torch.exp2(torch.floor(torch.log2(m))) * self.output_roundoff
+        return self.base + half_ulp
+
+
+def error_bound(d: int, dtype: torch.dtype, device: torch.device, residual: float) -> ErrorBound:
+    """The error bound of a product of ``unit_vectors`` of dim d computed in ``dtype``.
+
+    residual: the largest rounding residual norm of the inputs (``product_units``); an
+    a-priori one is used when the product rounds its inputs itself (TF32).
+
+    Terms, for unit vectors u, v (norm at most h) and their rounded copies u', v':
+    * input rounding: |u.v - u'.v'| <= |r_u| |v| + |u'| |r_v| (Cauchy-Schwarz);
+    * accumulation: gamma_d(u32) |u'| |v'| (float32 accumulation in any order);
+    * the canonical value: exact products, a float64 tree sum, rounded once to float32;
+    * output rounding of a bfloat16 / float16 product: see ``ErrorBound.at``.
+    """
+    if dtype == torch.float64:
+        return ErrorBound(base=0.0, output_roundoff=0.0)
+    h = 1.0 + 1e-6  # a tree-normalized vector's norm is 1 within a few float32 roundings
+    if residual == 0.0:
+        residual = _input_roundoff(dtype, device) * h
+    hl = h + residual
+    e_in = residual * (h + hl)
+    e_acc = _gamma(d, _U32) * hl * hl
+    e_canon = _U32 * 1.001 + _gamma(_pow2(d).bit_length(), 2.0**-53)
+    margin = 2e-7  # the band test itself is done in float32
+    out = 0.0 if dtype == torch.float32 else _ROUNDOFF[dtype]
+    return ErrorBound(base=e_in + e_acc + e_canon + margin, output_roundoff=out)
+
+
+def resolve_band_(
+    W: torch.Tensor,
+    x: torch.Tensor,
+    levels: torch.Tensor,
+    halfwidth: torch.Tensor,
+    rows: int = 1024,
+) -> int:
+    """Replace, in place, every entry of W within ``halfwidth`` of a level by its canonical value.
+
+    W: [B, n, n] symmetric similarities (-inf for non-edges); x: [B, n, d] the raw tokens
+    the similarities are of; levels: [B, L] float (non-finite levels are ignored);
+    halfwidth: [B, L]. Returns the number of pairs replaced. The band mask is built in
+    blocks of rows; each pair is computed once (i < j) and written to both halves.
+    """
+    B, n, _ = W.shape
+    levels = levels.to(torch.float64)
+    finite = torch.isfinite(levels)
+    # A non-finite level (no cut, no join) gets an empty band: lo = +inf > hi = -inf.
+    lo = torch.where(finite, levels - halfwidth, float("inf")).to(W.dtype)[:, :, None, None]  # [B, L, 1, 1]
+    hi = torch.where(finite, levels + halfwidth, float("-inf")).to(W.dtype)[:, :, None, None]
+    found = []
+    for r in range(0, n, rows):
+        block = W[:, None, r : r + rows]  # [B, 1, rows, n]
+        band = ((block >= lo) & (block <= hi)).any(dim=1)  # [B, rows, n]
+        idx = band.nonzero()
+        if idx.shape[0]:
+            idx[:, 1] += r
+            found.append(idx[idx[:, 1] < idx[:, 2]])
+    if not found:
+        return 0
+    idx = torch.cat(found)
+    if idx.shape[0] == 0:
+        return 0
+    b, i, j = idx.unbind(1)
+    flat = x.reshape(B * n, x.shape[-1])
+    vals = canonical_similarity(flat, b * n + i, flat, b * n + j).to(W.dtype)
+    W[b, i, j] = vals
+    W[b, j, i] = vals
+    return int(idx.shape[0])

@@ -1,0 +1,252 @@
+"""Exact decisions: bfloat16 and float32 products give identical results, the canonical ones."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import llava_scissor
+from llava_scissor.core.compress import merge_into
+from llava_scissor.core.exact import canonical_similarity, error_bound, product_units, unit_vectors
+from llava_scissor.core.graph import budget_components
+from llava_scissor.core.scc import components_of_sets, similarity_graph
+
+from test_core_invariants import _union_find_labels, canonical, clustered_video
+
+
+def near_tau_tokens(n: int, dim: int, tau: float, seed: int, spread: float = 1e-3) -> torch.Tensor:
+    """[n, dim] tokens whose pairwise cosines are all within about 2 * spread of tau.
+
+    x_k = a_k e + sqrt(1 - a_k^2) v_k with orthonormal e, v_k: cos(x_i, x_j) = a_i a_j
+    exactly, and a_k = sqrt(tau) (1 + eps_k) with tiny eps_k (some below float32 error).
+    """
+    g = torch.Generator().manual_seed(seed)
+    groups = []
+    for m in [dim - 1] * (n // (dim - 1)) + [n % (dim - 1)]:  # more tokens than dims: several groups
+        if m == 0:
+            continue
+        q, _ = torch.linalg.qr(torch.randn(dim, m + 1, generator=g, dtype=torch.float64))
+        e, v = q[:, 0], q[:, 1:].T  # [dim], [m, dim]
+        scale = torch.tensor([spread, 1e-5, 1e-7])[torch.randint(0, 3, (m,), generator=g)].double()
+        a = tau**0.5 * (1 + scale * (2 * torch.rand(m, generator=g, dtype=torch.float64) - 1))
+        groups.append(a[:, None] * e + (1 - a[:, None] ** 2).sqrt() * v)
+    x = torch.cat(groups)
+    return (x * (0.5 + torch.rand(n, 1, generator=g, dtype=torch.float64))).float()
+
+
+def canonical_matrix(x: torch.Tensor) -> torch.Tensor:
+    """x: [n, d] -> [n, n] canonical similarities (diagonal -inf)."""
+    n = x.shape[0]
+    i, j = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+    C = canonical_similarity(x, i.flatten(), x, j.flatten()).view(n, n)
+    return C.fill_diagonal_(float("-inf"))
+
+
+def same_result(a, b) -> None:
+    for name in ("tokens", "assignment", "representatives", "sizes", "spatial_tokens", "spatial_labels",
+                 "temporal_labels", "spatial_representatives"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert a.spatial_threshold == b.spatial_threshold and a.temporal_threshold == b.temporal_threshold
+
+
+# --- the canonical similarity --------------------------------------------------------
+
+
+def test_canonical_similarity_is_batch_invariant_symmetric_and_accurate():
+    x = torch.randn(50, 300)
+    x[7] = 0.0
+    i = torch.randint(0, 50, (400,), generator=torch.Generator().manual_seed(1))
+    j = torch.randint(0, 50, (400,), generator=torch.Generator().manual_seed(2))
+    full = canonical_similarity(x, i, x, j)
+    # Any subset, any order, any pairing gives the same bits.
+    for k in (1, 3, 257):
+        assert torch.equal(canonical_similarity(x, i[:k], x, j[:k]), full[:k])
+    assert torch.equal(canonical_similarity(x, j.flip(0), x, i.flip(0)), full.flip(0))
+    ref = torch.nn.functional.cosine_similarity(x[i].double(), x[j].double(), dim=-1, eps=1e-300)
+    ref[(i == 7) | (j == 7)] = 0.0
+    assert float((full.double() - ref).abs().max()) < 2e-7
+    assert bool((full[(i == 7) | (j == 7)] == 0).all())
+
+
+def test_unit_vectors_do_not_depend_on_the_batch():
+    x = torch.randn(300, 77, dtype=torch.float64)
+    u = unit_vectors(x, torch.float32)
+    for rows in (slice(0, 1), slice(5, 9), slice(100, 300)):
+        assert torch.equal(unit_vectors(x[rows], torch.float32), u[rows])
+    assert torch.allclose(u, torch.nn.functional.normalize(x.float(), dim=-1), atol=1e-6)
+    assert torch.equal(unit_vectors(torch.zeros(2, 5), torch.float32), torch.zeros(2, 5))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dim", [16, 900])
+def test_error_bound_holds(dtype, dim):
+    """|product - canonical| <= bound for every pair (the premise of every exact decision)."""
+    x = clustered_video(frames=1, n=120, dim=dim, seed=dim)[0]
+    u, residual = product_units(unit_vectors(x, torch.float32), dtype)
+    W = (u @ u.T).float()
+    C = canonical_matrix(x)
+    off = ~torch.eye(120, dtype=torch.bool)
+    bound = error_bound(dim, dtype, x.device, float(residual)).at(W.double())
+    assert bool(((W.double() - C.double()).abs() <= bound)[off].all())
+
+
+# --- threshold mode: decisions at tau --------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_threshold_components_at_tau_are_the_canonical_ones(seed):
+    """Cosines packed around tau: float32 and bfloat16 give union-find on canonical values."""
+    tau = [0.9, 0.5, 0.75, 0.3][seed]
+    x = near_tau_tokens(60, 96, tau, seed)
+    C = canonical_matrix(x)
+    expected = _union_find_labels([(a, b) for a, b in (C > tau).nonzero().tolist() if a < b], 60)
+    degree = (C > tau).sum(1) + 1
+    raw = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        sc = components_of_sets(x[None], torch.tensor([60]), tau=tau, sim_dtype=dtype)
+        assert canonical(sc.labels[0]) == expected
+        assert torch.equal(sc.degree[0], degree)
+        u, _ = product_units(unit_vectors(x, torch.float32), dtype)
+        raw[dtype] = (u @ u.T).float() > tau
+    # The inputs do put pairs on different sides for the two raw products.
+    assert bool((raw[torch.float32] != raw[torch.bfloat16]).any())
+
+
+def test_tiled_path_resolves_like_the_in_memory_path():
+    x = near_tau_tokens(300, 64, 0.8, 5, spread=3e-3)
+    for dtype in (torch.float32, torch.bfloat16):
+        ref = components_of_sets(x[None], torch.tensor([300]), tau=0.8, sim_dtype=dtype)
+        tiled = components_of_sets(x[None], torch.tensor([300]), tau=0.8, sim_dtype=dtype, max_matrix_bytes=1000)
+        assert torch.equal(ref.labels, tiled.labels) and torch.equal(ref.degree, tiled.degree)
+        assert torch.equal(ref.representatives, tiled.representatives)
+
+
+# --- budget mode: the cut's levels ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_tie_split_depends_on_the_partition_only(seed):
+    """Changing similarities far above the cut changes Borůvka's contraction order, not the result.
+
+    (Several of these seeds split the ties differently when the open components keep
+    their contraction order instead of the canonical one.)
+    """
+    g = torch.Generator().manual_seed(seed)
+    base = torch.rand(1, 30, 30, generator=g)
+    W = torch.where(base > 0.97, 2.0 + torch.rand(1, 30, 30, generator=g), torch.where(base > 0.9, 1.0, -1.0))
+    W = torch.maximum(W, W.mT)  # symmetric; many exact ties at 1.0
+    W.diagonal(dim1=1, dim2=2).fill_(float("-inf"))
+    valid = torch.tensor([30])
+    n_high = len(set(_union_find_labels([(a, b) for _, a, b in (W > 1.5).nonzero().tolist()], 30)))
+    keep = torch.tensor([n_high - 3])  # three joins through the tied edges
+    ref = budget_components(W, valid, keep)
+    high = W > 1.5
+    for s in range(5):
+        bumped = torch.where(high, 2.0 + torch.rand(1, 30, 30, generator=torch.Generator().manual_seed(s)), W)
+        bumped = torch.where(high, torch.maximum(bumped, bumped.mT), W)
+        got = budget_components(bumped, valid, keep)
+        assert float(got.keep_threshold[0]) == 1.0 and int(got.count[0]) == n_high - 3
+        assert canonical(got.labels[0]) == canonical(ref.labels[0])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_budget_cut_near_ties_is_identical(seed):
+    """Packed cosines make the cut's level a near tie; both dtypes cut at the canonical level."""
+    x = near_tau_tokens(80, 96, 0.7, 10 + seed, spread=2e-3)
+    C = canonical_matrix(x)
+    out = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        for keep in (5, 40, 79):
+            sc = components_of_sets(x[None], torch.tensor([80]), tau=0.0, keep=torch.tensor([keep]), sim_dtype=dtype)
+            out[dtype, keep] = sc
+            # The cut equals the canonical one: every joined pair above cut_t, degree at cut_t.
+            assert torch.equal(sc.degree[0], (C > sc.cut_threshold[0]).sum(1) + 1)
+            assert bool((C == sc.keep_threshold[0]).any())
+    for keep in (5, 40, 79):
+        a, b = out[torch.float32, keep], out[torch.bfloat16, keep]
+        assert torch.equal(a.labels, b.labels) and torch.equal(a.representatives, b.representatives)
+        assert torch.equal(a.keep_threshold, b.keep_threshold) and torch.equal(a.cut_threshold, b.cut_threshold)
+
+
+# --- the merge step: near-ties of the argmax ----------------------------------------------
+
+
+def test_merge_argmax_near_ties_are_canonical():
+    g = torch.Generator().manual_seed(3)
+    targets = torch.randn(40, 64, generator=g)
+    # Originals almost halfway between two targets: their two best cosines nearly tie.
+    a = torch.randint(0, 40, (500,), generator=g)
+    b = (a + 1 + torch.randint(0, 39, (500,), generator=g)) % 40
+    tn = unit_vectors(targets, torch.float32)
+    originals = tn[a] + tn[b] + 1e-5 * torch.randn(500, 64, generator=g)
+    i, j = torch.meshgrid(torch.arange(500), torch.arange(40), indexing="ij")
+    C = canonical_similarity(originals, i.flatten(), targets, j.flatten()).view(500, 40)
+    expected = C.argmax(dim=1)  # ties to the smaller index, as the merge step does
+    got = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        merged, assignment = merge_into([originals], [targets], torch.float32, dtype)
+        assert torch.equal(assignment[0], expected)
+        got[dtype] = merged[0]
+    assert torch.equal(got[torch.float32], got[torch.bfloat16])
+    raw = {dt: (originals.to(dt) @ targets.to(dt).T).argmax(1) for dt in (torch.float32, torch.bfloat16)}
+    assert bool((raw[torch.float32] != raw[torch.bfloat16]).any())  # the raw products disagree
+
+
+# --- whole videos ------------------------------------------------------------------------
+
+
+def _packed_video(frames: int, n: int, dim: int, seed: int) -> torch.Tensor:
+    """Clustered frames plus, in every frame, a block of tokens packed around tau = 0.8."""
+    x = clustered_video(frames=frames, n=n, dim=dim, seed=seed)
+    for f in range(frames):
+        x[f, : n // 2] = near_tau_tokens(n // 2, dim, 0.8, seed * 100 + f, spread=3e-3)
+    return x
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(tau=0.8),
+        dict(tau=0.8, approximate=True, epsilon=0.3, seed=4),
+        dict(retention=0.1),
+        dict(retention=0.3, spatial_retention=0.6),
+        dict(max_tokens=7),
+        dict(tau=0.8, max_matrix_bytes=1 << 20),
+    ],
+    ids=["tau", "sampled", "retention", "spatial-budget", "max-tokens", "tiled"],
+)
+def test_bfloat16_compress_is_identical_to_float32(options):
+    videos = [_packed_video(5, 36, 96, 1), _packed_video(3, 36, 96, 2), clustered_video(4, 36, 96, seed=3)]
+    ref = llava_scissor.compress(videos, similarity_dtype="float32", **options)
+    got = llava_scissor.compress(videos, similarity_dtype="bfloat16", **options)
+    for a, b in zip(ref, got):
+        same_result(a, b)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_bfloat16_is_identical_on_random_videos(seed):
+    g = torch.Generator().manual_seed(seed)
+    x = clustered_video(frames=6, n=49, dim=[32, 200, 640][seed], noise=[0.3, 0.5, 0.8][seed], seed=seed)
+    x = x * (0.1 + torch.rand(6, 49, 1, generator=g))  # norms vary
+    for options in (dict(tau=0.6 + 0.1 * seed), dict(retention=0.15)):
+        same_result(
+            llava_scissor.compress(x, similarity_dtype="float32", **options),
+            llava_scissor.compress(x, similarity_dtype="bfloat16", **options),
+        )
+
+
+def test_scc_accepts_bfloat16_products():
+    x = near_tau_tokens(40, 32, 0.9, 0)
+    a = llava_scissor.scc(x, 0.9, similarity_dtype=torch.float32)
+    b = llava_scissor.scc(x, 0.9, similarity_dtype=torch.bfloat16)
+    assert torch.equal(a.labels, b.labels) and torch.equal(a.degree, b.degree)
+
+
+def test_similarity_graph_reports_a_bound_per_dtype():
+    x = clustered_video(frames=2, n=20, dim=64)
+    _, b32 = similarity_graph(x, torch.tensor([20, 20]), torch.float32)
+    _, b16 = similarity_graph(x, torch.tensor([20, 20]), torch.bfloat16)
+    _, b64 = similarity_graph(x, torch.tensor([20, 20]), torch.float64)
+    level = torch.tensor([0.9])
+    assert 0 < float(b32.at(level)) < 1e-5 < float(b16.at(level)) < 0.02
+    assert float(b64.at(level)) == 0.0
