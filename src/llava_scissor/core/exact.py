@@ -8,10 +8,10 @@ with a level (``cos > tau``, a budget's cut, the merge step's argmax), and a pai
 computed similarity lies near that level can fall on either side.
 
 Here such pairs are settled by a *canonical* similarity, a fixed function of the two
-raw tokens that does not depend on the product, the batch, the device or the order of
-anything: the products of the float32 coordinates are exact in float64 and are summed
-by a fixed pairwise tree (zero padded to a power of two), the norms the same way, and
-the cosine is rounded once to float32. Outside a band around the level the product's
+tokens that does not depend on the product dtype, the batch or the kernels' summation
+order: the products of the two float32 unit vectors (``unit_vectors``) are exact in
+float64 and are summed by a fixed pairwise tree (zero padded to a power of two), and
+the sum is rounded once to float32. Outside a band around the level the product's
 error bound (``ErrorBound``) guarantees the product is on the same side as the
 canonical value; inside it the canonical value replaces it. So a float32 product and a
 bfloat16 product lead to the same decisions, the canonical ones, bit for bit.
@@ -57,31 +57,20 @@ def _pow2(d: int) -> int:
 
 
 def unit_vectors(x: torch.Tensor, dtype: torch.dtype, out: torch.Tensor | None = None) -> torch.Tensor:
-    """x: [..., d] -> [..., d] x / max(|x|, eps) in ``dtype``; zero vectors stay zero.
+    """x: [..., d] -> [..., d] x / max(|x|, eps) in ``dtype`` (``F.normalize``); zero vectors stay zero.
 
-    The norm is a fixed tree sum of the squares, so every row's unit vector is a fixed
-    function of that row alone (``F.normalize``'s reduction order is the kernel's
-    choice). The canonical similarities are computed from these same vectors, so a
-    float32 product of them is off from the canonical value by its accumulation error
-    only. out: optional buffer of x's shape (its leading rows are used).
+    The canonical similarities are computed from these same vectors, recomputed for the
+    rows they need, so a float32 product of them is off from the canonical value by its
+    accumulation error only. That relies on a row's unit vector not depending on the
+    other rows of the call: torch's norm reduces each contiguous row on its own
+    (``tests/test_core_exact.py`` checks it). out: optional buffer (leading rows used).
     """
-    shape = x.shape
-    rows = x.reshape(-1, shape[-1]).to(dtype)
-    r, d = rows.shape
-    norms = torch.empty(r, dtype=dtype, device=x.device)
-    step = max(1, min(r, (1 << 20) // _pow2(d)))  # squares in blocks of about 1 M values
-    sq = torch.empty(step, _pow2(d), dtype=dtype, device=x.device)
-    sq[:, d:] = 0
-    for s in range(0, r, step):
-        e = min(r, s + step)
-        blk = sq[: e - s]
-        torch.mul(rows[s:e], rows[s:e], out=blk[:, :d])
-        # The tree only writes columns below D/2 < d: the zero padding survives.
-        norms[s:e] = _tree_sum_(blk)
-    norms = norms.sqrt_().clamp_min_(_NORM_EPS)
+    x = x.to(dtype)
+    norm = x.norm(2, -1, keepdim=True).clamp_min(_NORM_EPS)
     if out is None:
-        return (rows / norms[:, None]).reshape(shape)
-    return torch.div(rows, norms[:, None], out=out[:r].view(r, d)).view(shape)
+        return x / norm
+    r = x.reshape(-1, x.shape[-1]).shape[0]
+    return torch.div(x, norm, out=out.reshape(-1, x.shape[-1])[:r].view(x.shape))
 
 
 def _units_of_rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -98,8 +87,8 @@ def _units_of_rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
 def canonical_similarity(a: torch.Tensor, i: torch.Tensor, b: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
     """a: [m, d], i: [P]; b: [m2, d], j: [P] -> [P] float32 canonical cosine of (a[i], b[j]).
 
-    The float32 unit vectors of ``unit_vectors``, their products exact in float64, summed
-    by a fixed tree, rounded once to float32. Each distinct row is normalized once.
+    The float32 ``unit_vectors`` of the rows, their products exact in float64, summed by
+    a fixed tree, rounded once to float32. Each distinct row is normalized once.
     """
     P = i.shape[0]
     out = torch.empty(P, dtype=torch.float32, device=a.device)
@@ -190,14 +179,17 @@ def error_bound(d: int, dtype: torch.dtype, device: torch.device, residual: floa
     """
     if dtype == torch.float64:
         return ErrorBound(base=0.0, output_roundoff=0.0)
-    h = 1.0 + 1e-6  # a tree-normalized vector's norm is 1 within a few float32 roundings
+    h = 1.0 + _gamma(d + 2, _U32)  # a normalized float32 vector's norm is 1 within its roundings
     if residual == 0.0:
         residual = _input_roundoff(dtype, device) * h
     hl = h + residual
     e_in = residual * (h + hl)
     e_acc = _gamma(d, _U32) * hl * hl
     e_canon = _U32 * 1.001 + _gamma(_pow2(d).bit_length(), 2.0**-53)
-    margin = 2e-7  # the band test itself is done in float32
+    # The band test is done in float32; and a unit vector recomputed for the canonical
+    # value may differ from the product's in its last bit if a kernel ever reduced rows
+    # differently (2^-22 covers a one-ulp difference of every coordinate).
+    margin = 2e-7 + 2.0**-22
     out = 0.0 if dtype == torch.float32 else _ROUNDOFF[dtype]
     return ErrorBound(base=e_in + e_acc + e_canon + margin, output_roundoff=out)
 
@@ -209,31 +201,32 @@ def resolve_band_(
     halfwidth: torch.Tensor,
     rows: int = 1024,
 ) -> int:
-    """Replace, in place, every entry of W within ``halfwidth`` of a level by its canonical value.
+    """Replace, in place, the entries of W near the levels by their canonical values.
 
     W: [B, n, n] symmetric similarities (-inf for non-edges); x: [B, n, d] the raw tokens
     the similarities are of; levels: [B, L] float (non-finite levels are ignored);
-    halfwidth: [B, L]. Returns the number of pairs replaced. The band mask is built in
-    blocks of rows; each pair is computed once (i < j) and written to both halves.
+    halfwidth: [B, L]. Every entry within ``halfwidth`` of a level is replaced; so may
+    be entries between two levels (one interval per graph spans all its bands: one
+    pass over W, and an exact value is never wrong). Returns the number of pairs
+    replaced; each is computed once (i < j) and written to both halves.
     """
     B, n, _ = W.shape
     levels = levels.to(torch.float64)
     finite = torch.isfinite(levels)
-    # A non-finite level (no cut, no join) gets an empty band: lo = +inf > hi = -inf.
-    lo = torch.where(finite, levels - halfwidth, float("inf")).to(W.dtype)[:, :, None, None]  # [B, L, 1, 1]
-    hi = torch.where(finite, levels + halfwidth, float("-inf")).to(W.dtype)[:, :, None, None]
+    lo = torch.where(finite, levels - halfwidth, float("inf")).amin(dim=1)  # [B]
+    hi = torch.where(finite, levels + halfwidth, float("-inf")).amax(dim=1)
+    # A graph without a finite level gets an empty interval: lo = +inf > hi = -inf.
+    lo = lo.to(W.dtype)[:, None, None]
+    hi = hi.to(W.dtype)[:, None, None]
     found = []
     for r in range(0, n, rows):
-        block = W[:, None, r : r + rows]  # [B, 1, rows, n]
-        band = ((block >= lo) & (block <= hi)).any(dim=1)  # [B, rows, n]
-        idx = band.nonzero()
+        block = W[:, r : r + rows]  # [B, rows, n]
+        idx = ((block >= lo) & (block <= hi)).nonzero()
         if idx.shape[0]:
             idx[:, 1] += r
             found.append(idx[idx[:, 1] < idx[:, 2]])
-    if not found:
-        return 0
-    idx = torch.cat(found)
-    if idx.shape[0] == 0:
+    idx = torch.cat(found) if found else None
+    if idx is None or idx.shape[0] == 0:
         return 0
     b, i, j = idx.unbind(1)
     flat = x.reshape(B * n, x.shape[-1])

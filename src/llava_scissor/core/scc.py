@@ -32,8 +32,7 @@ def normalize(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """x: [..., d] -> [..., d] unit vectors in ``dtype``; zero vectors stay zero.
 
     A zero vector therefore has cosine 0 with every token (itself included), so it is
-    adjacent to nothing when tau >= 0 and never produces NaN. The norm is a fixed tree
-    sum (``exact.unit_vectors``): a row's unit vector never depends on its batch.
+    adjacent to nothing when tau >= 0 and never produces NaN (``exact.unit_vectors``).
     """
     return unit_vectors(x, dtype)
 
