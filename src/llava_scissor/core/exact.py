@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["ErrorBound", "canonical_similarity", "unit_vectors", "product_units", "error_bound", "resolve_band_"]
+__all__ = ["ErrorBound", "canonical_similarity", "unit_vectors", "product_units", "error_bound", "band_limits", "resolve_band_"]
 
 _U32 = 2.0**-24  # unit roundoff of float32
 _ROUNDOFF = {torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11}
@@ -194,6 +194,19 @@ def error_bound(d: int, dtype: torch.dtype, device: torch.device, residual: floa
     return ErrorBound(base=e_in + e_acc + e_canon + margin, output_roundoff=out)
 
 
+def band_limits(levels: torch.Tensor, halfwidth: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """levels, halfwidth: [B, L] -> (lo [B], hi [B]) in ``dtype``: one interval spanning every band.
+
+    Non-finite levels (no cut, no join) are ignored; a graph without a finite level gets
+    an empty interval (lo = +inf > hi = -inf).
+    """
+    levels = levels.to(torch.float64)
+    finite = torch.isfinite(levels)
+    lo = torch.where(finite, levels - halfwidth, float("inf")).amin(dim=1)
+    hi = torch.where(finite, levels + halfwidth, float("-inf")).amax(dim=1)
+    return lo.to(dtype), hi.to(dtype)
+
+
 def resolve_band_(
     W: torch.Tensor,
     x: torch.Tensor,
@@ -211,13 +224,8 @@ def resolve_band_(
     replaced; each is computed once (i < j) and written to both halves.
     """
     B, n, _ = W.shape
-    levels = levels.to(torch.float64)
-    finite = torch.isfinite(levels)
-    lo = torch.where(finite, levels - halfwidth, float("inf")).amin(dim=1)  # [B]
-    hi = torch.where(finite, levels + halfwidth, float("-inf")).amax(dim=1)
-    # A graph without a finite level gets an empty interval: lo = +inf > hi = -inf.
-    lo = lo.to(W.dtype)[:, None, None]
-    hi = hi.to(W.dtype)[:, None, None]
+    lo, hi = band_limits(levels, halfwidth, W.dtype)
+    lo, hi = lo[:, None, None], hi[:, None, None]
     found = []
     for r in range(0, n, rows):
         block = W[:, r : r + rows]  # [B, rows, n]

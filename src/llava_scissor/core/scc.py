@@ -54,7 +54,7 @@ def unit_dtype(sim_dtype: torch.dtype) -> torch.dtype:
 def _product(a: torch.Tensor, b_t: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """out[...] = a @ b_t, written in place; a low-precision product is widened into out."""
     if a.dtype == out.dtype:
-        return torch.matmul(a, b_t, out=out) if out.dim() == 3 else torch.mm(a, b_t, out=out)
+        return torch.matmul(a, b_t, out=out)
     return out.copy_(a @ b_t)
 
 

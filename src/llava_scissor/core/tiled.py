@@ -66,7 +66,7 @@ def tiled_threshold_components(
     degree [1, n] int64, self included). Similarities near tau are replaced by their
     canonical values strip by strip, as in the in-memory path.
     """
-    from .exact import error_bound, product_units, resolve_band_
+    from .exact import band_limits, error_bound, product_units
     from .scc import _TILE, gram_strips, normalize, unit_dtype  # shared with the in-memory path
 
     tile = tile or _TILE
@@ -78,12 +78,13 @@ def tiled_threshold_components(
     if exact:
         level = torch.full((1, 1), tau, dtype=torch.float64, device=device)
         halfwidth = error_bound(x.shape[1], sim_dtype, device, float(residual)).at(level)
+        lo, hi = band_limits(level, halfwidth, unit_dtype(sim_dtype))
     parent = torch.arange(n, device=device)
     degree = torch.ones(n, dtype=torch.int64, device=device)
     idx = torch.arange(n, device=device)
     for i, strip in gram_strips(xn[None], tile):
         if exact:
-            _resolve_strip_(strip[0], x, i, level, halfwidth)
+            _resolve_strip_(strip[0], x, i, lo, hi)
         adj = strip[0] > tau  # [i + t, t]: rows 0..i+t, columns i..i+t
         adj[i:].fill_diagonal_(False)
         # Columns count their whole strip; rows above the diagonal block count their
@@ -108,18 +109,15 @@ def tiled_threshold_components(
     return Components(labels[None], count, tau_t, tau_t), degree[None]
 
 
-def _resolve_strip_(strip: torch.Tensor, x: torch.Tensor, i: int, level: torch.Tensor, halfwidth: torch.Tensor) -> None:
+def _resolve_strip_(strip: torch.Tensor, x: torch.Tensor, i: int, lo: torch.Tensor, hi: torch.Tensor) -> None:
     """strip: [i + t, t] = similarities of rows 0..i+t with columns i..i+t of x [n, d], in place.
 
-    The entries near the level get their canonical values, as ``exact.resolve_band_``
-    does for a whole matrix (self-similarities may be among them; they are no edges
-    anyway).
+    The entries in [lo, hi] ([1] each, ``exact.band_limits``) get their canonical values,
+    as ``exact.resolve_band_`` does for a whole matrix (self-similarities may be among
+    them; they are no edges anyway).
     """
     from .exact import canonical_similarity
 
-    finite_lo = (level - halfwidth).to(strip.dtype)
-    finite_hi = (level + halfwidth).to(strip.dtype)
-    band = (strip >= finite_lo[0, 0]) & (strip <= finite_hi[0, 0])
-    r, c = band.nonzero().unbind(1)
+    r, c = ((strip >= lo) & (strip <= hi)).nonzero().unbind(1)
     if r.shape[0]:
         strip[r, c] = canonical_similarity(x, r, x, c + i).to(strip.dtype)
