@@ -18,6 +18,13 @@ should do all the work; an even split in log scale is the neutral choice and kee
 temporal similarity matrix (S x S) at sqrt of the naive size. ``spatial_retention`` /
 ``spatial_max_tokens`` set S explicitly. The spatial budget is global over the video's
 frames: their spanning-tree edges are ranked together, exactly as one tau would cut them.
+
+Host reads. Sizes and thresholds are read back to the host in one transfer at the end
+(``_read_back``). A sync-free call (``ScissorConfig.sync_free``, the default on CUDA)
+reads nothing else: one read per call when the sizes are known in advance (a budget,
+not sampled), two otherwise (the spatial step's output size sets the temporal step's
+matrix; the merge step then runs on the temporal step's S rows with those past K
+masked, and K comes with the final read).
 """
 
 from __future__ import annotations
@@ -32,13 +39,24 @@ from .._errors import ScissorError
 from .config import ScissorConfig, similarity_dtype, with_overrides
 from .result import CompressionResult
 from .exact import canonical_similarity, error_bound, product_units
-from .scc import check_tokens, components_of_sets, normalize, normalize_into, segment_mean, unit_dtype
+from .scc import (
+    check_tokens,
+    components_of_sets,
+    normalize,
+    normalize_into,
+    segment_mean,
+    segment_sizes,
+    unit_dtype,
+)
 
 __all__ = ["compress", "merge_into", "budget_sizes"]
 
 _NEG_INF = float("-inf")
 # Originals per product in the merge step (see merge_into).
 _MERGE_CHUNK = 256
+# Sync-free merge: room for this many near-tied candidate targets per original, on
+# average over a chunk (columns with a near-tie are a few per cent, with two or three).
+_MERGE_CANDIDATES = 4
 
 
 def compress(
@@ -57,13 +75,30 @@ def compress(
     """
     cfg = with_overrides(config, **overrides)
     single = isinstance(features, torch.Tensor)
-    videos = check_videos(features)
-    results = _compress_videos(videos, cfg)
+    videos = check_videos(features, finite=False)
+    if not _sync_free(cfg, videos[0].device):
+        check_videos(features)  # NaN / Inf now, before any work
+    try:
+        results = _compress_videos(videos, cfg)
+    except _NonFinite:
+        check_videos(features)  # raises, naming the video and the count
+        raise
     return results[0] if single else results
 
 
-def check_videos(features: object) -> list[torch.Tensor]:
-    """Validate one video tensor or a list of them; return the list."""
+class _NonFinite(Exception):
+    """A sync-free call found NaN / Inf in its input (known only at its one read)."""
+
+
+def _sync_free(cfg: ScissorConfig, device: torch.device) -> bool:
+    return device.type == "cuda" if cfg.sync_free is None else cfg.sync_free
+
+
+def check_videos(features: object, finite: bool = True) -> list[torch.Tensor]:
+    """Validate one video tensor or a list of them; return the list.
+
+    finite: also check for NaN / Inf (one host read per video).
+    """
     if isinstance(features, torch.Tensor):
         videos = [features]
     elif isinstance(features, (list, tuple)):
@@ -76,7 +111,7 @@ def check_videos(features: object) -> list[torch.Tensor]:
         )
     for i, v in enumerate(videos):
         name = "features" if isinstance(features, torch.Tensor) else f"features[{i}]"
-        check_tokens(v, name, 3, "[frames, tokens_per_frame, dim]")
+        check_tokens(v, name, 3, "[frames, tokens_per_frame, dim]", finite=finite)
     first = videos[0]
     for i, v in enumerate(videos[1:], start=1):
         if v.shape[1:] != first.shape[1:]:
@@ -138,8 +173,8 @@ def budget_sizes(frames: int, tokens_per_frame: int, cfg: ScissorConfig) -> tupl
 
 
 def _pad(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """list of [m_i, d] -> ([B, max m, d] zero padded, [B] lengths)."""
-    lengths = torch.tensor([r.shape[0] for r in rows], device=rows[0].device)
+    """list of [m_i, d] -> ([B, max m, d] zero padded, [B] lengths on the CPU)."""
+    lengths = torch.tensor([r.shape[0] for r in rows])
     if len(rows) == 1:
         return rows[0][None], lengths  # nothing to pad: no copy
     return pad_sequence(rows, batch_first=True), lengths
@@ -162,23 +197,52 @@ def merge_into(
     canonical similarities (``exact.py``), so both dtypes assign alike.
     Returns (merged tokens: B tensors [k_i, d] in ``acc``, assignment: B tensors [m_i]).
     """
-    merged, assignment = [], []
-    for o, t in zip(originals, targets):
-        a = _assign(o, t, sim_dtype, max_matrix_bytes)
-        k = t.shape[0]
-        sums = torch.zeros(k, o.shape[-1], dtype=acc, device=o.device).index_add_(0, a, o.to(acc))
-        counts = torch.bincount(a, minlength=k).to(acc)
-        merged.append((t.to(acc) + sums) / (1.0 + counts)[:, None])
-        assignment.append(a)
+    merged, assignment, _ = _merge(originals, targets, acc, sim_dtype, max_matrix_bytes)
     return merged, assignment
 
 
-def _assign(o: torch.Tensor, t: torch.Tensor, sim_dtype: torch.dtype, max_matrix_bytes: int) -> torch.Tensor:
-    """o: [m, d] originals, t: [k, d] targets -> [m] int64 index of each original's most similar target."""
+def _merge(
+    originals: list[torch.Tensor],
+    targets: list[torch.Tensor],
+    acc: torch.dtype,
+    sim_dtype: torch.dtype,
+    max_matrix_bytes: int,
+    target_count: list[torch.Tensor] | None = None,
+    sync_free: bool = False,
+) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+    """``merge_into``, plus: target_count, optional B 0-d tensors (only the first
+    target_count[i] targets take part, the rest are padding); sync_free, no host reads
+    (fixed-size buffers). The third output: [] bool, a sync-free call met more
+    near-ties than its buffers hold."""
+    merged, assignment = [], []
+    unresolved = torch.zeros((), dtype=torch.bool, device=originals[0].device)
+    for v, (o, t) in enumerate(zip(originals, targets)):
+        a, over = _assign(o, t, sim_dtype, max_matrix_bytes, None if target_count is None else target_count[v], sync_free)
+        unresolved = unresolved | over
+        sums = torch.zeros(t.shape[0], o.shape[-1], dtype=acc, device=o.device).index_add_(0, a, o.to(acc))
+        counts = segment_sizes(a, t.shape[0]).to(acc)
+        merged.append((t.to(acc) + sums) / (1.0 + counts)[:, None])
+        assignment.append(a)
+    return merged, assignment, unresolved
+
+
+def _assign(
+    o: torch.Tensor,
+    t: torch.Tensor,
+    sim_dtype: torch.dtype,
+    max_matrix_bytes: int,
+    count: torch.Tensor | None = None,
+    sync_free: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """o: [m, d] originals, t: [k, d] targets -> ([m] int64 most similar target, [] bool unresolved).
+
+    count: optional 0-d tensor, targets from it on are padding (never chosen).
+    """
     unit = unit_dtype(sim_dtype)
     tn, t_res = product_units(normalize(t, unit), sim_dtype)  # [k, d]
     k, m = tn.shape[0], o.shape[0]
     exact = sim_dtype != torch.float64
+    padding = None if count is None else (torch.arange(k, device=o.device) >= count)[:, None]
     # Chunks of originals: (k x chunk) products are tall and narrow, the shape CPU
     # kernels run fastest, and memory stays bounded for long videos. The chunk's unit
     # vectors and its product go to buffers reused for every chunk: fresh chunk-sized
@@ -188,47 +252,97 @@ def _assign(o: torch.Tensor, t: torch.Tensor, sim_dtype: torch.dtype, max_matrix
     buf = torch.empty(k * chunk, dtype=sim_dtype, device=o.device)
     unit_buf = torch.empty(chunk, tn.shape[1], dtype=unit, device=o.device)
     a = torch.empty(m, dtype=torch.int64, device=o.device)
+    unresolved = torch.zeros((), dtype=torch.bool, device=o.device)
     for start in range(0, m, chunk):
         c, c_res = product_units(normalize_into(o[start : start + chunk], unit_buf), sim_dtype)
         sim = torch.mm(tn, c.mT, out=buf[: k * c.shape[0]].view(k, c.shape[0]))
+        if padding is not None:
+            sim.masked_fill_(padding, _NEG_INF)
         if exact and k > 1:
             # Two best per column: a column whose runner-up is more than two bounds
             # below its best is decided (its best is unique, so topk's pick is the argmax);
             # the canonical best is never more than two bounds below the column maximum.
             top_w, top = sim.topk(2, dim=0)  # [2, c]
             best_w, best = top_w[0], top[0]
-            bound = error_bound(o.shape[1], sim_dtype, o.device, float(torch.maximum(t_res, c_res)))
-            floor = best_w.float() - 2 * float(bound.at(best_w.abs().max()))
-            if bool((top_w[1].float() >= floor).any()):
-                best = _exact_argmax(sim, floor, best, t, o[start : start + c.shape[0]])
+            bound = error_bound(o.shape[1], sim_dtype, o.device, torch.maximum(t_res, c_res))
+            floor = best_w.float() - (2 * bound.at(best_w.abs().max())).float()
+            if sync_free:
+                room = _MERGE_CANDIDATES * c.shape[0]
+                best, over = _exact_argmax(sim, floor, best, t, o[start : start + c.shape[0]], room)
+                unresolved = unresolved | over
+            elif bool((top_w[1].float() >= floor).any()):
+                best, _ = _exact_argmax(sim, floor, best, t, o[start : start + c.shape[0]])
         else:
             best = sim.argmax(dim=0)  # ties go to the smaller index
         a[start : start + c.shape[0]] = best
-    return a
+    return a, unresolved
 
 
 def _exact_argmax(
-    sim: torch.Tensor, floor: torch.Tensor, best: torch.Tensor, t: torch.Tensor, o: torch.Tensor
-) -> torch.Tensor:
-    """sim: [k, c] products, floor: [c] column max - 2 bounds, best: [c] argmax -> [c] canonical argmax.
+    sim: torch.Tensor,
+    floor: torch.Tensor,
+    best: torch.Tensor,
+    t: torch.Tensor,
+    o: torch.Tensor,
+    capacity: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """sim: [k, c] products, floor: [c] column max - 2 bounds, best: [c] argmax -> ([c] canonical argmax, [] bool).
 
     Targets at or above the floor are the only candidates for the canonical best;
     columns with one candidate are decided. Canonical ties go to the smaller index.
+    capacity: None sizes the work from the data (host reads); an int fixes it (no host
+    reads), and the flag returned says whether the candidates did not fit.
     """
+    k, c = sim.shape
     cand = sim >= floor[None, :]  # [k, c]
-    open_cols = (cand.sum(dim=0) > 1).nonzero().squeeze(1)
-    ti, ci = cand[:, open_cols].nonzero().unbind(1)  # candidate target, open column
-    col = open_cols[ci]
-    vals = canonical_similarity(t, ti, o, col)
-    top = torch.full((sim.shape[1],), float("-inf"), device=sim.device).scatter_reduce_(0, col, vals, "amax")
-    winner = torch.where(vals == top[col], ti, sim.shape[0])
-    first = torch.full((sim.shape[1],), sim.shape[0], dtype=torch.int64, device=sim.device)
+    cand &= (cand.sum(dim=0) > 1)[None, :]  # only columns with a choice to make
+    if capacity is None:
+        ti, col = cand.nonzero().unbind(1)  # candidate target, column
+        used = None
+    else:
+        found = cand.sum()
+        ti, col = torch.nonzero_static(cand, size=capacity, fill_value=0).unbind(1)
+        used = torch.arange(capacity, device=sim.device) < found
+    vals = canonical_similarity(t, ti, o, col, dedupe=capacity is None)
+    if used is not None:
+        vals = torch.where(used, vals, _NEG_INF)
+    top = torch.full((c,), _NEG_INF, device=sim.device).scatter_reduce_(0, col, vals, "amax")
+    winner = torch.where(vals == top[col], ti, k)
+    if used is not None:
+        winner = torch.where(used, winner, k)
+    first = torch.full((c,), k, dtype=torch.int64, device=sim.device)
     first.scatter_reduce_(0, col, winner, "amin")
-    return torch.where(first < sim.shape[0], first, best)
+    unresolved = torch.zeros((), dtype=torch.bool, device=sim.device) if used is None else found > capacity
+    return torch.where(first < k, first, best), unresolved
 
 
 def _split(x: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
     return list(torch.split(x, sizes))
+
+
+def _read_back(**parts: torch.Tensor) -> dict[str, list[float]]:
+    """Named device tensors -> their values as host lists, in one transfer.
+
+    Everything the host needs from a step (sizes, thresholds, flags) goes through here,
+    packed into one float64 vector (exact for integers below 2^53 and for float32).
+    """
+    flat = torch.cat([p.reshape(-1).to(torch.float64) for p in parts.values()])
+    values = flat.tolist()
+    out, i = {}, 0
+    for name, p in parts.items():
+        out[name] = values[i : i + p.numel()]
+        i += p.numel()
+    return out
+
+
+def _ints(values: list[float]) -> list[int]:
+    return [int(v) for v in values]
+
+
+def _finite(videos: list[torch.Tensor]) -> torch.Tensor:
+    """[] bool on the device: every value of every video is finite (one pass each)."""
+    flags = [torch.isfinite(torch.stack(torch.aminmax(v))).all() for v in videos]
+    return torch.stack(flags).all()
 
 
 def _compress_videos(videos: list[torch.Tensor], cfg: ScissorConfig) -> list[CompressionResult]:
@@ -240,43 +354,63 @@ def _compress_videos(videos: list[torch.Tensor], cfg: ScissorConfig) -> list[Com
     acc = torch.float64 if dtype == torch.float64 else torch.float32
     sim_dt = similarity_dtype(cfg)
     sizes = [budget_sizes(f, N, cfg) for f in frames]
-    budgeted = cfg.budgeted
+    # Sizes known on the host before any work: a budget is met exactly unless sampling
+    # removed the edges it needs.
+    sizes_known = cfg.budgeted and not cfg.approximate
+    sync_free = _sync_free(cfg, device)
+    flags: dict[str, torch.Tensor] = {}
+    if sync_free:
+        flags["finite"] = _finite(videos)
 
     x_all = videos[0] if V == 1 else torch.cat(videos, dim=0)  # [sum F, N, d]
+    if sync_free:
+        # NaN / Inf are only known at the end; until then the call must not index out of
+        # range on them (on a GPU a device-side assert ends the process), so zeros
+        # stand in for them. The result is then discarded and the input rejected.
+        x_all = torch.nan_to_num(x_all, 0.0, 0.0, 0.0)
     flat_all = x_all.reshape(-1, d)
-    group = torch.repeat_interleave(torch.arange(V, device=device), torch.tensor(frames, device=device))
+    # Small index tensors are built on the host and copied over: no read-back needed.
+    group = torch.repeat_interleave(torch.arange(V), torch.tensor(frames))  # [sum F], CPU
+    first_frame = [sum(frames[:v]) for v in range(V)]
+    thresholds: dict[str, torch.Tensor] = {}
 
     # 1. Spatial step: every frame of every video in one batch.
     if cfg.spatial:
-        keep = torch.tensor([s for s, _ in sizes], device=device) if budgeted else None
         sc = components_of_sets(
             x_all,
-            torch.full((x_all.shape[0],), N, device=device),
+            torch.full((x_all.shape[0],), N),
             tau=cfg.tau,
-            keep=keep,
+            keep=torch.tensor([s for s, _ in sizes]) if cfg.budgeted else None,
             group=group,
             approximate=cfg.approximate,
             epsilon=cfg.epsilon,
             seed=cfg.seed,
             sim_dtype=sim_dt,
+            sync_free=sync_free,
         )
+        flags["spatial"] = sc.unresolved
+        thresholds["spatial"] = sc.cut_threshold[first_frame]
         per_frame = sc.count  # [sum F]
         offsets = per_frame.cumsum(0) - per_frame
+        if sizes_known:
+            s_sizes = [s for s, _ in sizes]
+        else:
+            per_video = torch.zeros(V, dtype=torch.int64, device=device).index_add_(0, group.to(device), per_frame)
+            s_sizes = _ints(_read_back(sizes=per_video)["sizes"])
+        s_total = sum(s_sizes)
         labels_all = (sc.labels + offsets[:, None]).reshape(-1)  # [sum F * N] into all spatial tokens
-        s_total = int(per_frame.sum())
         spatial_all = segment_mean(flat_all, labels_all, s_total, acc)
-        reps_valid = sc.representatives >= 0
+        # Frame f's component c is spatial token offsets[f] + c; padding goes to a spare slot.
+        reps = sc.representatives  # [sum F, Cmax], -1 padded
+        slot = torch.where(reps >= 0, offsets[:, None] + torch.arange(reps.shape[1], device=device), s_total)
         frame_base = torch.arange(x_all.shape[0], device=device)[:, None] * N
-        reps_all = (sc.representatives + frame_base)[reps_valid]  # [s_total], global original index
-        s_sizes = torch.zeros(V, dtype=torch.int64, device=device).index_add_(0, group, per_frame).tolist()
-        first_frame = [sum(frames[:v]) for v in range(V)]
-        s_thr = [float(sc.cut_threshold[i]) for i in first_frame]
+        reps_all = torch.zeros(s_total + 1, dtype=torch.int64, device=device)
+        reps_all = reps_all.scatter_(0, slot.reshape(-1), (reps + frame_base).reshape(-1))[:s_total]
     else:
         labels_all = torch.arange(flat_all.shape[0], device=device)
         spatial_all = flat_all.to(acc)
         reps_all = labels_all
         s_sizes = totals
-        s_thr = [None] * V
     spatial_tokens = _split(spatial_all, s_sizes)
     video_start = [sum(totals[:v]) for v in range(V)]
     spatial_reps = [r - video_start[v] for v, r in enumerate(_split(reps_all, s_sizes))]
@@ -284,48 +418,78 @@ def _compress_videos(videos: list[torch.Tensor], cfg: ScissorConfig) -> list[Com
     spatial_labels = [lab - spatial_base[v] for v, lab in enumerate(_split(labels_all, totals))]
 
     # 2. Temporal step: one SCC per video, videos batched with padding.
+    k_sizes: list[int] | None
+    k_count: list[torch.Tensor] | None = None
     if cfg.temporal:
         xs, s_len = _pad(spatial_tokens)
-        keep = torch.tensor([k for _, k in sizes], device=device) if budgeted else None
         tc = components_of_sets(
             xs,
             s_len,
             tau=cfg.tau,
-            keep=keep,
+            keep=torch.tensor([k for _, k in sizes]) if cfg.budgeted else None,
             approximate=cfg.approximate,
             epsilon=cfg.epsilon,
             seed=cfg.seed + 1,  # an independent stream from the spatial step's
             max_matrix_bytes=cfg.max_matrix_bytes,
             sim_dtype=sim_dt,
+            sync_free=sync_free,
         )
-        k_sizes = tc.count.tolist()
+        flags["temporal"] = tc.unresolved
+        thresholds["temporal"] = tc.cut_threshold
+        if sizes_known:
+            k_sizes = [k for _, k in sizes]
+        elif sync_free:
+            # K comes with the final read: the tokens are made with S rows, the rows
+            # from K on stay empty and are masked in the merge step, then cut off.
+            k_sizes, k_count = None, list(tc.count)
+        else:
+            k_sizes = _ints(_read_back(sizes=tc.count)["sizes"])
+        rows = s_sizes if k_sizes is None else k_sizes
         temporal_labels = [tc.labels[v, : s_sizes[v]] for v in range(V)]
-        temporal_reps = [tc.representatives[v, : k_sizes[v]] for v in range(V)]
-        temporal_tokens = [segment_mean(spatial_tokens[v], temporal_labels[v], k_sizes[v], acc) for v in range(V)]
-        t_thr = [float(t) for t in tc.cut_threshold.tolist()]
+        temporal_reps = [tc.representatives[v, : rows[v]] for v in range(V)]
+        temporal_tokens = [segment_mean(spatial_tokens[v], temporal_labels[v], rows[v], acc) for v in range(V)]
     else:
         k_sizes = s_sizes
         temporal_labels = [torch.arange(s, device=device) for s in s_sizes]
         temporal_reps = temporal_labels
         temporal_tokens = spatial_tokens
-        t_thr = [None] * V
 
     # 3. Merge step.
     originals = _split(flat_all, totals)
     if cfg.merge:
-        tokens, assignment = merge_into(originals, temporal_tokens, acc, sim_dt, cfg.max_matrix_bytes)
+        tokens, assignment, flags["merge"] = _merge(
+            originals, temporal_tokens, acc, sim_dt, cfg.max_matrix_bytes, k_count, sync_free
+        )
     else:
         tokens = temporal_tokens
         assignment = [temporal_labels[v][spatial_labels[v]] for v in range(V)]
 
+    # 4. The one read of everything else the results need.
+    parts = {f"flag_{name}": flag for name, flag in flags.items()}
+    parts.update({f"threshold_{name}": t for name, t in thresholds.items()})
+    if k_count is not None:
+        parts["k"] = torch.stack(k_count)
+    host = _read_back(**parts)
+    if sync_free:
+        if not host["flag_finite"][0]:
+            raise _NonFinite
+        if not all(host[f"flag_{name}"][0] == 0 for name in flags if name != "finite"):
+            # More near-ties than the fixed buffers hold: the data-sized path decides them.
+            return _compress_videos(videos, cfg.replace(sync_free=False))
+    if k_sizes is None:
+        k_sizes = _ints(host["k"])
+    s_thr = host.get("threshold_spatial", [None] * V)
+    t_thr = host.get("threshold_temporal", [None] * V)
+
     results = []
     for v in range(V):
+        k = k_sizes[v]
         results.append(
             CompressionResult(
-                tokens=tokens[v].to(dtype),
+                tokens=tokens[v][:k].to(dtype),
                 assignment=assignment[v],
-                representatives=spatial_reps[v][temporal_reps[v]],
-                sizes=torch.bincount(assignment[v], minlength=k_sizes[v]),
+                representatives=spatial_reps[v][temporal_reps[v][:k]],
+                sizes=segment_sizes(assignment[v], k),
                 frames=frames[v],
                 tokens_per_frame=N,
                 spatial_tokens=spatial_tokens[v].to(dtype),

@@ -52,6 +52,15 @@ class ScissorConfig:
             threshold mode a bigger token set (a long video's temporal step) is processed
             in column strips with the same result; the merge step's product buffer
             (kept tokens x 256 originals) is capped by it too.
+        sync_free: run without reading intermediate results back to the host, so a GPU
+            never waits on the CPU inside a call: fixed-size buffers and a fixed number
+            of rounds. A budget (without ``approximate``) then reads the device once
+            per call, at the end; threshold mode twice (the spatial step's output size
+            shapes the temporal step). Same outputs either way; on the rare input with
+            more near-ties than the fixed buffers hold, the call detects it and runs
+            again with data-sized buffers. None (default): on CUDA devices only (on a
+            CPU a read costs nothing and the data-sized path does less work). Token
+            sets beyond ``max_matrix_bytes`` (strips) are never sync-free.
     """
 
     tau: float = 0.9
@@ -67,6 +76,7 @@ class ScissorConfig:
     merge: bool = True
     similarity_dtype: str = "float32"
     max_matrix_bytes: int = 1 << 30
+    sync_free: bool | None = None
 
     def __post_init__(self) -> None:
         _check_real("tau", self.tau)
@@ -100,6 +110,8 @@ class ScissorConfig:
         for name in ("spatial", "temporal", "merge", "approximate"):
             if not isinstance(getattr(self, name), bool):
                 raise ScissorError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.sync_free is not None and not isinstance(self.sync_free, bool):
+            raise ScissorError(f"sync_free must be True, False or None, got {self.sync_free!r}")
         if not isinstance(self.max_matrix_bytes, int) or self.max_matrix_bytes < 1 << 20:
             raise ScissorError(f"max_matrix_bytes must be an int >= 1 MiB (1048576), got {self.max_matrix_bytes!r}")
         if self.similarity_dtype not in _SIM_DTYPES:

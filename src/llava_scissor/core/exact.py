@@ -24,7 +24,16 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["ErrorBound", "canonical_similarity", "unit_vectors", "product_units", "error_bound", "band_limits", "resolve_band_"]
+__all__ = [
+    "ErrorBound",
+    "canonical_similarity",
+    "unit_vectors",
+    "product_units",
+    "error_bound",
+    "band_limits",
+    "band_capacity",
+    "resolve_band_",
+]
 
 _U32 = 2.0**-24  # unit roundoff of float32
 _ROUNDOFF = {torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11}
@@ -84,21 +93,30 @@ def _units_of_rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def canonical_similarity(a: torch.Tensor, i: torch.Tensor, b: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+def canonical_similarity(
+    a: torch.Tensor, i: torch.Tensor, b: torch.Tensor, j: torch.Tensor, dedupe: bool = True
+) -> torch.Tensor:
     """a: [m, d], i: [P]; b: [m2, d], j: [P] -> [P] float32 canonical cosine of (a[i], b[j]).
 
     The float32 ``unit_vectors`` of the rows, their products exact in float64, summed by
-    a fixed tree, rounded once to float32. Each distinct row is normalized once.
+    a fixed tree, rounded once to float32. With ``dedupe`` each distinct row is
+    normalized once (torch.unique reads its output size back to the host); without,
+    once per pair, with no host reads. The values are the same.
     """
     P = i.shape[0]
     out = torch.empty(P, dtype=torch.float32, device=a.device)
     if P == 0:
         return out
     d = a.shape[1]
-    rows_i, i = torch.unique(i, return_inverse=True)
-    rows_j, j = torch.unique(j, return_inverse=True)
+    if dedupe:
+        rows_i, i = torch.unique(i, return_inverse=True)
+        rows_j, j = torch.unique(j, return_inverse=True)
+    else:
+        rows_i, rows_j = i, j
+        i = j = torch.arange(P, device=a.device)
     ua, ub = _units_of_rows(a, rows_i), _units_of_rows(b, rows_j)
-    C = min(P, _CANON_CHUNK)
+    # A GPU runs a few large chunks better than many small ones.
+    C = min(P, _CANON_CHUNK if a.device.type == "cpu" else 16 * _CANON_CHUNK)
     prod = torch.zeros(C, _pow2(d), dtype=torch.float64, device=a.device)
     va = torch.empty(C, d, dtype=torch.float32, device=a.device)
     vb = torch.empty(C, d, dtype=torch.float32, device=a.device)
@@ -148,16 +166,18 @@ class ErrorBound:
 
     ``at(levels)`` is the bound for products whose value lies within a few bounds of
     each level: the output rounding of a low-precision product grows with the magnitude.
+    ``base`` is a 0-d float64 tensor on the products' device, so that a bound built from
+    a measured residual never has to be read back to the host.
     """
 
-    base: float  # input rounding + accumulation + normalization + canonical rounding
+    base: torch.Tensor  # input rounding + accumulation + normalization + canonical rounding
     output_roundoff: float  # unit roundoff of the product's output (0 for float32 out)
 
     def at(self, levels: torch.Tensor) -> torch.Tensor:
         """levels: [...] float -> [...] bound (float64) valid for values near each level."""
         levels = levels.to(torch.float64)
         if self.output_roundoff == 0.0:
-            return torch.full_like(levels, self.base)
+            return torch.zeros_like(levels) + self.base
         # Every value within a few bounds of the level (bands reach two bounds out).
         m = levels.abs().nan_to_num(0.0, 0.0, 0.0) + 3 * (self.base + 2 * self.output_roundoff)
         # Rounding to p bits moves a value of magnitude < 2^(e+1) by at most 2^e * u.
@@ -165,11 +185,12 @@ class ErrorBound:
         return self.base + half_ulp
 
 
-def error_bound(d: int, dtype: torch.dtype, device: torch.device, residual: float) -> ErrorBound:
+def error_bound(d: int, dtype: torch.dtype, device: torch.device, residual: torch.Tensor | float) -> ErrorBound:
     """The error bound of a product of ``unit_vectors`` of dim d computed in ``dtype``.
 
-    residual: the largest rounding residual norm of the inputs (``product_units``); an
-    a-priori one is used when the product rounds its inputs itself (TF32).
+    residual: the largest rounding residual norm of the inputs (``product_units``, a
+    tensor on the device or a float); an a-priori one is used where it is 0 (the
+    product rounds its inputs itself, as TF32 does, or does not round them).
 
     Terms, for unit vectors u, v (norm at most h) and their rounded copies u', v':
     * input rounding: |u.v - u'.v'| <= |r_u| |v| + |u'| |r_v| (Cauchy-Schwarz);
@@ -178,12 +199,12 @@ def error_bound(d: int, dtype: torch.dtype, device: torch.device, residual: floa
     * output rounding of a bfloat16 / float16 product: see ``ErrorBound.at``.
     """
     if dtype == torch.float64:
-        return ErrorBound(base=0.0, output_roundoff=0.0)
+        return ErrorBound(base=torch.zeros((), dtype=torch.float64, device=device), output_roundoff=0.0)
     h = 1.0 + _gamma(d + 2, _U32)  # a normalized float32 vector's norm is 1 within its roundings
-    if residual == 0.0:
-        residual = _input_roundoff(dtype, device) * h
-    hl = h + residual
-    e_in = residual * (h + hl)
+    r = torch.as_tensor(residual, dtype=torch.float64, device=device)
+    r = torch.where(r == 0, _input_roundoff(dtype, device) * h, r)
+    hl = h + r
+    e_in = r * (h + hl)
     e_acc = _gamma(d, _U32) * hl * hl
     e_canon = _U32 * 1.001 + _gamma(_pow2(d).bit_length(), 2.0**-53)
     # The band test is done in float32; and a unit vector recomputed for the canonical
@@ -207,25 +228,43 @@ def band_limits(levels: torch.Tensor, halfwidth: torch.Tensor, dtype: torch.dtyp
     return lo.to(dtype), hi.to(dtype)
 
 
+def band_capacity(pairs: int) -> int:
+    """How many band pairs a sync-free pass makes room for, out of ``pairs`` candidates.
+
+    Bands hold a few per mille of the pairs in float32 and a few per cent in bfloat16;
+    a pass that finds more reports it (``resolve_band_``) and the caller starts over
+    on the path that sizes its buffers from the data.
+    """
+    return min(pairs, 4096 + pairs // 16)
+
+
 def resolve_band_(
     W: torch.Tensor,
     x: torch.Tensor,
     levels: torch.Tensor,
     halfwidth: torch.Tensor,
     rows: int = 1024,
-) -> int:
+    capacity: int | None = None,
+) -> torch.Tensor:
     """Replace, in place, the entries of W near the levels by their canonical values.
 
     W: [B, n, n] symmetric similarities (-inf for non-edges); x: [B, n, d] the raw tokens
     the similarities are of; levels: [B, L] float (non-finite levels are ignored);
     halfwidth: [B, L]. Every entry within ``halfwidth`` of a level is replaced; so may
     be entries between two levels (one interval per graph spans all its bands: one
-    pass over W, and an exact value is never wrong). Returns the number of pairs
-    replaced; each is computed once (i < j) and written to both halves.
+    pass over W, and an exact value is never wrong). Each pair is computed once (i < j)
+    and written to both halves.
+
+    capacity: None sizes the work from the data (host reads). An int makes it
+    sync-free: at most ``capacity`` pairs are replaced, in buffers of that fixed size.
+    Returns the number of pairs in the band, a 0-d int64 tensor on W's device; with a
+    capacity, a count above it means that the band was not fully resolved.
     """
     B, n, _ = W.shape
     lo, hi = band_limits(levels, halfwidth, W.dtype)
     lo, hi = lo[:, None, None], hi[:, None, None]
+    if capacity is not None:
+        return _resolve_band_static_(W, x, lo, hi, capacity)
     found = []
     for r in range(0, n, rows):
         block = W[:, r : r + rows]  # [B, rows, n]
@@ -233,12 +272,29 @@ def resolve_band_(
         if idx.shape[0]:
             idx[:, 1] += r
             found.append(idx[idx[:, 1] < idx[:, 2]])
-    idx = torch.cat(found) if found else None
-    if idx is None or idx.shape[0] == 0:
-        return 0
-    b, i, j = idx.unbind(1)
+    idx = torch.cat(found) if found else W.new_zeros((0, 3), dtype=torch.int64)
+    if idx.shape[0]:
+        b, i, j = idx.unbind(1)
+        flat = x.reshape(B * n, x.shape[-1])
+        vals = canonical_similarity(flat, b * n + i, flat, b * n + j).to(W.dtype)
+        W[b, i, j] = vals
+        W[b, j, i] = vals
+    return torch.tensor(idx.shape[0], device=W.device)
+
+
+def _resolve_band_static_(
+    W: torch.Tensor, x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, capacity: int
+) -> torch.Tensor:
+    """``resolve_band_`` with fixed-size buffers: no host reads (see there)."""
+    B, n, _ = W.shape
+    pos = torch.arange(n, device=W.device)
+    band = (W >= lo) & (W <= hi) & (pos[:, None] < pos[None, :])
+    count = band.sum()
+    # Unused slots are filled with (0, 0, 0), a diagonal entry: it is written back unchanged.
+    b, i, j = torch.nonzero_static(band, size=capacity, fill_value=0).unbind(1)
     flat = x.reshape(B * n, x.shape[-1])
-    vals = canonical_similarity(flat, b * n + i, flat, b * n + j).to(W.dtype)
+    vals = canonical_similarity(flat, b * n + i, flat, b * n + j, dedupe=False).to(W.dtype)
+    vals = torch.where(i < j, vals, W[b, i, j])
     W[b, i, j] = vals
     W[b, j, i] = vals
-    return int(idx.shape[0])
+    return count

@@ -11,7 +11,15 @@ pointer doubling, and the matrix is contracted to the max-linkage between the ne
 components, so each round works on a matrix at most half the size of the previous
 one. With ties broken by the smaller index on a symmetric matrix the hooks form a
 forest (apart from mutual pairs, which are resolved explicitly), so the result is
-exact and deterministic. Running it with a threshold gives the components of the
+exact and deterministic.
+
+Sync-free mode (``sync_free=True``, for GPUs): the loop above reads one number per
+round back to the host (whether anything happened, and the new size). Without those
+reads the matrix keeps its size (n + 1 rows, the rows past the open components being
+-inf) and the loop runs a fixed ``rounds(n)`` times: every round at least halves the
+components inside each cluster of edges above the threshold, so ceil(log2 n) rounds
+join everything and one more closes the components that are left; extra rounds
+change nothing. The partitions are the same as with the host reads. Running it with a threshold gives the components of the
 graph ``W > threshold``; running it without one gives the weights of a maximum
 spanning tree, i.e. the single-linkage hierarchy, from which a budget of exactly K
 components is cut.
@@ -24,7 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Components", "threshold_components", "budget_components", "budget_levels", "order_components"]
+__all__ = ["Components", "threshold_components", "budget_components", "budget_levels", "order_components", "rounds"]
 
 _NEG_INF = float("-inf")
 
@@ -45,6 +53,11 @@ class Components:
     count: torch.Tensor
     keep_threshold: torch.Tensor
     cut_threshold: torch.Tensor
+
+
+def rounds(n: int) -> int:
+    """Borůvka rounds that settle any graph of n vertices (see the module docstring)."""
+    return max(1, (n - 1).bit_length()) + 1
 
 
 def _pointer_double(parent: torch.Tensor) -> torch.Tensor:
@@ -96,6 +109,7 @@ def _boruvka(
     merge_limit: torch.Tensor | None = None,
     group: torch.Tensor | None = None,
     first_best: tuple[torch.Tensor, torch.Tensor] | None = None,
+    sync_free: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Components of ``W > threshold`` by Borůvka's algorithm with contraction.
 
@@ -110,6 +124,7 @@ def _boruvka(
         ``b`` with ``group[b] == g`` (in graph-then-component order). Used to split ties.
     first_best: ``W.max(dim=-1)`` if the caller has it (a budget cut makes two passes
         over the same W, and the row maxima of the full matrix are the costliest step).
+    sync_free: a fixed number of rounds at a fixed size, no host reads (module docstring).
 
     A component with no edge above the threshold can never join again (by symmetry no
     other component can hook onto it either), so it is finished and dropped from the
@@ -129,7 +144,7 @@ def _boruvka(
     remaining = None if merge_limit is None else merge_limit.clone()
     M = W
     recorded: list[torch.Tensor] = []
-    while True:
+    for _ in range(rounds(n) if sync_free else n + 1):
         C = M.shape[1]
         pos = torch.arange(C, device=device)
         if M is W and first_best is not None:
@@ -150,10 +165,13 @@ def _boruvka(
         root = _pointer_double(parent)
         is_root = (root == pos) & live
         new_count = is_root.sum(-1)
-        # The one host sync of a round: whether anything happened, and the new size.
-        any_hook, any_done, c_new = torch.stack([hook.any(), done.any(), new_count.max()]).tolist()
-        if not any_hook and not any_done:
-            break
+        if sync_free:
+            any_hook, any_done, c_new = True, True, n  # the spare row stays at n
+        else:
+            # The one host read of a round: whether anything happened, and the new size.
+            any_hook, any_done, c_new = torch.stack([hook.any(), done.any(), new_count.max()]).tolist()
+            if not any_hook and not any_done:
+                break
         row = vlab.clamp(min=0)
         if any_done:
             done_id = finished[:, None] + done.cumsum(-1) - 1
@@ -169,7 +187,7 @@ def _boruvka(
         comp = torch.where(live, new_id.gather(1, root), c_new)
         vlab = torch.where((vlab >= 0) & live.gather(1, row), comp.gather(1, row), -1)
         M = _contract(M, comp, c_new)
-        if c_new == 0 or not any_hook:
+        if not sync_free and (c_new == 0 or not any_hook):
             # Nothing joined: the open components stay as they are (only finished ones left).
             break
     # Padding vertices (never real) keep label 0.
@@ -193,12 +211,15 @@ def _limit_hooks(hook: torch.Tensor, remaining: torch.Tensor, group: torch.Tenso
     return hook & (rank < remaining[group][:, None])
 
 
-def threshold_components(W: torch.Tensor, tau: torch.Tensor, valid: torch.Tensor) -> Components:
+def threshold_components(
+    W: torch.Tensor, tau: torch.Tensor, valid: torch.Tensor, sync_free: bool = False
+) -> Components:
     """Connected components of ``W > tau``.
 
     W: [B, n, n] symmetric, -inf on the diagonal and for non-edges; tau: [B]; valid: [B].
+    sync_free: no host reads (module docstring); the same partition.
     """
-    labels, count, _, _, _ = _boruvka(W, tau, valid)
+    labels, count, _, _, _ = _boruvka(W, tau, valid, sync_free=sync_free)
     return Components(labels, count, tau, tau)
 
 
@@ -208,6 +229,7 @@ def _cut_levels(
     keep: torch.Tensor,
     group: torch.Tensor,
     first_best: tuple[torch.Tensor, torch.Tensor],
+    sync_free: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The levels of a single-linkage cut to ``keep[g]`` components per group.
 
@@ -218,11 +240,14 @@ def _cut_levels(
     device = W.device
     G = keep.shape[0]
     # The spanning-forest weights of every graph, then per group sorted descending.
-    _, _, _, _, weights = _boruvka(W, W.new_full((B,), _NEG_INF), valid, record=True, first_best=first_best)
+    _, _, _, _, weights = _boruvka(
+        W, W.new_full((B,), _NEG_INF), valid, record=True, first_best=first_best, sync_free=sync_free
+    )
     assert weights is not None
     per_graph = weights.sort(dim=1, descending=True).values  # [B, E]
-    rows_per_group = torch.bincount(group, minlength=G)
-    gmax = int(rows_per_group.max())
+    rows_per_group = torch.zeros(G, dtype=torch.int64, device=device).index_add_(0, group, torch.ones_like(group))
+    # Sync-free: room for every graph in every group rather than reading the largest group.
+    gmax = B if sync_free else int(rows_per_group.max())
     E = per_graph.shape[1]
     slot = torch.arange(B, device=device) - (rows_per_group.cumsum(0) - rows_per_group)[group]
     grouped = W.new_full((G, gmax, E), _NEG_INF)
@@ -240,7 +265,11 @@ def _cut_levels(
 
 
 def budget_levels(
-    W: torch.Tensor, valid: torch.Tensor, keep: torch.Tensor, group: torch.Tensor | None = None
+    W: torch.Tensor,
+    valid: torch.Tensor,
+    keep: torch.Tensor,
+    group: torch.Tensor | None = None,
+    sync_free: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The two levels of ``budget_components(W, valid, keep, group)``, per graph.
 
@@ -248,7 +277,7 @@ def budget_levels(
     """
     if group is None:
         group = torch.arange(W.shape[0], device=W.device)
-    keep_t, cut_t, _ = _cut_levels(W, valid, keep, group, W.max(dim=-1))
+    keep_t, cut_t, _ = _cut_levels(W, valid, keep, group, W.max(dim=-1), sync_free)
     return keep_t[group], cut_t[group]
 
 
@@ -276,7 +305,11 @@ def _canonical_open_order(
 
 
 def budget_components(
-    W: torch.Tensor, valid: torch.Tensor, keep: torch.Tensor, group: torch.Tensor | None = None
+    W: torch.Tensor,
+    valid: torch.Tensor,
+    keep: torch.Tensor,
+    group: torch.Tensor | None = None,
+    sync_free: bool = False,
 ) -> Components:
     """Exactly ``keep[g]`` components per group of graphs by a single-linkage cut.
 
@@ -290,21 +323,27 @@ def budget_components(
     Ties at the boundary are split deterministically: components are taken in graph
     order, then in order of their smallest vertex. If the graphs cannot be joined that
     far (non-edges), the group keeps more components.
+    sync_free: no host reads (module docstring); the same partition.
     """
     B = W.shape[0]
     if group is None:
         group = torch.arange(B, device=W.device)
     # 1. The levels of the cut (the row maxima of W serve both passes).
     first_best = W.max(dim=-1)
-    keep_t, cut_t, ties = _cut_levels(W, valid, keep, group, first_best)
+    keep_t, cut_t, ties = _cut_levels(W, valid, keep, group, first_best, sync_free)
     # 2. Components strictly above the weakest kept weight.
-    labels, count, M, n_open, _ = _boruvka(W, keep_t[group], valid, keep_ties=True, first_best=first_best)
+    labels, count, M, n_open, _ = _boruvka(
+        W, keep_t[group], valid, keep_ties=True, first_best=first_best, sync_free=sync_free
+    )
     # 3. Split ties: join exactly `ties` more components through edges equal to keep_t.
-    #    Only components still open (strongest edge == keep_t) can take part.
-    if bool((ties > 0).any()):
+    #    Only components still open (strongest edge == keep_t) can take part. (Without
+    #    ties the step changes only the numbering, which order_components replaces.)
+    if sync_free or bool((ties > 0).any()):
         labels, M = _canonical_open_order(labels, M, n_open, valid)
         tie_graph = torch.where(M == keep_t[group][:, None, None], 1.0, _NEG_INF).to(M.dtype)
-        tie_labels, tie_count, _, _, _ = _boruvka(tie_graph, W.new_zeros(B), n_open, merge_limit=ties, group=group)
+        tie_labels, tie_count, _, _, _ = _boruvka(
+            tie_graph, W.new_zeros(B), n_open, merge_limit=ties, group=group, sync_free=sync_free
+        )
         is_open = labels < n_open[:, None]
         labels = torch.where(
             is_open, tie_labels.gather(1, labels.clamp(max=M.shape[1] - 1)), labels - n_open[:, None] + tie_count[:, None]
@@ -314,7 +353,7 @@ def budget_components(
 
 
 def order_components(
-    comps: Components, degree: torch.Tensor, valid: torch.Tensor
+    comps: Components, degree: torch.Tensor, valid: torch.Tensor, sync_free: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Relabel components by the index of their highest-degree member.
 
@@ -322,12 +361,13 @@ def order_components(
     Each component's representative is its member of highest degree (ties: smaller
     index); components are numbered in increasing order of their representative.
 
-    Returns (labels [B, n] int64, representatives [B, Cmax] int64 padded with -1).
+    Returns (labels [B, n] int64, representatives [B, Cmax] int64 padded with -1);
+    Cmax is the largest count, or n with ``sync_free`` (no host read).
     """
     labels, count = comps.labels, comps.count
     B, n = labels.shape
     device = labels.device
-    c_max = int(count.max()) if B else 0
+    c_max = n if sync_free else (int(count.max()) if B else 0)
     idx = torch.arange(n, device=device)
     real = idx < valid[:, None]
     # One int64 score orders members by (degree desc, index asc).

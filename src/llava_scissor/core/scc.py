@@ -14,11 +14,20 @@ from dataclasses import dataclass
 import torch
 
 from .._errors import ScissorError
-from .exact import ErrorBound, error_bound, product_units, resolve_band_, unit_vectors
+from .exact import ErrorBound, band_capacity, error_bound, product_units, resolve_band_, unit_vectors
 from .graph import Components, budget_components, budget_levels, order_components, threshold_components
 from .result import SCCResult
 
-__all__ = ["scc", "SetComponents", "components_of_sets", "normalize", "normalize_into", "segment_mean", "check_tokens"]
+__all__ = [
+    "scc",
+    "SetComponents",
+    "components_of_sets",
+    "normalize",
+    "normalize_into",
+    "segment_mean",
+    "segment_sizes",
+    "check_tokens",
+]
 
 _NEG_INF = float("-inf")
 # Above this many vertices a gram matrix is built from column strips of its upper
@@ -128,7 +137,7 @@ def similarity_graph(
 
     W holds the cosines, products in ``sim_dtype``, in ``unit_dtype(sim_dtype)``, with
     -inf on the diagonal and padding. The bound is on |W - canonical similarity|
-    (``exact.py``).
+    (``exact.py``). valid may be on the CPU (then nothing is read back from x's device).
     """
     if x.shape[1] <= _TILE:
         W, residual = _small_unit_gram(x, sim_dtype)
@@ -138,9 +147,9 @@ def similarity_graph(
     W.diagonal(dim1=1, dim2=2).fill_(_NEG_INF)
     n = W.shape[1]
     if bool((valid < n).any()):
-        pad = torch.arange(n, device=W.device) >= valid[:, None]  # [B, n]
+        pad = torch.arange(n, device=W.device) >= valid.to(W.device)[:, None]  # [B, n]
         W.masked_fill_(pad[:, :, None] | pad[:, None, :], _NEG_INF)
-    return W, error_bound(x.shape[-1], sim_dtype, x.device, float(residual))
+    return W, error_bound(x.shape[-1], sim_dtype, x.device, residual)
 
 
 def degrees(W: torch.Tensor, threshold: torch.Tensor, rows: int = 256) -> torch.Tensor:
@@ -165,7 +174,7 @@ def sample_mask(
     valid: [B] real vertices per set; group: [B] contiguous runs of sets drawn from one
     stream (default: each set its own). Every group draws from a fresh generator seeded
     with ``seed``, on the CPU, so a video's sample does not depend on the device or on
-    the other videos of a batch.
+    the other videos of a batch. The mask is on valid's device.
     """
     valid_cpu = valid.cpu()
     B = valid_cpu.shape[0]
@@ -188,6 +197,9 @@ class SetComponents:
 
     labels: [B, n] int64 in [0, count[b]); representatives: [B, Cmax] int64 (-1 padded);
     count: [B]; degree: [B, n]; keep_threshold / cut_threshold: [B] (see graph.Components).
+    unresolved: [] bool, True when a sync-free call found more pairs near a decision
+    level than its buffers hold (the result may then differ from the canonical one:
+    call again without ``sync_free``); always False otherwise.
     """
 
     labels: torch.Tensor
@@ -196,6 +208,7 @@ class SetComponents:
     degree: torch.Tensor
     keep_threshold: torch.Tensor
     cut_threshold: torch.Tensor
+    unresolved: torch.Tensor
 
 
 def components_of_sets(
@@ -210,10 +223,13 @@ def components_of_sets(
     seed: int = 0,
     max_matrix_bytes: int = 1 << 30,
     sim_dtype: torch.dtype = torch.float32,
+    sync_free: bool = False,
 ) -> SetComponents:
     """SCC of B token sets at once.
 
     x: [B, n, d] raw tokens (padding rows anything); valid: [B] real rows per set.
+    valid, keep and group may live on the CPU: they are small, and host copies of them
+    are needed (sampling, sizes), so passing them there saves reading them back.
     sim_dtype: dtype of the similarity products (float32, bfloat16 or float64).
     Threshold mode (``keep`` None): components of ``cos > tau``. Budget mode: exactly
     ``keep[g]`` components per group of sets (``group``: [B], contiguous), by a
@@ -225,41 +241,57 @@ def components_of_sets(
     With float32 and bfloat16 products every similarity near a level that decides
     something (tau; a budget's weakest kept and strongest cut edge) is replaced by its
     canonical value first (``exact.py``), so both give the same result.
+
+    sync_free: nothing is read back to the host (for GPUs; ``graph.py``): fixed-size
+    buffers and a fixed number of Borůvka rounds, with the same result unless
+    ``unresolved`` says otherwise; representatives are then padded to n columns. Sets
+    that go strip by strip are not sync-free.
     """
     B, n, _ = x.shape
+    device = x.device
+    valid_cpu, valid = valid.cpu(), valid.to(device)
+    group_cpu = None if group is None else group.cpu()
+    group = None if group is None else group.to(device)
+    keep = None if keep is None else keep.to(device)
     if keep is None and n * n * unit_dtype(sim_dtype).itemsize > max_matrix_bytes:
-        return _tiled_sets(x, valid, tau, approximate, epsilon, seed, group, sim_dtype)
-    W, bound = similarity_graph(x, valid, sim_dtype)
+        return _tiled_sets(x, valid_cpu, tau, approximate, epsilon, seed, group_cpu, sim_dtype)
+    W, bound = similarity_graph(x, valid_cpu, sim_dtype)
     exact = sim_dtype != torch.float64  # float64 products decide on their own
+    capacity = band_capacity(B * n * (n - 1) // 2) if sync_free else None
+    in_band = torch.zeros((), dtype=torch.int64, device=device)
     tau_t = W.new_full((B,), tau)
-    sampled = sample_mask(valid, n, epsilon, seed, group) if approximate else None
+    sampled = sample_mask(valid_cpu, n, epsilon, seed, group_cpu).to(device) if approximate else None
     degree = None
     comps: Components
     if keep is None:
         if exact:
-            resolve_band_(W, x, tau_t[:, None], bound.at(tau_t)[:, None])
+            in_band = resolve_band_(W, x, tau_t[:, None], bound.at(tau_t)[:, None], capacity=capacity)
         edges = W
         if sampled is not None:
             # Degrees use every pair and are known before the components: take them,
             # then drop the unsampled edges in place rather than from a copy of W.
             degree = degrees(W, tau_t)
             edges = _drop_unsampled_(W, sampled)
-        comps = threshold_components(edges, tau_t, valid)
+        comps = threshold_components(edges, tau_t, valid, sync_free)
     else:
         edges = W if sampled is None else _drop_unsampled_(W.clone(), sampled)
         if exact:
             # The cut's levels from the products, then the exact values around them:
             # the exact levels lie within one bound of these, so a band of two bounds
             # holds every pair that can decide the exact cut (see exact.py).
-            levels = torch.stack(budget_levels(edges, valid, keep, group), dim=1)  # [B, 2]
-            if resolve_band_(W, x, levels, 2 * bound.at(levels)) and sampled is not None:
+            levels = torch.stack(budget_levels(edges, valid, keep, group, sync_free), dim=1)  # [B, 2]
+            in_band = resolve_band_(W, x, levels, 2 * bound.at(levels), capacity=capacity)
+            if sampled is not None and (sync_free or bool(in_band)):
                 edges = _drop_unsampled_(W.clone(), sampled)
-        comps = budget_components(edges, valid, keep, group)
+        comps = budget_components(edges, valid, keep, group, sync_free)
     if degree is None:
         # Degree = row count of the adjacency, self included (the diagonal is always in A).
         degree = degrees(W, comps.cut_threshold)
-    labels, reps = order_components(comps, degree, valid)
-    return SetComponents(labels, reps, comps.count, degree, comps.keep_threshold, comps.cut_threshold)
+    labels, reps = order_components(comps, degree, valid, sync_free)
+    unresolved = in_band > capacity if capacity is not None else torch.zeros((), dtype=torch.bool, device=device)
+    return SetComponents(
+        labels, reps, comps.count, degree, comps.keep_threshold, comps.cut_threshold, unresolved
+    )
 
 
 def _drop_unsampled_(W: torch.Tensor, sampled: torch.Tensor, rows: int = 1024) -> torch.Tensor:
@@ -284,11 +316,14 @@ def _tiled_sets(
     group: torch.Tensor | None,
     sim_dtype: torch.dtype,
 ) -> SetComponents:
-    """Threshold-mode components of B sets of raw tokens, one set at a time, strip by strip."""
+    """Threshold-mode components of B sets of raw tokens, one set at a time, strip by strip.
+
+    valid, group: on the CPU.
+    """
     from .tiled import tiled_threshold_components
 
     B, n, _ = x.shape
-    sampled = sample_mask(valid, n, epsilon, seed, group) if approximate else None
+    sampled = sample_mask(valid, n, epsilon, seed, group).to(x.device) if approximate else None
     labels = torch.zeros(B, n, dtype=torch.int64, device=x.device)
     degree = torch.ones(B, n, dtype=torch.int64, device=x.device)
     counts, reps = [], []
@@ -296,14 +331,15 @@ def _tiled_sets(
         comps, deg = tiled_threshold_components(
             x[b, :m], tau, None if sampled is None else sampled[b, :m], sim_dtype=sim_dtype
         )
-        lab, rep = order_components(comps, deg, valid[b : b + 1])
+        lab, rep = order_components(comps, deg, valid[b : b + 1].to(x.device))
         labels[b, :m] = lab[0]
         degree[b, :m] = deg[0]
         counts.append(comps.count)
         reps.append(rep[0])
     reps_padded = torch.nn.utils.rnn.pad_sequence(reps, batch_first=True, padding_value=-1)
     tau_t = torch.full((B,), tau, dtype=unit_dtype(sim_dtype), device=x.device)
-    return SetComponents(labels, reps_padded, torch.cat(counts), degree, tau_t, tau_t)
+    unresolved = torch.zeros((), dtype=torch.bool, device=x.device)
+    return SetComponents(labels, reps_padded, torch.cat(counts), degree, tau_t, tau_t, unresolved)
 
 
 def segment_mean(x: torch.Tensor, index: torch.Tensor, num: int, dtype: torch.dtype) -> torch.Tensor:
@@ -312,12 +348,19 @@ def segment_mean(x: torch.Tensor, index: torch.Tensor, num: int, dtype: torch.dt
     Empty segments give zeros.
     """
     sums = torch.zeros(num, x.shape[-1], dtype=dtype, device=x.device).index_add_(0, index, x.to(dtype))
-    counts = torch.bincount(index, minlength=num).clamp(min=1).to(dtype)
-    return sums / counts[:, None]
+    return sums / segment_sizes(index, num).clamp(min=1).to(dtype)[:, None]
 
 
-def check_tokens(x: object, name: str, rank: int, shape_doc: str) -> torch.Tensor:
-    """Validate a floating, finite, non-empty tensor of the given rank; return it."""
+def segment_sizes(index: torch.Tensor, num: int) -> torch.Tensor:
+    """index: [m] in [0, num) -> [num] int64 members per segment.
+
+    ``torch.bincount`` without reading the largest index back to the host (CUDA's does).
+    """
+    return torch.zeros(num, dtype=torch.int64, device=index.device).index_add_(0, index, torch.ones_like(index))
+
+
+def check_tokens(x: object, name: str, rank: int, shape_doc: str, finite: bool = True) -> torch.Tensor:
+    """Validate a floating, non-empty tensor of the given rank, finite unless told not to check; return it."""
     if not isinstance(x, torch.Tensor):
         raise ScissorError(f"{name} must be a torch.Tensor {shape_doc}, got {type(x).__name__}")
     if x.dim() != rank:
@@ -328,6 +371,8 @@ def check_tokens(x: object, name: str, rank: int, shape_doc: str) -> torch.Tenso
         )
     if x.numel() == 0:
         raise ScissorError(f"{name} is empty: shape {tuple(x.shape)}; expected {shape_doc} with every size >= 1")
+    if not finite:
+        return x
     lo, hi = torch.aminmax(x)  # one pass; NaN propagates, so finite bounds mean finite values
     if not bool(torch.isfinite(lo) & torch.isfinite(hi)):
         bad = int((~torch.isfinite(x)).sum())

@@ -77,7 +77,7 @@ def tiled_threshold_components(
     exact = sim_dtype != torch.float64
     if exact:
         level = torch.full((1, 1), tau, dtype=torch.float64, device=device)
-        halfwidth = error_bound(x.shape[1], sim_dtype, device, float(residual)).at(level)
+        halfwidth = error_bound(x.shape[1], sim_dtype, device, residual).at(level)
         lo, hi = band_limits(level, halfwidth, unit_dtype(sim_dtype))
     parent = torch.arange(n, device=device)
     degree = torch.ones(n, dtype=torch.int64, device=device)

@@ -1,0 +1,221 @@
+"""Sync-free compression (the GPU path): no host reads inside a call, the same results.
+
+A host read is any value a tensor hands back to Python (``tolist``, ``item``, ``bool``,
+a data-dependent shape such as ``nonzero``'s). On a GPU each one waits for the device.
+Meta tensors have no data, so every such read raises on them: a call that completes
+on meta tensors, with the one sanctioned read (``_read_back``) stubbed, reads nothing
+else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import warnings
+
+import pytest
+import torch
+
+import llava_scissor
+from llava_scissor import ScissorConfig, ScissorError
+from llava_scissor.core.graph import budget_components, rounds, threshold_components
+
+from test_core_invariants import canonical, clustered_video
+
+compress_module = importlib.import_module("llava_scissor.core.compress")
+scc_module = importlib.import_module("llava_scissor.core.scc")
+graph_module = importlib.import_module("llava_scissor.core.graph")
+
+CONFIGS = [
+    dict(tau=0.8),
+    dict(tau=0.95),
+    dict(retention=0.1),
+    dict(max_tokens=7),
+    dict(retention=0.25, spatial_retention=0.5),
+    dict(retention=0.3, approximate=True, epsilon=0.6),
+    dict(tau=0.8, approximate=True, epsilon=0.6),
+    dict(tau=0.8, similarity_dtype="bfloat16"),
+    dict(retention=0.2, similarity_dtype="bfloat16"),
+    dict(tau=0.8, similarity_dtype="float64"),
+    dict(tau=0.8, spatial=False),
+    dict(tau=0.8, temporal=False),
+    dict(tau=0.8, merge=False),
+    dict(retention=0.2, temporal=False),
+    dict(retention=0.2, spatial=False),
+]
+
+
+def assert_same(a, b) -> None:
+    for f in dataclasses.fields(a):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        if isinstance(x, torch.Tensor):
+            assert x.shape == y.shape and x.dtype == y.dtype, f.name
+            assert torch.equal(x, y), f.name
+        else:
+            assert x == y, f.name
+
+
+def videos():
+    return [clustered_video(frames=f, n=49, dim=32, noise=0.5, seed=f) for f in (5, 3, 7)]
+
+
+@pytest.mark.parametrize("kw", CONFIGS, ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()))
+def test_sync_free_equals_data_sized(kw):
+    vids = videos()
+    free = llava_scissor.compress(vids, sync_free=True, **kw)
+    sized = llava_scissor.compress(vids, sync_free=False, **kw)
+    for a, b in zip(free, sized):
+        assert_same(a, b)
+
+
+def _stub_read(calls):
+    """A ``_read_back`` for meta tensors: records what was asked, answers harmless values."""
+
+    def read(**parts):
+        calls.append(sorted(parts))
+        answers = {"flag_finite": 1.0, "sizes": 5.0, "k": 3.0}
+        return {name: [answers.get(name, 0.0)] * t.numel() for name, t in parts.items()}
+
+    return read
+
+
+@pytest.mark.parametrize(
+    "kw, reads",
+    [
+        (dict(retention=0.2), 1),
+        (dict(max_tokens=9, similarity_dtype="bfloat16"), 1),
+        (dict(tau=0.8), 2),
+        (dict(retention=0.2, approximate=True), 2),
+        (dict(tau=0.8, similarity_dtype="bfloat16", approximate=True), 2),
+    ],
+)
+def test_one_host_read_per_budgeted_call(monkeypatch, kw, reads):
+    calls: list = []
+    monkeypatch.setattr(compress_module, "_read_back", _stub_read(calls))
+    x = torch.empty(6, 49, 32, device="meta")
+    result = llava_scissor.compress([x, x[:4]], sync_free=True, **kw)
+    assert len(calls) == reads
+    # The last read carries every flag and threshold of the call.
+    assert {"flag_finite", "flag_spatial", "flag_temporal", "flag_merge"} <= set(calls[-1])
+    assert result[0].tokens.device.type == "meta"
+
+
+def test_meta_tensors_catch_host_reads(monkeypatch):
+    """The check above can fail: the data-sized path reads inside the call and so raises."""
+    calls: list = []
+    monkeypatch.setattr(compress_module, "_read_back", _stub_read(calls))
+    x = torch.empty(6, 49, 32, device="meta")
+    for kw in (dict(retention=0.2), dict(tau=0.8)):
+        with pytest.raises((RuntimeError, NotImplementedError)):
+            llava_scissor.compress(x, sync_free=False, **kw)
+
+
+def test_full_buffers_fall_back_to_the_data_sized_path(monkeypatch):
+    """More near-ties than the fixed buffers hold: detected, and the call starts over."""
+    monkeypatch.setattr(scc_module, "band_capacity", lambda pairs: 1)
+    monkeypatch.setattr(compress_module, "_MERGE_CANDIDATES", 0)
+    runs = []
+    inner = compress_module._compress_videos
+
+    def counting(vids, cfg):
+        runs.append(cfg.sync_free)
+        return inner(vids, cfg)
+
+    monkeypatch.setattr(compress_module, "_compress_videos", counting)
+    vids = videos()
+    for kw in (dict(tau=0.8, similarity_dtype="bfloat16"), dict(retention=0.2, similarity_dtype="bfloat16")):
+        runs.clear()
+        free = llava_scissor.compress(vids, sync_free=True, **kw)
+        assert runs == [True, False]
+        runs.clear()
+        for a, b in zip(free, llava_scissor.compress(vids, sync_free=False, **kw)):
+            assert_same(a, b)
+
+
+def test_sync_free_rejects_non_finite_input_after_the_call():
+    x = clustered_video(frames=3, n=16)
+    x[1, 2, 3] = float("nan")
+    messages = []
+    for free in (True, False):
+        with pytest.raises(ScissorError, match="contains 1 NaN or Inf") as err:
+            llava_scissor.compress(x, retention=0.2, sync_free=free)
+        messages.append(str(err.value))
+    assert messages[0] == messages[1]
+
+
+def test_sync_free_config_is_validated():
+    assert ScissorConfig().sync_free is None
+    with pytest.raises(ScissorError, match="sync_free must be True, False or None"):
+        ScissorConfig(sync_free="yes")
+
+
+def _halving_path(n: int) -> torch.Tensor:
+    """[1, n, n]: a path whose edge (i, i+1) weighs -(trailing zeros of i+1).
+
+    Borůvka pairs its components and nothing more in every round, so it needs exactly
+    log2(n) rounds of joins: the worst case of the fixed round count.
+    """
+    W = torch.full((1, n, n), float("-inf"))
+    for i in range(n - 1):
+        tz = ((i + 1) & -(i + 1)).bit_length() - 1
+        W[0, i, i + 1] = W[0, i + 1, i] = -float(tz)
+    return W
+
+
+def test_fixed_round_count_is_enough_and_tight(monkeypatch):
+    n = 256
+    W, valid, below = _halving_path(n), torch.tensor([n]), torch.tensor([-100.0])
+    assert threshold_components(W, below, valid, sync_free=True).count.tolist() == [1]
+    assert threshold_components(W, below, valid).count.tolist() == [1]
+    # log2(n) rounds join; the last round only closes what is left. One join round
+    # fewer leaves the last pair of halves apart: the bound is not loose.
+    monkeypatch.setattr(graph_module, "rounds", lambda m: rounds(m) - 1)
+    assert threshold_components(W, below, valid, sync_free=True).count.tolist() == [1]
+    monkeypatch.setattr(graph_module, "rounds", lambda m: rounds(m) - 2)
+    assert threshold_components(W, below, valid, sync_free=True).count.tolist() == [2]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_graph_level_partitions_agree_with_ties(seed):
+    """Quantized similarities (many exact ties), padding and groups: the same partitions."""
+    g = torch.Generator().manual_seed(seed)
+    B, n = 5, 40
+    W = (torch.rand(B, n, n, generator=g) * 8).floor() / 8
+    W = torch.maximum(W, W.mT)
+    valid = torch.tensor([40, 33, 40, 12, 27])
+    pad = torch.arange(n) >= valid[:, None]
+    W.masked_fill_(pad[:, :, None] | pad[:, None, :], float("-inf"))
+    W.diagonal(dim1=1, dim2=2).fill_(float("-inf"))
+    group = torch.tensor([0, 0, 1, 1, 1])
+    for keep in (torch.tensor([9, 20]), torch.tensor([1, 60])):
+        a = budget_components(W, valid, keep, group, sync_free=True)
+        b = budget_components(W, valid, keep, group)
+        assert torch.equal(a.count, b.count)
+        for i in range(B):
+            m = int(valid[i])
+            assert canonical(a.labels[i, :m]) == canonical(b.labels[i, :m])
+    tau = torch.full((B,), 0.5)
+    a, b = threshold_components(W, tau, valid, sync_free=True), threshold_components(W, tau, valid)
+    assert torch.equal(a.count, b.count)
+    assert all(canonical(a.labels[i, : int(valid[i])]) == canonical(b.labels[i, : int(valid[i])]) for i in range(B))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_synchronizes_once_per_budgeted_call():
+    x = clustered_video(frames=8, n=196, dim=64, seed=3).cuda()
+    llava_scissor.compress(x, retention=0.1)  # warm-up: lazy CUDA initialisation synchronizes
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = llava_scissor.compress(x, retention=0.1)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    syncs = [w for w in caught if "synchroniz" in str(w.message).lower()]
+    assert len(syncs) <= 1, [str(w.message) for w in syncs]
+    cpu = llava_scissor.compress(x.cpu(), retention=0.1)
+    for name in ("assignment", "representatives", "sizes", "spatial_labels", "temporal_labels"):
+        assert torch.equal(getattr(result, name).cpu(), getattr(cpu, name)), name
+    torch.testing.assert_close(result.tokens.cpu(), cpu.tokens, atol=1e-5, rtol=1e-5)
