@@ -112,7 +112,7 @@ def test_meta_tensors_catch_host_reads(monkeypatch):
 
 def test_full_buffers_fall_back_to_the_data_sized_path(monkeypatch):
     """More near-ties than the fixed buffers hold: detected, and the call starts over."""
-    monkeypatch.setattr(scc_module, "band_capacity", lambda pairs: 1)
+    monkeypatch.setattr(scc_module, "band_capacity", lambda pairs, halfwidth: 1)
     monkeypatch.setattr(compress_module, "_MERGE_CANDIDATES", 0)
     runs = []
     inner = compress_module._compress_videos

@@ -32,6 +32,7 @@ __all__ = [
     "error_bound",
     "band_limits",
     "band_capacity",
+    "apriori_halfwidth",
     "resolve_band_",
 ]
 
@@ -228,14 +229,22 @@ def band_limits(levels: torch.Tensor, halfwidth: torch.Tensor, dtype: torch.dtyp
     return lo.to(dtype), hi.to(dtype)
 
 
-def band_capacity(pairs: int) -> int:
+def band_capacity(pairs: int, halfwidth: float) -> int:
     """How many band pairs a sync-free pass makes room for, out of ``pairs`` candidates.
 
-    Bands hold a few per mille of the pairs in float32 and a few per cent in bfloat16;
-    a pass that finds more reports it (``resolve_band_``) and the caller starts over
-    on the path that sizes its buffers from the data.
+    halfwidth: the band's half-width (an a-priori one: the host cannot wait for the
+    measured one). On synthetic videos the band held up to 16 x halfwidth of the pairs
+    (similarities crowd near a budget's cut); this leaves room for twice that. A pass
+    that finds more reports it (``resolve_band_``) and the caller starts over on the
+    path that sizes its buffers from the data.
     """
-    return min(pairs, 4096 + pairs // 16)
+    return min(pairs, 1024 + math.ceil(32 * halfwidth * pairs))
+
+
+def apriori_halfwidth(d: int, dtype: torch.dtype) -> float:
+    """The largest ``error_bound`` of a product of dim d in ``dtype``, without measuring (a host float)."""
+    cpu = torch.device("cpu")
+    return float(error_bound(d, dtype, cpu, 0.0).at(torch.ones((), dtype=torch.float64)))
 
 
 def resolve_band_(

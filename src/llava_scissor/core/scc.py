@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from .._errors import ScissorError
-from .exact import ErrorBound, band_capacity, error_bound, product_units, resolve_band_, unit_vectors
+from .exact import ErrorBound, apriori_halfwidth, band_capacity, error_bound, product_units, resolve_band_, unit_vectors
 from .graph import Components, budget_components, budget_levels, order_components, threshold_components
 from .result import SCCResult
 
@@ -257,7 +257,11 @@ def components_of_sets(
         return _tiled_sets(x, valid_cpu, tau, approximate, epsilon, seed, group_cpu, sim_dtype)
     W, bound = similarity_graph(x, valid_cpu, sim_dtype)
     exact = sim_dtype != torch.float64  # float64 products decide on their own
-    capacity = band_capacity(B * n * (n - 1) // 2) if sync_free else None
+    capacity = None
+    if sync_free and exact:
+        # A budget's band reaches two bounds out (see below).
+        halfwidth = apriori_halfwidth(x.shape[-1], sim_dtype) * (1 if keep is None else 2)
+        capacity = band_capacity(B * n * (n - 1) // 2, halfwidth)
     in_band = torch.zeros((), dtype=torch.int64, device=device)
     tau_t = W.new_full((B,), tau)
     sampled = sample_mask(valid_cpu, n, epsilon, seed, group_cpu).to(device) if approximate else None
