@@ -15,11 +15,16 @@ exact and deterministic.
 
 Sync-free mode (``sync_free=True``, for GPUs): the loop above reads one number per
 round back to the host (whether anything happened, and the new size). Without those
-reads the matrix keeps its size (n + 1 rows, the rows past the open components being
--inf) and the loop runs a fixed ``rounds(n)`` times: every round at least halves the
+reads the loop runs a fixed ``rounds(n)`` times: every round at least halves the
 components inside each cluster of edges above the threshold, so ceil(log2 n) rounds
 join everything and one more closes the components that are left; extra rounds
-change nothing. The partitions are the same as with the host reads. Running it with a threshold gives the components of the
+change nothing. The matrix size follows a fixed schedule instead of the data: every
+component that stays open has joined at least one other (its best neighbour has the
+same edge, so it is open too), so a round leaves at most half as many open components
+as it had rows, and the matrix halves each round (rows past the open components are
+-inf). Only where components may stay open without joining (``keep_ties``, a
+``merge_limit``) does it keep its n + 1 rows. The partitions are the same as with the
+host reads. Running it with a threshold gives the components of the
 graph ``W > threshold``; running it without one gives the weights of a maximum
 spanning tree, i.e. the single-linkage hierarchy, from which a budget of exactly K
 components is cut.
@@ -144,6 +149,9 @@ def _boruvka(
     remaining = None if merge_limit is None else merge_limit.clone()
     M = W
     recorded: list[torch.Tensor] = []
+    # Sync-free: rows that may be in use (module docstring), halved each round when
+    # every open component must join.
+    rows_bound, halving = n, not keep_ties and merge_limit is None
     for _ in range(rounds(n) if sync_free else n + 1):
         C = M.shape[1]
         pos = torch.arange(C, device=device)
@@ -166,7 +174,8 @@ def _boruvka(
         is_root = (root == pos) & live
         new_count = is_root.sum(-1)
         if sync_free:
-            any_hook, any_done, c_new = True, True, n  # the spare row stays at n
+            rows_bound = max(1, rows_bound // 2) if halving else n
+            any_hook, any_done, c_new = True, True, rows_bound
         else:
             # The one host read of a round: whether anything happened, and the new size.
             any_hook, any_done, c_new = torch.stack([hook.any(), done.any(), new_count.max()]).tolist()
@@ -282,26 +291,49 @@ def budget_levels(
 
 
 def _canonical_open_order(
-    labels: torch.Tensor, M: torch.Tensor, n_open: torch.Tensor, valid: torch.Tensor
+    labels: torch.Tensor, M: torch.Tensor, open_rows: torch.Tensor, valid: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Renumber the open components (rows of M) by their smallest vertex.
+    """Number the open components (``open_rows`` of M) first, by their smallest vertex.
 
     Borůvka numbers components by how they were contracted, which depends on the
     similarities far above a cut; the tie step must not: its order is then a function
     of the partition alone, so any similarities that agree at the cut split ties alike.
+    labels: [B, n] (labels from M.shape[1] on are components outside M); M: [B, C, C];
+    open_rows: [B, C] bool. The other rows of M follow in their order.
     Returns (labels, M) renumbered.
     """
     B, n = labels.shape
     C = M.shape[1]
     idx = torch.arange(n, device=labels.device).expand(B, n)
-    is_open = (labels < n_open[:, None]) & (idx < valid[:, None])
+    in_m = (labels < C) & (idx < valid[:, None])
+    row = labels.clamp(max=C - 1)
+    is_open = in_m & open_rows.gather(1, row)
     first = torch.full((B, C + 1), n, dtype=torch.int64, device=labels.device)
     first.scatter_reduce_(1, torch.where(is_open, labels, C), idx, "amin")
-    order = first[:, :C].argsort(dim=1, stable=True)  # new row -> old row (closed rows last)
+    order = first[:, :C].argsort(dim=1, stable=True)  # new row -> old row (open rows first)
     rank = order.argsort(dim=1)  # old row -> new row
     M = M.gather(1, order[:, :, None].expand(B, C, C)).gather(2, order[:, None, :].expand(B, C, C))
-    labels = torch.where(is_open, rank.gather(1, labels.clamp(max=C - 1)), labels)
+    labels = torch.where(in_m, rank.gather(1, row), labels)
     return labels, M
+
+
+def _components_at_cut(
+    W: torch.Tensor, thr: torch.Tensor, valid: torch.Tensor, first_best: tuple[torch.Tensor, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sync-free step 2 of a cut: the components of ``W > thr`` and the max-linkage between them.
+
+    Like ``_boruvka(..., keep_ties=True)``, but the search drops components that can
+    only tie (so its matrix can halve every round) and one contraction of W afterwards
+    gives the matrix between all components. Returns (labels [B, n], count [B],
+    M [B, n + 1, n + 1], open_rows [B, n + 1]: rows whose strongest edge equals thr).
+    """
+    B, n, _ = W.shape
+    labels, count, _, _, _ = _boruvka(W, thr, valid, first_best=first_best, sync_free=True)
+    real = torch.arange(n, device=W.device) < valid[:, None]
+    M = _contract(W, torch.where(real, labels, n), n)
+    pos = torch.arange(n + 1, device=W.device)
+    open_rows = (M.max(dim=-1).values == thr[:, None]) & (pos < count[:, None])
+    return labels, count, M, open_rows
 
 
 def budget_components(
@@ -332,14 +364,17 @@ def budget_components(
     first_best = W.max(dim=-1)
     keep_t, cut_t, ties = _cut_levels(W, valid, keep, group, first_best, sync_free)
     # 2. Components strictly above the weakest kept weight.
-    labels, count, M, n_open, _ = _boruvka(
-        W, keep_t[group], valid, keep_ties=True, first_best=first_best, sync_free=sync_free
-    )
+    if sync_free:
+        labels, count, M, open_rows = _components_at_cut(W, keep_t[group], valid, first_best)
+        n_open = open_rows.sum(-1)
+    else:
+        labels, count, M, n_open, _ = _boruvka(W, keep_t[group], valid, keep_ties=True, first_best=first_best)
+        open_rows = torch.arange(M.shape[1], device=W.device) < n_open[:, None]
     # 3. Split ties: join exactly `ties` more components through edges equal to keep_t.
     #    Only components still open (strongest edge == keep_t) can take part. (Without
     #    ties the step changes only the numbering, which order_components replaces.)
     if sync_free or bool((ties > 0).any()):
-        labels, M = _canonical_open_order(labels, M, n_open, valid)
+        labels, M = _canonical_open_order(labels, M, open_rows, valid)
         tie_graph = torch.where(M == keep_t[group][:, None, None], 1.0, _NEG_INF).to(M.dtype)
         tie_labels, tie_count, _, _, _ = _boruvka(
             tie_graph, W.new_zeros(B), n_open, merge_limit=ties, group=group, sync_free=sync_free
