@@ -30,6 +30,7 @@ masked, and K comes with the final read).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
@@ -345,141 +346,190 @@ def _finite(videos: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(flags).all()
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What a call knows before any work."""
+
+    cfg: ScissorConfig
+    sizes: list[tuple[int | None, int | None]]  # (S, K) per video, budget mode
+    sizes_known: bool  # a budget is met exactly unless sampling removed the edges it needs
+    sync_free: bool
+    sim_dtype: torch.dtype
+    acc: torch.dtype  # accumulation dtype of the means
+
+
+@dataclass(frozen=True)
+class _StepOut:
+    """One SCC step over every video of a call."""
+
+    labels: list[torch.Tensor]  # per video: [inputs] index of the step's token
+    tokens: list[torch.Tensor]  # per video: [rows, d] component means in ``acc``
+    reps: list[torch.Tensor]  # per video: [rows] representative (step input index)
+    sizes: list[int] | None  # tokens per video; None: only on the device (``count``)
+    count: list[torch.Tensor]  # per video: [] tokens, on the device
+    unresolved: torch.Tensor  # [] bool (SetComponents.unresolved)
+    threshold: torch.Tensor  # [V] the step's threshold
+
+
+def _spatial_step(plan: _Plan, x_all: torch.Tensor, frames: list[int]) -> _StepOut:
+    """SCC of every frame of every video in one batch. x_all: [sum F, N, d].
+
+    Labels and representatives are in frame-major original-token indices of each video.
+    """
+    cfg, device = plan.cfg, x_all.device
+    V, N = len(frames), x_all.shape[1]
+    # Small index tensors are built on the host and copied over: no read-back needed.
+    group = torch.repeat_interleave(torch.arange(V), torch.tensor(frames))  # [sum F], CPU
+    sc = components_of_sets(
+        x_all,
+        torch.full((x_all.shape[0],), N),
+        tau=cfg.tau,
+        keep=torch.tensor([s for s, _ in plan.sizes]) if cfg.budgeted else None,
+        group=group,
+        approximate=cfg.approximate,
+        epsilon=cfg.epsilon,
+        seed=cfg.seed,
+        sim_dtype=plan.sim_dtype,
+        sync_free=plan.sync_free,
+    )
+    per_frame = sc.count  # [sum F]
+    offsets = per_frame.cumsum(0) - per_frame
+    per_video = torch.zeros(V, dtype=torch.int64, device=device).index_add_(0, group.to(device), per_frame)
+    sizes = [s for s, _ in plan.sizes] if plan.sizes_known else _ints(_read_back(sizes=per_video)["sizes"])
+    total = sum(sizes)
+    labels = (sc.labels + offsets[:, None]).reshape(-1)  # [sum F * N] into all spatial tokens
+    tokens = segment_mean(x_all.reshape(-1, x_all.shape[2]), labels, total, plan.acc)
+    # Frame f's component c is spatial token offsets[f] + c; padding goes to a spare slot.
+    reps = sc.representatives  # [sum F, Cmax], -1 padded
+    slot = torch.where(reps >= 0, offsets[:, None] + torch.arange(reps.shape[1], device=device), total)
+    frame_base = torch.arange(x_all.shape[0], device=device)[:, None] * N
+    reps_all = torch.zeros(total + 1, dtype=torch.int64, device=device)
+    reps_all = reps_all.scatter_(0, slot.reshape(-1), (reps + frame_base).reshape(-1))[:total]
+    starts = [sum(frames[:v]) for v in range(V)]
+    base = [sum(sizes[:v]) for v in range(V)]
+    totals = [f * N for f in frames]
+    return _StepOut(
+        labels=[lab - base[v] for v, lab in enumerate(_split(labels, totals))],
+        tokens=_split(tokens, sizes),
+        reps=[r - starts[v] * N for v, r in enumerate(_split(reps_all, sizes))],
+        sizes=sizes,
+        count=list(per_video),
+        unresolved=sc.unresolved,
+        threshold=sc.cut_threshold[starts],
+    )
+
+
+def _temporal_step(plan: _Plan, spatial: list[torch.Tensor]) -> _StepOut:
+    """One SCC per video over its spatial tokens (B tensors [S_v, d]), videos batched with padding.
+
+    Sync-free with sizes unknown: each video's tokens have S_v rows, those from K on
+    empty (K stays on the device until the call's last read).
+    """
+    cfg = plan.cfg
+    xs, s_len = _pad(spatial)
+    tc = components_of_sets(
+        xs,
+        s_len,
+        tau=cfg.tau,
+        keep=torch.tensor([k for _, k in plan.sizes]) if cfg.budgeted else None,
+        approximate=cfg.approximate,
+        epsilon=cfg.epsilon,
+        seed=cfg.seed + 1,  # an independent stream from the spatial step's
+        max_matrix_bytes=cfg.max_matrix_bytes,
+        sim_dtype=plan.sim_dtype,
+        sync_free=plan.sync_free,
+    )
+    s_sizes = s_len.tolist()  # a host tensor: no device read
+    sizes: list[int] | None
+    if plan.sizes_known:
+        sizes = [k for _, k in plan.sizes]
+    elif plan.sync_free:
+        sizes = None
+    else:
+        sizes = _ints(_read_back(sizes=tc.count)["sizes"])
+    rows = s_sizes if sizes is None else sizes
+    labels = [tc.labels[v, :s] for v, s in enumerate(s_sizes)]
+    return _StepOut(
+        labels=labels,
+        tokens=[segment_mean(spatial[v], labels[v], r, plan.acc) for v, r in enumerate(rows)],
+        reps=[tc.representatives[v, :r] for v, r in enumerate(rows)],
+        sizes=sizes,
+        count=list(tc.count),
+        unresolved=tc.unresolved,
+        threshold=tc.cut_threshold,
+    )
+
+
+def _identity_step(flat: list[torch.Tensor], acc: torch.dtype) -> _StepOut:
+    """A step switched off: every input is its own token."""
+    device = flat[0].device
+    sizes = [x.shape[0] for x in flat]
+    ident = [torch.arange(m, device=device) for m in sizes]
+    return _StepOut(
+        labels=ident,
+        tokens=[x.to(acc) for x in flat],
+        reps=ident,
+        sizes=sizes,
+        count=[torch.tensor(m, device=device) for m in sizes],
+        unresolved=torch.zeros((), dtype=torch.bool, device=device),
+        threshold=torch.zeros(len(flat), device=device),
+    )
+
+
 def _compress_videos(videos: list[torch.Tensor], cfg: ScissorConfig) -> list[CompressionResult]:
     V = len(videos)
     device, dtype = videos[0].device, videos[0].dtype
     N, d = videos[0].shape[1], videos[0].shape[2]
     frames = [int(v.shape[0]) for v in videos]
-    totals = [f * N for f in frames]
-    acc = torch.float64 if dtype == torch.float64 else torch.float32
-    sim_dt = similarity_dtype(cfg)
-    sizes = [budget_sizes(f, N, cfg) for f in frames]
-    # Sizes known on the host before any work: a budget is met exactly unless sampling
-    # removed the edges it needs.
-    sizes_known = cfg.budgeted and not cfg.approximate
-    sync_free = _sync_free(cfg, device)
+    plan = _Plan(
+        cfg=cfg,
+        sizes=[budget_sizes(f, N, cfg) for f in frames],
+        sizes_known=cfg.budgeted and not cfg.approximate,
+        sync_free=_sync_free(cfg, device),
+        sim_dtype=similarity_dtype(cfg),
+        acc=torch.float64 if dtype == torch.float64 else torch.float32,
+    )
     flags: dict[str, torch.Tensor] = {}
-    if sync_free:
+    if plan.sync_free:
         flags["finite"] = _finite(videos)
-
     x_all = videos[0] if V == 1 else torch.cat(videos, dim=0)  # [sum F, N, d]
-    if sync_free:
+    if plan.sync_free:
         # NaN / Inf are only known at the end; until then the call must not index out of
         # range on them (on a GPU a device-side assert ends the process), so zeros
         # stand in for them. The result is then discarded and the input rejected.
         x_all = torch.nan_to_num(x_all, 0.0, 0.0, 0.0)
-    flat_all = x_all.reshape(-1, d)
-    # Small index tensors are built on the host and copied over: no read-back needed.
-    group = torch.repeat_interleave(torch.arange(V), torch.tensor(frames))  # [sum F], CPU
-    first_frame = [sum(frames[:v]) for v in range(V)]
-    thresholds: dict[str, torch.Tensor] = {}
+    originals = _split(x_all.reshape(-1, d), [f * N for f in frames])
 
-    # 1. Spatial step: every frame of every video in one batch.
-    if cfg.spatial:
-        sc = components_of_sets(
-            x_all,
-            torch.full((x_all.shape[0],), N),
-            tau=cfg.tau,
-            keep=torch.tensor([s for s, _ in sizes]) if cfg.budgeted else None,
-            group=group,
-            approximate=cfg.approximate,
-            epsilon=cfg.epsilon,
-            seed=cfg.seed,
-            sim_dtype=sim_dt,
-            sync_free=sync_free,
-        )
-        flags["spatial"] = sc.unresolved
-        thresholds["spatial"] = sc.cut_threshold[first_frame]
-        per_frame = sc.count  # [sum F]
-        offsets = per_frame.cumsum(0) - per_frame
-        if sizes_known:
-            s_sizes = [s for s, _ in sizes]
-        else:
-            per_video = torch.zeros(V, dtype=torch.int64, device=device).index_add_(0, group.to(device), per_frame)
-            s_sizes = _ints(_read_back(sizes=per_video)["sizes"])
-        s_total = sum(s_sizes)
-        labels_all = (sc.labels + offsets[:, None]).reshape(-1)  # [sum F * N] into all spatial tokens
-        spatial_all = segment_mean(flat_all, labels_all, s_total, acc)
-        # Frame f's component c is spatial token offsets[f] + c; padding goes to a spare slot.
-        reps = sc.representatives  # [sum F, Cmax], -1 padded
-        slot = torch.where(reps >= 0, offsets[:, None] + torch.arange(reps.shape[1], device=device), s_total)
-        frame_base = torch.arange(x_all.shape[0], device=device)[:, None] * N
-        reps_all = torch.zeros(s_total + 1, dtype=torch.int64, device=device)
-        reps_all = reps_all.scatter_(0, slot.reshape(-1), (reps + frame_base).reshape(-1))[:s_total]
-    else:
-        labels_all = torch.arange(flat_all.shape[0], device=device)
-        spatial_all = flat_all.to(acc)
-        reps_all = labels_all
-        s_sizes = totals
-    spatial_tokens = _split(spatial_all, s_sizes)
-    video_start = [sum(totals[:v]) for v in range(V)]
-    spatial_reps = [r - video_start[v] for v, r in enumerate(_split(reps_all, s_sizes))]
-    spatial_base = [sum(s_sizes[:v]) for v in range(V)]
-    spatial_labels = [lab - spatial_base[v] for v, lab in enumerate(_split(labels_all, totals))]
-
-    # 2. Temporal step: one SCC per video, videos batched with padding.
-    k_sizes: list[int] | None
-    k_count: list[torch.Tensor] | None = None
-    if cfg.temporal:
-        xs, s_len = _pad(spatial_tokens)
-        tc = components_of_sets(
-            xs,
-            s_len,
-            tau=cfg.tau,
-            keep=torch.tensor([k for _, k in sizes]) if cfg.budgeted else None,
-            approximate=cfg.approximate,
-            epsilon=cfg.epsilon,
-            seed=cfg.seed + 1,  # an independent stream from the spatial step's
-            max_matrix_bytes=cfg.max_matrix_bytes,
-            sim_dtype=sim_dt,
-            sync_free=sync_free,
-        )
-        flags["temporal"] = tc.unresolved
-        thresholds["temporal"] = tc.cut_threshold
-        if sizes_known:
-            k_sizes = [k for _, k in sizes]
-        elif sync_free:
-            # K comes with the final read: the tokens are made with S rows, the rows
-            # from K on stay empty and are masked in the merge step, then cut off.
-            k_sizes, k_count = None, list(tc.count)
-        else:
-            k_sizes = _ints(_read_back(sizes=tc.count)["sizes"])
-        rows = s_sizes if k_sizes is None else k_sizes
-        temporal_labels = [tc.labels[v, : s_sizes[v]] for v in range(V)]
-        temporal_reps = [tc.representatives[v, : rows[v]] for v in range(V)]
-        temporal_tokens = [segment_mean(spatial_tokens[v], temporal_labels[v], rows[v], acc) for v in range(V)]
-    else:
-        k_sizes = s_sizes
-        temporal_labels = [torch.arange(s, device=device) for s in s_sizes]
-        temporal_reps = temporal_labels
-        temporal_tokens = spatial_tokens
-
-    # 3. Merge step.
-    originals = _split(flat_all, totals)
+    # 1. Spatial step, 2. temporal step, 3. merge step.
+    spatial = _spatial_step(plan, x_all, frames) if cfg.spatial else _identity_step(originals, plan.acc)
+    temporal = _temporal_step(plan, spatial.tokens) if cfg.temporal else _identity_step(spatial.tokens, plan.acc)
+    flags.update(spatial=spatial.unresolved, temporal=temporal.unresolved)
     if cfg.merge:
+        # Padded rows (K only on the device) are masked out of the argmax.
+        count = temporal.count if temporal.sizes is None else None
         tokens, assignment, flags["merge"] = _merge(
-            originals, temporal_tokens, acc, sim_dt, cfg.max_matrix_bytes, k_count, sync_free
+            originals, temporal.tokens, plan.acc, plan.sim_dtype, cfg.max_matrix_bytes, count, plan.sync_free
         )
     else:
-        tokens = temporal_tokens
-        assignment = [temporal_labels[v][spatial_labels[v]] for v in range(V)]
+        tokens = temporal.tokens
+        assignment = [temporal.labels[v][spatial.labels[v]] for v in range(V)]
 
     # 4. The one read of everything else the results need.
-    parts = {f"flag_{name}": flag for name, flag in flags.items()}
-    parts.update({f"threshold_{name}": t for name, t in thresholds.items()})
-    if k_count is not None:
-        parts["k"] = torch.stack(k_count)
-    host = _read_back(**parts)
-    if sync_free:
+    host = _read_back(
+        **{f"flag_{name}": flag for name, flag in flags.items()},
+        threshold_spatial=spatial.threshold,
+        threshold_temporal=temporal.threshold,
+        k=torch.stack(temporal.count),
+    )
+    if plan.sync_free:
         if not host["flag_finite"][0]:
             raise _NonFinite
-        if not all(host[f"flag_{name}"][0] == 0 for name in flags if name != "finite"):
+        if any(host[f"flag_{name}"][0] for name in flags if name != "finite"):
             # More near-ties than the fixed buffers hold: the data-sized path decides them.
             return _compress_videos(videos, cfg.replace(sync_free=False))
-    if k_sizes is None:
-        k_sizes = _ints(host["k"])
-    s_thr = host.get("threshold_spatial", [None] * V)
-    t_thr = host.get("threshold_temporal", [None] * V)
+    k_sizes = _ints(host["k"]) if temporal.sizes is None else temporal.sizes
+    s_thr = host["threshold_spatial"] if cfg.spatial else [None] * V
+    t_thr = host["threshold_temporal"] if cfg.temporal else [None] * V
 
     results = []
     for v in range(V):
@@ -488,14 +538,14 @@ def _compress_videos(videos: list[torch.Tensor], cfg: ScissorConfig) -> list[Com
             CompressionResult(
                 tokens=tokens[v][:k].to(dtype),
                 assignment=assignment[v],
-                representatives=spatial_reps[v][temporal_reps[v][:k]],
+                representatives=spatial.reps[v][temporal.reps[v][:k]],
                 sizes=segment_sizes(assignment[v], k),
                 frames=frames[v],
                 tokens_per_frame=N,
-                spatial_tokens=spatial_tokens[v].to(dtype),
-                spatial_labels=spatial_labels[v],
-                temporal_labels=temporal_labels[v],
-                spatial_representatives=spatial_reps[v],
+                spatial_tokens=spatial.tokens[v].to(dtype),
+                spatial_labels=spatial.labels[v],
+                temporal_labels=temporal.labels[v],
+                spatial_representatives=spatial.reps[v],
                 spatial_threshold=s_thr[v],
                 temporal_threshold=t_thr[v],
                 method="scissor",
