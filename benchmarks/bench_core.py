@@ -25,22 +25,32 @@ from _synthetic import synthetic_video  # noqa: E402
 import llava_scissor  # noqa: E402
 
 
-def best_of(fn, repeat: int) -> float:
-    fn()  # warm-up
+def best_of(fn, repeat: int, device: torch.device | None = None) -> float:
+    """Best wall time of ``repeat`` calls after a warm-up; on a GPU, with the work finished."""
+
+    def sync() -> None:
+        if device is not None and device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    fn()  # warm-up (and CUDA initialisation)
     times = []
     for _ in range(repeat):
+        sync()
         t0 = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - t0)
     return min(times)
 
 
-def matmul_rate(dim: int, repeat: int, dtype: torch.dtype = torch.float32) -> float:
-    """FLOP/s of a large (2048 x dim) @ (dim x 2048) product in ``dtype``."""
-    a = torch.randn(2048, dim, dtype=dtype)
-    b = torch.randn(dim, 2048, dtype=dtype)
-    t = best_of(lambda: a @ b, repeat)
-    return 2 * 2048 * 2048 * dim / t
+def matmul_rate(
+    dim: int, repeat: int, dtype: torch.dtype = torch.float32, device: torch.device | None = None, size: int = 2048
+) -> float:
+    """FLOP/s of a (size x dim) @ (dim x size) product in ``dtype``."""
+    a = torch.randn(size, dim, dtype=dtype, device=device)
+    b = torch.randn(dim, size, dtype=dtype, device=device)
+    t = best_of(lambda: a @ b, repeat, device)
+    return 2 * size * size * dim / t
 
 
 def eq10_flops(frames: int, n: int, d: int, s: int, k: int) -> float:

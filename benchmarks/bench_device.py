@@ -14,47 +14,22 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 import warnings
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _synthetic import synthetic_video  # noqa: E402
-from bench_core import eq10_flops, grid_parser  # noqa: E402
+from bench_core import best_of, eq10_flops, grid_parser, matmul_rate  # noqa: E402
 
 import llava_scissor  # noqa: E402
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def best_of(fn, repeat: int, device: torch.device) -> float:
-    fn()  # warm-up (CUDA initialisation, allocator)
-    times = []
-    for _ in range(repeat):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
-def matmul_rate(dim: int, repeat: int, device: torch.device) -> float:
-    """float32 FLOP/s of a (4096 x dim) @ (dim x 4096) product on the device."""
-    a = torch.randn(4096, dim, device=device)
-    b = torch.randn(dim, 4096, device=device)
-    return 2 * 4096 * 4096 * dim / best_of(lambda: a @ b, repeat, device)
 
 
 def count_syncs(fn, device: torch.device) -> str:
     """Host synchronizations of one call of fn, as CUDA's sync debug mode reports them."""
     if device.type != "cuda":
         return "-"
-    _sync(device)
+    torch.cuda.synchronize(device)
     torch.cuda.set_sync_debug_mode("warn")
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -83,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     print("-" * len(header))
     for dim in args.dims:
         x = synthetic_video(frames=args.frames, dim=dim).to(device)
-        rate = matmul_rate(dim, args.repeat, device)
+        rate = matmul_rate(dim, args.repeat, device=device, size=4096)
         modes = [(f"r={r:g}", {"retention": r}) for r in args.retentions] + [("tau=0.9", {"tau": 0.9})]
         for label, kw in modes:
             free = llava_scissor.ScissorConfig(sync_free=True, **kw)
