@@ -11,7 +11,10 @@ pointer doubling, and the matrix is contracted to the max-linkage between the ne
 components, so each round works on a matrix at most half the size of the previous
 one. With ties broken by the smaller index on a symmetric matrix the hooks form a
 forest (apart from mutual pairs, which are resolved explicitly), so the result is
-exact and deterministic.
+exact and deterministic. Running it with a threshold gives the components of the
+graph ``W > threshold``; running it without one gives the weights of a maximum
+spanning tree, i.e. the single-linkage hierarchy, from which a budget of exactly K
+components is cut.
 
 Sync-free mode (``sync_free=True``, for GPUs): the loop above reads one number per
 round back to the host (whether anything happened, and the new size). Without those
@@ -24,10 +27,7 @@ same edge, so it is open too), so a round leaves at most half as many open compo
 as it had rows, and the matrix halves each round (rows past the open components are
 -inf). Only where components may stay open without joining (``keep_ties``, a
 ``merge_limit``) does it keep its n + 1 rows. The partitions are the same as with the
-host reads. Running it with a threshold gives the components of the
-graph ``W > threshold``; running it without one gives the weights of a maximum
-spanning tree, i.e. the single-linkage hierarchy, from which a budget of exactly K
-components is cut.
+host reads.
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def _boruvka(
         ``b`` with ``group[b] == g`` (in graph-then-component order). Used to split ties.
     first_best: ``W.max(dim=-1)`` if the caller has it (a budget cut makes two passes
         over the same W, and the row maxima of the full matrix are the costliest step).
-    sync_free: a fixed number of rounds at a fixed size, no host reads (module docstring).
+    sync_free: a fixed number of rounds and matrix sizes, no host reads (module docstring).
 
     A component with no edge above the threshold can never join again (by symmetry no
     other component can hook onto it either), so it is finished and dropped from the
