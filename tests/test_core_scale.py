@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import llava_scissor
+from llava_scissor import ScissorError
 from llava_scissor.core.scc import components_of_sets, normalize
 from llava_scissor.core.tiled import tiled_threshold_components
 
@@ -81,3 +82,22 @@ def test_strips_written_in_place_equal_strips_returned():
     for (i, fresh), (j, view) in zip(gram_strips(xn), gram_strips(xn, out=out)):
         assert i == j and torch.equal(fresh, view)
         assert view.data_ptr() == out[:, :, i:].data_ptr()  # really a view of out
+
+
+def test_budget_beyond_the_matrix_cap_is_refused_before_any_work(monkeypatch):
+    """A budget holds the temporal step's S x S matrix: above max_matrix_bytes it fails early and says why."""
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("components were computed before the refusal")
+
+    compress_module = importlib.import_module("llava_scissor.core.compress")
+    monkeypatch.setattr(compress_module, "components_of_sets", no_work)
+    x = torch.randn(40, 196, 8)  # K = 784, S = round(sqrt(784 * 7840)) = 2479: 23 MiB in float32
+    with pytest.raises(ScissorError, match=r"S = 2,479 spatial tokens, a 23 MiB .* above max_matrix_bytes = 1 MiB"):
+        llava_scissor.compress(x, retention=0.1, max_matrix_bytes=1 << 20)
+    with pytest.raises(ScissorError, match="spatial_retention"):
+        llava_scissor.compress(x, retention=0.1, max_matrix_bytes=20 << 20)
+    monkeypatch.undo()
+    # Threshold mode under the same cap goes strip by strip; a budget under the cap runs.
+    assert llava_scissor.compress(x, tau=0.9, max_matrix_bytes=1 << 20).num_tokens >= 1
+    assert llava_scissor.compress(x, retention=0.1, max_matrix_bytes=24 << 20).num_tokens == 784

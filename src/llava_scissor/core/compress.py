@@ -173,6 +173,29 @@ def budget_sizes(frames: int, tokens_per_frame: int, cfg: ScissorConfig) -> tupl
     return s, k
 
 
+def check_matrix_memory(sizes: list[tuple[int | None, int | None]], cfg: ScissorConfig) -> None:
+    """Refuse a budget whose temporal step needs an S x S matrix above ``cfg.max_matrix_bytes``.
+
+    sizes: (S, K) per video (``budget_sizes``). A budget's cut ranks every spanning-tree
+    edge, so it holds the whole matrix (and, at first, contraction buffers of the same
+    order); threshold mode goes strip by strip instead. Failing here, before any work,
+    beats an out-of-memory kill halfway through.
+    """
+    if not cfg.budgeted or not cfg.temporal:
+        return
+    itemsize = 8 if cfg.similarity_dtype == "float64" else 4
+    s = max(s for s, _ in sizes if s is not None)
+    need = s * s * itemsize
+    if need > cfg.max_matrix_bytes:
+        raise ScissorError(
+            f"this budget's temporal step compares S = {s:,} spatial tokens, a {need / 2**20:,.0f} MiB "
+            f"similarity matrix held in memory, above max_matrix_bytes = {cfg.max_matrix_bytes / 2**20:,.0f} MiB "
+            "(a budget's cut needs the whole matrix, and work buffers of the same order). Raise max_matrix_bytes "
+            "if the memory is there, lower S (spatial_retention / spatial_max_tokens), or use threshold "
+            "mode (tau), which goes strip by strip at any length"
+        )
+
+
 def _pad(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """list of [m_i, d] -> ([B, max m, d] zero padded, [B] lengths on the CPU)."""
     lengths = torch.tensor([r.shape[0] for r in rows])
@@ -489,6 +512,7 @@ def _compress_videos(videos: list[torch.Tensor], cfg: ScissorConfig) -> list[Com
         sim_dtype=similarity_dtype(cfg),
         acc=torch.float64 if dtype == torch.float64 else torch.float32,
     )
+    check_matrix_memory(plan.sizes, cfg)
     flags: dict[str, torch.Tensor] = {}
     if plan.sync_free:
         flags["finite"] = _finite(videos)

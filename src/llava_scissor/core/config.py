@@ -50,8 +50,10 @@ class ScissorConfig:
             from their float32 values.
         max_matrix_bytes: the largest similarity matrix held in memory at once. In
             threshold mode a bigger token set (a long video's temporal step) is processed
-            in column strips with the same result; the merge step's product buffer
-            (kept tokens x 256 originals) is capped by it too.
+            in column strips with the same result; a budget whose temporal step would
+            need a bigger one is refused with a ScissorError before any work (a cut
+            needs the whole matrix); the merge step's product buffer (kept tokens x 256
+            originals) is capped by it too.
         sync_free: run without reading intermediate results back to the host, so a GPU
             never waits on the CPU inside a call: fixed-size buffers and a fixed number
             of rounds. A budget (without ``approximate``) then reads the device once
