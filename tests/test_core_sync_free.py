@@ -15,6 +15,7 @@ import warnings
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import llava_scissor
 from llava_scissor import ScissorConfig, ScissorError
@@ -68,6 +69,42 @@ def test_sync_free_equals_data_sized(kw):
         assert_same(a, b)
 
 
+class HostCopies(TorchDispatchMode):
+    """Records host-to-device copies made outside ``to_device``.
+
+    On a GPU a plain copy from pageable host memory makes the host wait for the device
+    (a synchronization); ``to_device`` queues it instead. Meta tensors stand in for
+    the device.
+    """
+
+    def __init__(self, monkeypatch):
+        super().__init__()
+        self.unqueued: list[str] = []
+        self.allowed = 0
+        for module in (scc_module, compress_module):
+            monkeypatch.setattr(module, "to_device", self._allowed(scc_module.to_device))
+
+    def _allowed(self, inner):
+        def to_device(t, device):
+            self.allowed += 1
+            try:
+                return inner(t, device)
+            finally:
+                self.allowed -= 1
+
+        return to_device
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if func in (torch.ops.aten._to_copy.default, torch.ops.aten.copy_.default) and not self.allowed:
+            src = args[1] if func is torch.ops.aten.copy_.default else args[0]
+            dst = args[0] if func is torch.ops.aten.copy_.default else out
+            if isinstance(src, torch.Tensor) and src.device.type == "cpu" and dst.device.type == "meta":
+                self.unqueued.append(str(func))
+        return out
+
+
 def _stub_read(calls):
     """A ``_read_back`` for meta tensors: records what was asked, answers harmless values."""
 
@@ -93,7 +130,9 @@ def test_one_host_read_per_budgeted_call(monkeypatch, kw, reads):
     calls: list = []
     monkeypatch.setattr(compress_module, "_read_back", _stub_read(calls))
     x = torch.empty(6, 49, 32, device="meta")
-    result = llava_scissor.compress([x, x[:4]], sync_free=True, **kw)
+    with HostCopies(monkeypatch) as copies:
+        result = llava_scissor.compress([x, x[:4]], sync_free=True, **kw)
+    assert copies.unqueued == []  # every host-to-device copy went through to_device
     assert len(calls) == reads
     # The last read carries every flag and threshold of the call.
     assert {"flag_finite", "flag_spatial", "flag_temporal", "flag_merge"} <= set(calls[-1])

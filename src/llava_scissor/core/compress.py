@@ -47,6 +47,7 @@ from .scc import (
     normalize_into,
     segment_mean,
     segment_sizes,
+    to_device,
     unit_dtype,
 )
 
@@ -417,7 +418,7 @@ def _spatial_step(plan: _Plan, x_all: torch.Tensor, frames: list[int]) -> _StepO
     )
     per_frame = sc.count  # [sum F]
     offsets = per_frame.cumsum(0) - per_frame
-    per_video = torch.zeros(V, dtype=torch.int64, device=device).index_add_(0, group.to(device), per_frame)
+    per_video = torch.zeros(V, dtype=torch.int64, device=device).index_add_(0, to_device(group, device), per_frame)
     sizes = [s for s, _ in plan.sizes] if plan.sizes_known else _ints(_read_back(sizes=per_video)["sizes"])
     total = sum(sizes)
     labels = (sc.labels + offsets[:, None]).reshape(-1)  # [sum F * N] into all spatial tokens
@@ -438,7 +439,7 @@ def _spatial_step(plan: _Plan, x_all: torch.Tensor, frames: list[int]) -> _StepO
         sizes=sizes,
         count=list(per_video),
         unresolved=sc.unresolved,
-        threshold=sc.cut_threshold[starts],
+        threshold=sc.cut_threshold.index_select(0, to_device(torch.tensor(starts), device)),
     )
 
 
@@ -493,7 +494,7 @@ def _identity_step(flat: list[torch.Tensor], acc: torch.dtype) -> _StepOut:
         tokens=[x.to(acc) for x in flat],
         reps=ident,
         sizes=sizes,
-        count=[torch.tensor(m, device=device) for m in sizes],
+        count=[torch.full((), m, dtype=torch.int64, device=device) for m in sizes],
         unresolved=torch.zeros((), dtype=torch.bool, device=device),
         threshold=torch.zeros(len(flat), device=device),
     )

@@ -288,7 +288,7 @@ def resolve_band_(
         vals = canonical_similarity(flat, b * n + i, flat, b * n + j).to(W.dtype)
         W[b, i, j] = vals
         W[b, j, i] = vals
-    return torch.tensor(idx.shape[0], device=W.device)
+    return torch.full((), idx.shape[0], dtype=torch.int64, device=W.device)
 
 
 def _resolve_band_static_(

@@ -27,6 +27,7 @@ __all__ = [
     "segment_mean",
     "segment_sizes",
     "check_tokens",
+    "to_device",
 ]
 
 _NEG_INF = float("-inf")
@@ -49,6 +50,20 @@ def normalize(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 def normalize_into(x: torch.Tensor, buf: torch.Tensor) -> torch.Tensor:
     """x: [r, d] -> the first r rows of buf [>= r, d], holding ``normalize(x, buf.dtype)`` bitwise."""
     return unit_vectors(x, buf.dtype, out=buf)[: x.shape[0]]
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small host tensor on ``device``, without making the host wait.
+
+    A plain host-to-GPU copy from pageable memory synchronizes the stream (the host
+    waits for all queued work); from pinned memory, non-blocking, it is queued like a
+    kernel. The caching host allocator keeps the pinned buffer alive until the copy ran.
+    """
+    if t.device == device:
+        return t
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def unit_dtype(sim_dtype: torch.dtype) -> torch.dtype:
@@ -147,7 +162,7 @@ def similarity_graph(
     W.diagonal(dim1=1, dim2=2).fill_(_NEG_INF)
     n = W.shape[1]
     if bool((valid < n).any()):
-        pad = torch.arange(n, device=W.device) >= valid.to(W.device)[:, None]  # [B, n]
+        pad = torch.arange(n, device=W.device) >= to_device(valid, W.device)[:, None]  # [B, n]
         W.masked_fill_(pad[:, :, None] | pad[:, None, :], _NEG_INF)
     return W, error_bound(x.shape[-1], sim_dtype, x.device, residual)
 
@@ -249,10 +264,10 @@ def components_of_sets(
     """
     B, n, _ = x.shape
     device = x.device
-    valid_cpu, valid = valid.cpu(), valid.to(device)
+    valid_cpu, valid = valid.cpu(), to_device(valid, device)
     group_cpu = None if group is None else group.cpu()
-    group = None if group is None else group.to(device)
-    keep = None if keep is None else keep.to(device)
+    group = None if group is None else to_device(group, device)
+    keep = None if keep is None else to_device(keep, device)
     if keep is None and n * n * unit_dtype(sim_dtype).itemsize > max_matrix_bytes:
         return _tiled_sets(x, valid_cpu, tau, approximate, epsilon, seed, group_cpu, sim_dtype)
     W, bound = similarity_graph(x, valid_cpu, sim_dtype)
@@ -264,7 +279,7 @@ def components_of_sets(
         capacity = band_capacity(B * n * (n - 1) // 2, halfwidth)
     in_band = torch.zeros((), dtype=torch.int64, device=device)
     tau_t = W.new_full((B,), tau)
-    sampled = sample_mask(valid_cpu, n, epsilon, seed, group_cpu).to(device) if approximate else None
+    sampled = to_device(sample_mask(valid_cpu, n, epsilon, seed, group_cpu), device) if approximate else None
     degree = None
     comps: Components
     if keep is None:
@@ -327,7 +342,7 @@ def _tiled_sets(
     from .tiled import tiled_threshold_components
 
     B, n, _ = x.shape
-    sampled = sample_mask(valid, n, epsilon, seed, group).to(x.device) if approximate else None
+    sampled = to_device(sample_mask(valid, n, epsilon, seed, group), x.device) if approximate else None
     labels = torch.zeros(B, n, dtype=torch.int64, device=x.device)
     degree = torch.ones(B, n, dtype=torch.int64, device=x.device)
     counts, reps = [], []
@@ -335,7 +350,7 @@ def _tiled_sets(
         comps, deg = tiled_threshold_components(
             x[b, :m], tau, None if sampled is None else sampled[b, :m], sim_dtype=sim_dtype
         )
-        lab, rep = order_components(comps, deg, valid[b : b + 1].to(x.device))
+        lab, rep = order_components(comps, deg, to_device(valid[b : b + 1], x.device))
         labels[b, :m] = lab[0]
         degree[b, :m] = deg[0]
         counts.append(comps.count)
@@ -423,9 +438,9 @@ def scc(
         raise ScissorError(
             f"similarity_dtype must be torch.float32, torch.bfloat16 or torch.float64, got {similarity_dtype}"
         )
-    valid = torch.tensor([n], device=tokens.device)
+    valid = torch.tensor([n])  # host tensors: components_of_sets copies what it needs
     budget = _budget_from(n, retention, max_tokens)
-    keep = None if budget is None else torch.tensor([budget], device=tokens.device)
+    keep = None if budget is None else torch.tensor([budget])
     sc = components_of_sets(
         tokens[None],
         valid,
