@@ -84,8 +84,8 @@ def test_strips_written_in_place_equal_strips_returned():
         assert view.data_ptr() == out[:, :, i:].data_ptr()  # really a view of out
 
 
-def test_budget_beyond_the_matrix_cap_is_refused_before_any_work(monkeypatch):
-    """A budget holds the temporal step's S x S matrix: above max_matrix_bytes it fails early and says why."""
+def test_sampled_budget_beyond_the_matrix_cap_is_refused_before_any_work(monkeypatch):
+    """A sampled budget holds the temporal step's S x S matrix: above the cap it fails early and says why."""
 
     def no_work(*args, **kwargs):
         raise AssertionError("components were computed before the refusal")
@@ -93,11 +93,36 @@ def test_budget_beyond_the_matrix_cap_is_refused_before_any_work(monkeypatch):
     compress_module = importlib.import_module("llava_scissor.core.compress")
     monkeypatch.setattr(compress_module, "components_of_sets", no_work)
     x = torch.randn(40, 196, 8)  # K = 784, S = round(sqrt(784 * 7840)) = 2479: 23 MiB in float32
+    kw = dict(retention=0.1, approximate=True)
     with pytest.raises(ScissorError, match=r"S = 2,479 spatial tokens, a 23 MiB .* above max_matrix_bytes = 1 MiB"):
-        llava_scissor.compress(x, retention=0.1, max_matrix_bytes=1 << 20)
-    with pytest.raises(ScissorError, match="spatial_retention"):
-        llava_scissor.compress(x, retention=0.1, max_matrix_bytes=20 << 20)
+        llava_scissor.compress(x, max_matrix_bytes=1 << 20, **kw)
+    with pytest.raises(ScissorError, match="approximate=False"):
+        llava_scissor.compress(x, max_matrix_bytes=20 << 20, **kw)
     monkeypatch.undo()
-    # Threshold mode under the same cap goes strip by strip; a budget under the cap runs.
-    assert llava_scissor.compress(x, tau=0.9, max_matrix_bytes=1 << 20).num_tokens >= 1
-    assert llava_scissor.compress(x, retention=0.1, max_matrix_bytes=24 << 20).num_tokens == 784
+    assert llava_scissor.compress(x, max_matrix_bytes=24 << 20, **kw).num_spatial_tokens >= 2479
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float64"])
+@pytest.mark.parametrize("kw", [dict(retention=0.1), dict(retention=0.3), dict(max_tokens=1), dict(retention=0.8)])
+def test_budget_in_strips_equals_in_memory(kw, dtype):
+    x = video(frames=12, n=64)
+    kw = dict(kw, spatial_retention=0.8)  # S = 614: a 1.5 MB matrix, strips under a 1 MiB cap
+    whole = llava_scissor.compress(x, similarity_dtype=dtype, **kw)
+    assert whole.num_spatial_tokens**2 * 4 > SMALL
+    tiled = llava_scissor.compress(x, similarity_dtype=dtype, max_matrix_bytes=SMALL, **kw)
+    for name in ("tokens", "assignment", "representatives", "sizes", "spatial_labels", "temporal_labels"):
+        assert torch.equal(getattr(whole, name), getattr(tiled, name)), name
+    assert whole.temporal_threshold == tiled.temporal_threshold
+
+
+@pytest.mark.parametrize("keep", [1, 2, 3, 5, 8, 9, 50, 299, 300])
+def test_budget_in_strips_splits_ties_like_in_memory(keep):
+    """Tokens copied from 8 prototypes: similarities take a few values, ties everywhere."""
+    g = torch.Generator().manual_seed(0)
+    protos = torch.randint(-2, 3, (8, 16), generator=g).float()
+    x = protos[torch.randint(0, 8, (300,), generator=g)][None]
+    args = dict(tau=0.9, keep=torch.tensor([keep]))
+    whole = components_of_sets(x, torch.tensor([300]), **args)
+    tiled = components_of_sets(x, torch.tensor([300]), max_matrix_bytes=1000, **args)
+    for name in ("labels", "count", "degree", "keep_threshold", "cut_threshold"):
+        assert torch.equal(getattr(whole, name), getattr(tiled, name)), name

@@ -175,25 +175,23 @@ def budget_sizes(frames: int, tokens_per_frame: int, cfg: ScissorConfig) -> tupl
 
 
 def check_matrix_memory(sizes: list[tuple[int | None, int | None]], cfg: ScissorConfig) -> None:
-    """Refuse a budget whose temporal step needs an S x S matrix above ``cfg.max_matrix_bytes``.
+    """Refuse a sampled budget whose temporal step needs an S x S matrix above ``cfg.max_matrix_bytes``.
 
-    sizes: (S, K) per video (``budget_sizes``). A budget's cut ranks every spanning-tree
-    edge, so it holds the whole matrix (and, at first, contraction buffers of the same
-    order); threshold mode goes strip by strip instead. Failing here, before any work,
-    beats an out-of-memory kill halfway through.
+    sizes: (S, K) per video (``budget_sizes``). Threshold mode and exact budgets go strip
+    by strip above the cap; a sampled budget's cut needs the whole matrix. Failing here,
+    before any work, beats an out-of-memory kill halfway through.
     """
-    if not cfg.budgeted or not cfg.temporal:
+    if not (cfg.budgeted and cfg.temporal and cfg.approximate):
         return
     itemsize = 8 if cfg.similarity_dtype == "float64" else 4
     s = max(s for s, _ in sizes if s is not None)
     need = s * s * itemsize
     if need > cfg.max_matrix_bytes:
         raise ScissorError(
-            f"this budget's temporal step compares S = {s:,} spatial tokens, a {need / 2**20:,.0f} MiB "
-            f"similarity matrix held in memory, above max_matrix_bytes = {cfg.max_matrix_bytes / 2**20:,.0f} MiB "
-            "(a budget's cut needs the whole matrix, and work buffers of the same order). Raise max_matrix_bytes "
-            "if the memory is there, lower S (spatial_retention / spatial_max_tokens), or use threshold "
-            "mode (tau), which goes strip by strip at any length"
+            f"this sampled budget's temporal step compares S = {s:,} spatial tokens, a {need / 2**20:,.0f} MiB "
+            f"similarity matrix held in memory, above max_matrix_bytes = {cfg.max_matrix_bytes / 2**20:,.0f} MiB. "
+            "Raise max_matrix_bytes if the memory is there, lower S (spatial_retention / spatial_max_tokens), "
+            "or use approximate=False or threshold mode (tau), which go strip by strip at any length"
         )
 
 

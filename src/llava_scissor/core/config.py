@@ -48,12 +48,13 @@ class ScissorConfig:
             of it is re-computed exactly, so both give identical outputs; float64
             products decide on their own. Inputs in float16 / bfloat16 are compared
             from their float32 values.
-        max_matrix_bytes: the largest similarity matrix held in memory at once. In
-            threshold mode a bigger token set (a long video's temporal step) is processed
-            in column strips with the same result; a budget whose temporal step would
-            need a bigger one is refused with a ScissorError before any work (a cut
-            needs the whole matrix); the merge step's product buffer (kept tokens x 256
-            originals) is capped by it too.
+        max_matrix_bytes: the largest similarity matrix held in memory at once. A
+            bigger token set (a long video's temporal step) is processed in column
+            strips with the same result: in one pass in threshold mode, in one pass
+            per Borůvka round (about log2 S) for a budget. A sampled budget
+            (``approximate``) needs the whole matrix, so beyond the cap it is refused
+            with a ScissorError before any work. The merge step's product buffer (kept
+            tokens x 256 originals) is capped by it too.
         sync_free: run without reading intermediate results back to the host, so a GPU
             never waits on the CPU inside a call: fixed-size buffers and a fixed number
             of rounds. A budget (without ``approximate``) then reads the device once

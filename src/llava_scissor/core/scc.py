@@ -268,8 +268,12 @@ def components_of_sets(
     group_cpu = None if group is None else group.cpu()
     group = None if group is None else to_device(group, device)
     keep = None if keep is None else to_device(keep, device)
-    if keep is None and n * n * unit_dtype(sim_dtype).itemsize > max_matrix_bytes:
-        return _tiled_sets(x, valid_cpu, tau, approximate, epsilon, seed, group_cpu, sim_dtype)
+    if n * n * unit_dtype(sim_dtype).itemsize > max_matrix_bytes:
+        one_per_group = group_cpu is None or bool((group_cpu == torch.arange(B)).all())
+        if keep is None:
+            return _tiled_sets(x, valid_cpu, tau, approximate, epsilon, seed, group_cpu, sim_dtype)
+        if not approximate and one_per_group:
+            return _tiled_sets(x, valid_cpu, tau, False, epsilon, seed, None, sim_dtype, keep.cpu())
     W, bound = similarity_graph(x, valid_cpu, sim_dtype)
     exact = sim_dtype != torch.float64  # float64 products decide on their own
     capacity = None
@@ -334,31 +338,37 @@ def _tiled_sets(
     seed: int,
     group: torch.Tensor | None,
     sim_dtype: torch.dtype,
+    keep: torch.Tensor | None = None,
 ) -> SetComponents:
-    """Threshold-mode components of B sets of raw tokens, one set at a time, strip by strip.
+    """Components of B sets of raw tokens, one set at a time, strip by strip.
 
-    valid, group: on the CPU.
+    Threshold mode, or with ``keep`` ([B], one budget per set) a budget cut. valid,
+    group, keep: on the CPU.
     """
-    from .tiled import tiled_threshold_components
+    from .tiled import tiled_budget_components, tiled_threshold_components
 
     B, n, _ = x.shape
     sampled = to_device(sample_mask(valid, n, epsilon, seed, group), x.device) if approximate else None
     labels = torch.zeros(B, n, dtype=torch.int64, device=x.device)
     degree = torch.ones(B, n, dtype=torch.int64, device=x.device)
-    counts, reps = [], []
+    counts, reps, levels = [], [], []
     for b, m in enumerate(valid.tolist()):
-        comps, deg = tiled_threshold_components(
-            x[b, :m], tau, None if sampled is None else sampled[b, :m], sim_dtype=sim_dtype
-        )
+        if keep is None:
+            comps, deg = tiled_threshold_components(
+                x[b, :m], tau, None if sampled is None else sampled[b, :m], sim_dtype=sim_dtype
+            )
+        else:
+            comps, deg = tiled_budget_components(x[b, :m], int(keep[b]), sim_dtype=sim_dtype)
+        levels.append(torch.cat([comps.keep_threshold, comps.cut_threshold]))
         lab, rep = order_components(comps, deg, to_device(valid[b : b + 1], x.device))
         labels[b, :m] = lab[0]
         degree[b, :m] = deg[0]
         counts.append(comps.count)
         reps.append(rep[0])
     reps_padded = torch.nn.utils.rnn.pad_sequence(reps, batch_first=True, padding_value=-1)
-    tau_t = torch.full((B,), tau, dtype=unit_dtype(sim_dtype), device=x.device)
+    keep_t, cut_t = torch.stack(levels).to(unit_dtype(sim_dtype)).unbind(1)
     unresolved = torch.zeros((), dtype=torch.bool, device=x.device)
-    return SetComponents(labels, reps_padded, torch.cat(counts), degree, tau_t, tau_t, unresolved)
+    return SetComponents(labels, reps_padded, torch.cat(counts), degree, keep_t, cut_t, unresolved)
 
 
 def segment_mean(x: torch.Tensor, index: torch.Tensor, num: int, dtype: torch.dtype) -> torch.Tensor:
