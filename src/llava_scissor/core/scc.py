@@ -249,9 +249,10 @@ def components_of_sets(
     Threshold mode (``keep`` None): components of ``cos > tau``. Budget mode: exactly
     ``keep[g]`` components per group of sets (``group``: [B], contiguous), by a
     single-linkage cut ranked over the whole group. ``approximate`` restricts edges to
-    those touching a sampled vertex (paper Eq. 2), seeded by ``seed``. In threshold
-    mode, sets whose n x n matrix exceeds ``max_matrix_bytes`` go strip by strip
-    (``tiled.py``) with the same result.
+    those touching a sampled vertex (paper Eq. 2), seeded by ``seed``. Sets whose
+    n x n matrix exceeds ``max_matrix_bytes`` go strip by strip (``tiled.py``) with the
+    same result, in threshold mode and for budgets of one set per group without
+    sampling (other budgets hold the matrix whatever its size).
 
     With float32 and bfloat16 products every similarity near a level that decides
     something (tau; a budget's weakest kept and strongest cut edge) is replaced by its
