@@ -260,10 +260,11 @@ def test_cuda_synchronizes_once_per_budgeted_call():
     torch.testing.assert_close(result.tokens.cpu(), cpu.tokens, atol=1e-5, rtol=1e-5)
 
 
-def test_strips_in_a_sync_free_call():
+@pytest.mark.parametrize("kw", [dict(tau=0.95), dict(retention=0.2, spatial_retention=0.95)])
+def test_strips_in_a_sync_free_call(kw):
     """A temporal step too big for max_matrix_bytes goes strip by strip, also when sync-free."""
     x = clustered_video(frames=12, n=49, dim=32, noise=2.0, seed=4)
-    kw = dict(tau=0.95, max_matrix_bytes=1 << 20)
+    kw = dict(kw, max_matrix_bytes=1 << 20)
     free = llava_scissor.compress(x, sync_free=True, **kw)
     assert free.num_spatial_tokens**2 * 4 > 1 << 20  # the strips did run
     assert_same(free, llava_scissor.compress(x, sync_free=False, **kw))
