@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
 __all__ = [
     "ErrorBound",
     "canonical_similarity",
+    "float32_similarity",
     "unit_vectors",
     "product_units",
     "error_bound",
@@ -130,6 +132,29 @@ def canonical_similarity(
         p[:, :d].mul_(wide[:k].copy_(torch.index_select(ub, 0, j[s:e], out=vb[:k])))  # exact in float64
         # The tree only writes columns below D/2 < d: the zero padding survives.
         out[s:e] = _tree_sum_(p)
+    return out
+
+
+def float32_similarity(a: torch.Tensor, i: torch.Tensor, b: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+    """a: [m, d], i: [P]; b: [m2, d], j: [P] -> [P] float32 dot products of the rows' float32 unit vectors.
+
+    Summed in any order, so off from ``canonical_similarity`` by at most the float32
+    ``error_bound`` (with no input rounding); a few times cheaper per pair. Used to
+    narrow a wide band of low-precision products before the canonical values.
+    """
+    out = torch.empty(i.shape[0], dtype=torch.float32, device=a.device)
+    if i.shape[0] == 0:
+        return out
+    rows_i, i = torch.unique(i, return_inverse=True)
+    rows_j, j = torch.unique(j, return_inverse=True)
+    ua, ub = _units_of_rows(a, rows_i), _units_of_rows(b, rows_j)
+    C = min(i.shape[0], 4 * _CANON_CHUNK)
+    va = torch.empty(C, a.shape[1], dtype=torch.float32, device=a.device)
+    vb = torch.empty(C, a.shape[1], dtype=torch.float32, device=a.device)
+    for s in range(0, i.shape[0], C):
+        e = min(i.shape[0], s + C)
+        pa = torch.index_select(ua, 0, i[s:e], out=va[: e - s])
+        out[s:e] = pa.mul_(torch.index_select(ub, 0, j[s:e], out=vb[: e - s])).sum(dim=1)
     return out
 
 
@@ -254,6 +279,7 @@ def resolve_band_(
     halfwidth: torch.Tensor,
     rows: int = 1024,
     capacity: int | None = None,
+    refine: tuple[torch.Tensor, Callable[[], torch.Tensor] | None] | None = None,
 ) -> torch.Tensor:
     """Replace, in place, the entries of W near the levels by their canonical values.
 
@@ -268,6 +294,14 @@ def resolve_band_(
     sync-free: at most ``capacity`` pairs are replaced, in buffers of that fixed size.
     Returns the number of pairs in the band, a 0-d int64 tensor on W's device; with a
     capacity, a count above it means that the band was not fully resolved.
+
+    refine: for low-precision products, whose band is wide, (fine halfwidth [], relevel).
+    The band's pairs first get ``float32_similarity`` values, written to W; only those
+    within the fine halfwidth (the float32 bound) of the levels then get canonical
+    values. relevel() gives those levels ([B, L]) from W as it is then, or None keeps
+    ``levels``; a caller whose levels come from W (a budget's cut) widens ``halfwidth``
+    by two fine bounds, so that the float32 levels lie within one fine bound of the
+    canonical ones. (Data-sized path only; ignored with a capacity.)
     """
     B, n, _ = W.shape
     lo, hi = band_limits(levels, halfwidth, W.dtype)
@@ -285,6 +319,15 @@ def resolve_band_(
     if idx.shape[0]:
         b, i, j = idx.unbind(1)
         flat = x.reshape(B * n, x.shape[-1])
+        if refine is not None:
+            fine, relevel = refine
+            approx = float32_similarity(flat, b * n + i, flat, b * n + j).to(W.dtype)
+            W[b, i, j] = approx
+            W[b, j, i] = approx
+            near = levels if relevel is None else relevel()
+            lo2, hi2 = band_limits(near, fine.expand_as(near), W.dtype)
+            keep = (approx >= lo2[b]) & (approx <= hi2[b])
+            b, i, j = b[keep], i[keep], j[keep]
         vals = canonical_similarity(flat, b * n + i, flat, b * n + j).to(W.dtype)
         W[b, i, j] = vals
         W[b, j, i] = vals

@@ -287,9 +287,14 @@ def components_of_sets(
     sampled = to_device(sample_mask(valid_cpu, n, epsilon, seed, group_cpu), device) if approximate else None
     degree = None
     comps: Components
+    # Low-precision products: the wide band is narrowed by float32 values first.
+    fine = error_bound(x.shape[-1], torch.float32, device, 0.0).base if sim_dtype == torch.bfloat16 else None
     if keep is None:
         if exact:
-            in_band = resolve_band_(W, x, tau_t[:, None], bound.at(tau_t)[:, None], capacity=capacity)
+            refine = None if fine is None else (fine, None)
+            in_band = resolve_band_(
+                W, x, tau_t[:, None], bound.at(tau_t)[:, None], capacity=capacity, refine=refine
+            )
         edges = W
         if sampled is not None:
             # Degrees use every pair and are known before the components: take them,
@@ -304,7 +309,17 @@ def components_of_sets(
             # the exact levels lie within one bound of these, so a band of two bounds
             # holds every pair that can decide the exact cut (see exact.py).
             levels = torch.stack(budget_levels(edges, valid, keep, group, sync_free), dim=1)  # [B, 2]
-            in_band = resolve_band_(W, x, levels, 2 * bound.at(levels), capacity=capacity)
+            halfwidth, refine = 2 * bound.at(levels), None
+            if fine is not None and capacity is None:
+
+                def relevel() -> torch.Tensor:
+                    now = W if sampled is None else _drop_unsampled_(W.clone(), sampled)
+                    return torch.stack(budget_levels(now, valid, keep, group), dim=1)
+
+                # Float32 levels are within one fine bound of the canonical ones only if
+                # the float32 values reach one fine bound past the exact levels' range.
+                halfwidth, refine = halfwidth + 2 * fine, (2 * fine, relevel)
+            in_band = resolve_band_(W, x, levels, halfwidth, capacity=capacity, refine=refine)
             if sampled is not None and (sync_free or bool(in_band)):
                 edges = _drop_unsampled_(W.clone(), sampled)
         comps = budget_components(edges, valid, keep, group, sync_free)
