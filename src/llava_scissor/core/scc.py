@@ -265,6 +265,11 @@ def components_of_sets(
     """
     B, n, _ = x.shape
     device = x.device
+    if sim_dtype == torch.bfloat16 and n <= _TILE:
+        # Small sets (a frame's tokens): float32 products cost little there, and the
+        # bfloat16 band (several per cent of the pairs near a cut) would cost more to
+        # re-check than the products save. Exact decisions make the result the same.
+        sim_dtype = torch.float32
     valid_cpu, valid = valid.cpu(), to_device(valid, device)
     group_cpu = None if group is None else group.cpu()
     group = None if group is None else to_device(group, device)
