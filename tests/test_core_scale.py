@@ -126,3 +126,58 @@ def test_budget_in_strips_splits_ties_like_in_memory(keep):
     tiled = components_of_sets(x, torch.tensor([300]), max_matrix_bytes=1000, **args)
     for name in ("labels", "count", "degree", "keep_threshold", "cut_threshold"):
         assert torch.equal(getattr(whole, name), getattr(tiled, name)), name
+
+
+def test_neighbour_lists_are_the_exact_top_k():
+    """The first pass of a budget in strips keeps each token's k strongest edges, ties to the smaller end."""
+    tiled = importlib.import_module("llava_scissor.core.tiled")
+    g = torch.Generator().manual_seed(1)
+    protos = torch.randint(-2, 3, (6, 16), generator=g).float()
+    x = normalize(protos[torch.randint(0, 6, (700,), generator=g)], torch.float32)  # ties everywhere
+    w, u = tiled._neighbour_lists(x, 256, 8)
+    full = x @ x.T
+    full.fill_diagonal_(float("-inf"))
+    # Reference order: weight descending, then index ascending (a stable sort of the columns).
+    order = full.argsort(dim=1, descending=True, stable=True)[:, :8]
+    assert torch.equal(u, order)
+    assert torch.equal(w, full.gather(1, order))
+
+
+def test_budget_in_strips_falls_back_to_the_exact_forest(monkeypatch):
+    """Neighbour lists too short to estimate the cut: the exact forest (a pass per round) decides."""
+    tiled = importlib.import_module("llava_scissor.core.tiled")
+    exact_forest = []
+    strips_choice = tiled._strips_choice
+
+    def spy(*args, **kwargs):
+        exact_forest.append(True)
+        return strips_choice(*args, **kwargs)
+
+    monkeypatch.setattr(tiled, "_strips_choice", spy)
+    x = video(frames=12, n=64)
+    kw = dict(retention=0.1, spatial_retention=0.8)
+    whole = llava_scissor.compress(x, **kw)
+    for k, fell_back in ((32, False), (1, True)):
+        monkeypatch.setattr(tiled, "_NEIGHBOURS", k)
+        exact_forest.clear()
+        tiled_result = llava_scissor.compress(x, max_matrix_bytes=SMALL, **kw)
+        assert bool(exact_forest) == fell_back
+        assert torch.equal(whole.assignment, tiled_result.assignment)
+        assert torch.equal(whole.tokens, tiled_result.tokens)
+
+
+def test_band_check_accepts_the_true_levels_and_refuses_far_ones():
+    """The band pass is exact around the true levels, and refuses an estimate whose band misses them."""
+    from llava_scissor.core.exact import error_bound
+
+    tiled = importlib.import_module("llava_scissor.core.tiled")
+    raw = video(frames=1, n=300)[0]
+    xn = normalize(raw, torch.float32)
+    bound = error_bound(32, torch.float32, raw.device, 0.0)
+    whole = components_of_sets(raw[None], torch.tensor([300]), tau=0.9, keep=torch.tensor([150]))
+    true = torch.stack([whole.keep_threshold, whole.cut_threshold], dim=1).double()  # [1, 2]
+    comps, degree = tiled._band_pass(raw, xn, 256, true, bound, 150)
+    assert torch.equal(comps.keep_threshold, whole.keep_threshold)
+    assert torch.equal(degree, whole.degree)
+    for shift in (0.05, -0.05):
+        assert tiled._band_pass(raw, xn, 256, true + shift, bound, 150) is None

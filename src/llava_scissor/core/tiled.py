@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import torch
 
+from typing import Callable
+
+from .exact import ErrorBound
 from .graph import Components
 
 __all__ = ["tiled_threshold_components", "tiled_budget_components"]
@@ -143,41 +146,24 @@ def _strip_best_(
         best_u[lo:hi] = torch.where(better, u, bu)
 
 
-def _spanning_weights(xn: torch.Tensor, tile: int) -> torch.Tensor:
-    """xn: [n, d] unit vectors -> [n - c] the weights of a maximum spanning forest, strip by strip.
+def _spanning_weights(
+    n: int, device: torch.device, choose: Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
+) -> torch.Tensor:
+    """The weights of a maximum spanning forest of n vertices, by Borůvka's algorithm.
 
-    Borůvka's algorithm without a matrix: every round one pass over the strips finds
-    each vertex's strongest edge to another component, each component takes the
-    strongest of its members' (edges ordered by weight, then by their smaller and
-    larger end: a strict order, so the hooks form a forest apart from mutual pairs),
-    and the hooks are resolved by pointer jumping. ceil(log2 n) rounds at most.
+    choose(labels [n], C) -> (weight [C], target [C]): each component's strongest edge
+    to another component and that component (itself and -inf when it has none), under
+    a strict order of the edges (weight, then smaller end, then larger end), so the
+    hooks form a forest apart from mutual pairs. Returns [E] weights, E <= n - 1.
     """
-    from .scc import gram_strips, unit_dtype
-
-    n, device, wide = xn.shape[0], xn.device, unit_dtype(xn.dtype)
     labels = torch.arange(n, device=device)
-    v = torch.arange(n, device=device)
     weights = []
     while True:
-        best_w = torch.full((n,), float("-inf"), dtype=wide, device=device)
-        best_u = torch.full((n,), n, dtype=torch.int64, device=device)
-        for i, strip in gram_strips(xn[None], tile):
-            _strip_best_(strip[0], i, labels, best_w, best_u)
         C = int(labels.max()) + 1
-        comp_w = torch.full((C,), float("-inf"), dtype=wide, device=device).scatter_reduce_(0, labels, best_w, "amax")
+        comp_w, target = choose(labels, C)
         if not bool((comp_w > float("-inf")).any()):
-            return torch.cat(weights) if weights else best_w.new_zeros(0)
-        # Each component's edge: the largest weight, then the smallest smaller end, then
-        # the smallest larger end (one edge leaves a component through one member).
-        a, b = torch.minimum(v, best_u), torch.maximum(v, best_u)
-        pick = (best_w == comp_w[labels]) & (best_w > float("-inf"))
-        for key in (a, b):
-            least = torch.full((C,), n, dtype=torch.int64, device=device)
-            least.scatter_reduce_(0, labels[pick], key[pick], "amin")
-            pick &= key == least[labels]
-        target = torch.arange(C, device=device)
-        target[labels[pick]] = labels[best_u[pick]]
-        comps = torch.arange(C, device=device)
+            return torch.cat(weights) if weights else comp_w.new_zeros(0)
+        comps = torch.arange(C, device=target.device)
         # Two components that chose each other chose the same edge: the smaller one stays the root.
         mutual = (target[target] == comps) & (comps < target)
         hooked = (target != comps) & ~mutual
@@ -189,6 +175,90 @@ def _spanning_weights(xn: torch.Tensor, tile: int) -> torch.Tensor:
         labels = (is_root.cumsum(0) - 1)[parent][labels]
 
 
+def _component_choice(
+    labels: torch.Tensor, C: int, p: torch.Tensor, q: torch.Tensor, w: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each component's strongest candidate edge (p -> q, weight w; p in the component).
+
+    Candidates inside a component or of weight -inf are ignored. The strict order:
+    weight, then the smaller end, then the larger end (both smallest first).
+    """
+    n = labels.shape[0]
+    cp, cq = labels[p], labels[q]
+    ok = (cp != cq) & (w > float("-inf"))
+    comp_w = torch.full((C,), float("-inf"), dtype=w.dtype, device=w.device)
+    comp_w.scatter_reduce_(0, cp[ok], w[ok], "amax")
+    pick = ok & (w == comp_w[cp])
+    for key in (torch.minimum(p, q), torch.maximum(p, q)):
+        least = torch.full((C,), n, dtype=torch.int64, device=w.device)
+        least.scatter_reduce_(0, cp[pick], key[pick], "amin")
+        pick &= key == least[cp]
+    target = torch.arange(C, device=w.device)
+    target[cp[pick]] = cq[pick]
+    return comp_w, target
+
+
+def _strips_choice(xn: torch.Tensor, tile: int) -> Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]:
+    """``_spanning_weights``' choice from a pass over all strips of xn [n, d] (exact, one pass a round)."""
+    from .scc import gram_strips, unit_dtype
+
+    n, device = xn.shape[0], xn.device
+
+    def choose(labels: torch.Tensor, C: int) -> tuple[torch.Tensor, torch.Tensor]:
+        best_w = torch.full((n,), float("-inf"), dtype=unit_dtype(xn.dtype), device=device)
+        best_u = torch.full((n,), n, dtype=torch.int64, device=device)
+        for i, strip in gram_strips(xn[None], tile):
+            _strip_best_(strip[0], i, labels, best_w, best_u)
+        return _component_choice(labels, C, torch.arange(n, device=device), best_u, best_w)
+
+    return choose
+
+
+def _order_keys(w: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """float32 weights, int64 ends -> int64 keys ordered by (weight desc, end asc), exactly."""
+    bits = w.view(torch.int32).to(torch.int64)
+    ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # monotone in the float's value
+    return (ordered << 32) | (0xFFFFFFFF - u)
+
+
+def _neighbour_lists(xn: torch.Tensor, tile: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """xn: [n, d] unit vectors (float32 products) -> ([n, k] weights, [n, k] ends) of each
+    vertex's k strongest edges (weight, then smaller end), in one pass over the strips."""
+    from .scc import gram_strips
+
+    n, device = xn.shape[0], xn.device
+    k = min(k, max(1, n - 1))
+    keys = torch.full((n, k), torch.iinfo(torch.int64).min, dtype=torch.int64, device=device)
+    idx = torch.arange(n, device=device)
+    for i, strip in gram_strips(xn[None], tile):
+        s = strip[0]
+        R, t = s.shape
+        s[i:].fill_diagonal_(float("-inf"))
+        # Rows take the whole strip; columns take the rows above the diagonal block
+        # (the block's pairs reach its columns as rows): every pair once per end.
+        for lo, hi, cand in ((0, R, _order_keys(s, idx[i : i + t].expand(R, t))),
+                             (i, i + t, _order_keys(s[:i].T.contiguous(), idx[:i].expand(t, i)))):
+            both = torch.cat([keys[lo:hi], cand], dim=1)
+            keys[lo:hi] = both.topk(k, dim=1).values
+    u = 0xFFFFFFFF - (keys & 0xFFFFFFFF)
+    ordered = (keys >> 32).to(torch.int32)
+    w = torch.where(ordered < 0, ordered ^ 0x7FFFFFFF, ordered).view(torch.float32)
+    w = torch.where(u < n, w, float("-inf"))
+    return w, u.clamp(max=n - 1)
+
+
+def _lists_choice(w: torch.Tensor, u: torch.Tensor) -> Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]:
+    """``_spanning_weights``' choice on the graph of the neighbour lists (both directions)."""
+    n, k = w.shape
+    v = torch.arange(n, device=w.device)[:, None].expand(n, k).reshape(-1)
+    p, q, ww = torch.cat([v, u.reshape(-1)]), torch.cat([u.reshape(-1), v]), w.reshape(-1).repeat(2)
+    return lambda labels, C: _component_choice(labels, C, p, q, ww)
+
+
+# Neighbours per token kept by the first pass of a budget in strips (see below).
+_NEIGHBOURS = 32
+
+
 def tiled_budget_components(
     x: torch.Tensor, keep: int, tile: int | None = None, sim_dtype: torch.dtype = torch.float32
 ) -> tuple[Components, torch.Tensor]:
@@ -198,42 +268,65 @@ def tiled_budget_components(
     included), the same as ``graph.budget_components`` on the in-memory matrix with the
     same exact decisions (``scc.components_of_sets``), without holding an n x n matrix:
 
-    1. The spanning forest's weights of the products (``_spanning_weights``, one pass over
-       the strips per Borůvka round) give the cut's levels; the exact levels lie within
-       one error bound of them.
-    2. One more pass: pairs above the band (two bounds around the levels) are joined
-       into components; pairs inside it get their canonical values and are kept, with
-       their ends, as edges between those components. Degrees are counted on the way.
-    3. The cut itself runs in memory on the small graph of the components that band
-       edges touch (numbered by their smallest token, the tie order of the in-memory
-       cut), with the budget reduced by the components that no band edge touches:
-       pairs above the band join anyway, pairs below it can be neither the cut's levels
-       nor its ties.
+    1. Estimate the cut's levels: from the spanning forest of every token's 32 strongest
+       edges (one pass over the strips), else from the exact spanning forest of the
+       products (Borůvka, one pass over the strips per round).
+    2. One more pass around the estimate: pairs above a band (two error bounds around
+       the levels) are joined into components; pairs inside it get their canonical
+       values and are kept, with their ends, as edges between those components.
+       Degrees are counted on the way.
+    3. The cut runs in memory on the small graph of the components that band edges
+       touch (numbered by their smallest token, the tie order of the in-memory cut),
+       with the budget reduced by the components no band edge touches. It is exact if
+       the levels it finds lie inside the band by at least one bound: pairs above the
+       band join anyway, pairs below it can be neither a level nor a tie, and pairs
+       outside it are on the right side of both levels. That is checked; an estimate
+       that fails it (possible only for the neighbour-list one) is replaced by the
+       exact forest's, which cannot fail (its levels are within one bound of the
+       canonical ones).
     """
-    from .exact import band_limits, error_bound, product_units
-    from .scc import _TILE, gram_strips, normalize, unit_dtype
+    from .exact import error_bound, product_units
+    from .scc import _TILE, normalize, unit_dtype
 
     tile = tile or _TILE
     n, device = x.shape[0], x.device
     wide = unit_dtype(sim_dtype)
     xn, residual = product_units(normalize(x, wide), sim_dtype)
-    # 1. The levels of the products.
-    ranked = _spanning_weights(xn, tile).sort(descending=True).values
-    joins = n - keep
-    ext = torch.cat([ranked.new_full((1,), float("inf")), ranked, ranked.new_full((1,), float("-inf"))])
-    levels = ext[joins : joins + 2].to(torch.float64)[None]  # [1, 2]: weakest kept, strongest cut
-    halfwidth = torch.zeros_like(levels)
-    if sim_dtype != torch.float64:
-        halfwidth = 2 * error_bound(x.shape[1], sim_dtype, device, residual).at(levels)
+    bound = None if sim_dtype == torch.float64 else error_bound(x.shape[1], sim_dtype, device, residual)
+    estimates = [lambda: _spanning_weights(n, device, _strips_choice(xn, tile))]
+    if wide == torch.float32:  # the neighbour lists order float32 weights exactly
+        estimates.insert(0, lambda: _spanning_weights(n, device, _lists_choice(*_neighbour_lists(xn, tile, _NEIGHBOURS))))
+    for estimate in estimates:
+        ranked = estimate().sort(descending=True).values
+        joins = n - keep
+        if joins > ranked.shape[0]:
+            continue  # the neighbour lists' forest is too sparse to estimate the cut
+        ext = torch.cat([ranked.new_full((1,), float("inf")), ranked, ranked.new_full((1,), float("-inf"))])
+        levels = ext[joins : joins + 2].to(torch.float64)[None]  # [1, 2]: weakest kept, strongest cut
+        result = _band_pass(x, xn, tile, levels, bound, keep)
+        if result is not None:
+            return result
+    raise RuntimeError("tiled budget cut: the exact spanning forest's levels failed the band check (a bug)")
+
+
+def _band_pass(
+    x: torch.Tensor, xn: torch.Tensor, tile: int, levels: torch.Tensor, bound: ErrorBound | None, keep: int
+) -> tuple[Components, torch.Tensor] | None:
+    """Steps 2 and 3 of ``tiled_budget_components`` around levels [1, 2]; None if the check fails."""
+    from .exact import band_limits
+    from .scc import gram_strips, unit_dtype
+
+    n, device = x.shape[0], x.device
+    wide = unit_dtype(xn.dtype)
+    halfwidth = torch.zeros_like(levels) if bound is None else 2 * bound.at(levels)
     lo, hi = band_limits(levels, halfwidth, wide)
-    # 2. Components above the band, band edges, degrees above the band.
     parent = torch.arange(n, device=device)
     idx = torch.arange(n, device=device)
     above = torch.zeros(n, dtype=torch.int64, device=device)
     ends, values = [], []
     for i, strip in gram_strips(xn[None], tile):
         s = strip[0]
-        if sim_dtype != torch.float64:
+        if bound is not None:
             _resolve_strip_(s, x, i, lo, hi)
         t = s.shape[1]
         upper = idx[: s.shape[0], None] < idx[None, i : i + t]  # each pair once, no diagonal
@@ -248,18 +341,25 @@ def tiled_budget_components(
             block = adj[rows][:, cols]
             parent = _union_edges(parent, block, idx[: s.shape[0]][rows], idx[i : i + t][cols])
     root = _find_roots(parent)  # each component's smallest token
-    return _cut_band_graph(root, torch.cat(ends), torch.cat(values), keep, above)
+    margin = 0.0 if bound is None else float(bound.at(levels).max())
+    return _cut_band_graph(root, torch.cat(ends), torch.cat(values), keep, above, (float(lo), float(hi), margin))
 
 
 def _cut_band_graph(
-    root: torch.Tensor, ends: torch.Tensor, values: torch.Tensor, keep: int, above: torch.Tensor
-) -> tuple[Components, torch.Tensor]:
+    root: torch.Tensor,
+    ends: torch.Tensor,
+    values: torch.Tensor,
+    keep: int,
+    above: torch.Tensor,
+    band: tuple[float, float, float],
+) -> tuple[Components, torch.Tensor] | None:
     """Step 3 of ``tiled_budget_components``: the cut on the components above the band.
 
     root: [n] smallest token of each vertex's component above the band; ends: [E, 2]
     band pairs (i < j), values: [E] their similarities; above: [n] pairs above the band
-    per vertex. The spanning forest of the band edges is found by Kruskal's algorithm
-    (the band holds a few thousand pairs; they are sorted once and joined on the host).
+    per vertex; band: (lo, hi, margin). The spanning forest of the band edges is found
+    by Kruskal's algorithm (the band holds a few thousand pairs; they are sorted once
+    and joined on the host). None when the levels are not inside the band by the margin.
     """
     n, device = root.shape[0], root.device
     idx = torch.arange(n, device=device)
@@ -286,10 +386,19 @@ def _cut_band_graph(
             up[max(rp, rq)] = min(rp, rq)
             forest.append(w)
     joins = C - keep  # components above the band, minus the budget
-    if joins < 0 or joins > len(forest):
-        raise RuntimeError(f"tiled budget cut: the band holds {len(forest)} joins, {joins} needed (a bug)")
-    keep_t = forest[joins - 1] if joins > 0 else float("inf")
-    cut_t = forest[joins] if joins < len(forest) else float("-inf")
+    lo, hi, margin = band
+    if n == 1:
+        keep_t, cut_t = float("inf"), float("-inf")
+    elif joins < 0 or joins > len(forest) or (joins == 0 and C < n):
+        return None  # a level lies above or below the band
+    else:
+        keep_t = forest[joins - 1] if joins > 0 else float("inf")
+        cut_t = forest[joins] if joins < len(forest) else float("-inf")
+        if cut_t == float("-inf") and keep > 1:
+            return None  # the strongest cut edge lies below the band
+        for level in (keep_t, cut_t):
+            if abs(level) != float("inf") and not lo + margin <= level <= hi - margin:
+                return None  # too close to the band's edge for the pairs outside it
     ties = joins - sum(w > keep_t for w in forest)
     # Components strictly above keep_t (band edges above it; all joins of ties left out).
     up = list(range(C))
