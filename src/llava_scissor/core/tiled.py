@@ -10,14 +10,21 @@ both see bitwise-identical similarities) and reduced on the fly:
   hooking plus pointer jumping, iterated until every edge of the strip joins equal
   roots; hooking always points to the smaller root, so the forest never has a cycle.
 
-Peak extra memory is one strip (S x tile floats and its boolean adjacency), not S x S.
+A budget (``tiled_budget_components``) needs the cut's levels first: they come from a
+spanning forest of each token's strongest edges (one pass), checked afterwards, or
+from the exact spanning forest (one pass per Borůvka round); one more pass then gives
+the components above a band around the levels and the band's edges, on which the cut
+is taken in memory.
+
+Peak extra memory is one strip (S x tile floats and its boolean adjacency) and, for a
+budget, S x 32 neighbour entries and the band's edges, not S x S.
 """
 
 from __future__ import annotations
 
-import torch
-
 from typing import Callable
+
+import torch
 
 from .exact import ErrorBound
 from .graph import Components
