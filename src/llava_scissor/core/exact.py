@@ -96,6 +96,23 @@ def _units_of_rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _unique_units(
+    a: torch.Tensor, i: torch.Tensor, b: torch.Tensor, j: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The float32 unit vectors of the distinct rows a[i] and b[j], each normalized once.
+
+    Returns (units of a's rows, i into them, units of b's rows, j into them). When a is
+    b (pairs within one token set) both index sets share one normalization.
+    """
+    if a is b:
+        rows, inverse = torch.unique(torch.cat([i, j]), return_inverse=True)
+        units = _units_of_rows(a, rows)
+        return units, inverse[: i.shape[0]], units, inverse[i.shape[0] :]
+    rows_i, i = torch.unique(i, return_inverse=True)
+    rows_j, j = torch.unique(j, return_inverse=True)
+    return _units_of_rows(a, rows_i), i, _units_of_rows(b, rows_j), j
+
+
 def canonical_similarity(
     a: torch.Tensor, i: torch.Tensor, b: torch.Tensor, j: torch.Tensor, dedupe: bool = True
 ) -> torch.Tensor:
@@ -112,12 +129,10 @@ def canonical_similarity(
         return out
     d = a.shape[1]
     if dedupe:
-        rows_i, i = torch.unique(i, return_inverse=True)
-        rows_j, j = torch.unique(j, return_inverse=True)
+        ua, i, ub, j = _unique_units(a, i, b, j)
     else:
-        rows_i, rows_j = i, j
+        ua, ub = _units_of_rows(a, i), _units_of_rows(b, j)
         i = j = torch.arange(P, device=a.device)
-    ua, ub = _units_of_rows(a, rows_i), _units_of_rows(b, rows_j)
     # A GPU runs a few large chunks better than many small ones.
     C = min(P, _CANON_CHUNK if a.device.type == "cpu" else 16 * _CANON_CHUNK)
     prod = torch.zeros(C, _pow2(d), dtype=torch.float64, device=a.device)
@@ -145,9 +160,7 @@ def float32_similarity(a: torch.Tensor, i: torch.Tensor, b: torch.Tensor, j: tor
     out = torch.empty(i.shape[0], dtype=torch.float32, device=a.device)
     if i.shape[0] == 0:
         return out
-    rows_i, i = torch.unique(i, return_inverse=True)
-    rows_j, j = torch.unique(j, return_inverse=True)
-    ua, ub = _units_of_rows(a, rows_i), _units_of_rows(b, rows_j)
+    ua, i, ub, j = _unique_units(a, i, b, j)
     C = min(i.shape[0], 4 * _CANON_CHUNK)
     va = torch.empty(C, a.shape[1], dtype=torch.float32, device=a.device)
     vb = torch.empty(C, a.shape[1], dtype=torch.float32, device=a.device)
