@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -308,25 +309,19 @@ def components_of_sets(
             edges = _drop_unsampled_(W, sampled)
         comps = threshold_components(edges, tau_t, valid, sync_free)
     else:
-        edges = W if sampled is None else _drop_unsampled_(W.clone(), sampled)
+
+        def cut_edges() -> torch.Tensor:
+            return W if sampled is None else _drop_unsampled_(W.clone(), sampled)
+
+        def cut_levels(edges: torch.Tensor) -> torch.Tensor:  # [B, 2]
+            return torch.stack(budget_levels(edges, valid, keep, group, sync_free), dim=1)
+
+        edges = cut_edges()
         if exact:
-            # The cut's levels from the products, then the exact values around them:
-            # the exact levels lie within one bound of these, so a band of two bounds
-            # holds every pair that can decide the exact cut (see exact.py).
-            levels = torch.stack(budget_levels(edges, valid, keep, group, sync_free), dim=1)  # [B, 2]
-            halfwidth, refine = 2 * bound.at(levels), None
-            if fine is not None and capacity is None:
-
-                def relevel() -> torch.Tensor:
-                    now = W if sampled is None else _drop_unsampled_(W.clone(), sampled)
-                    return torch.stack(budget_levels(now, valid, keep, group), dim=1)
-
-                # Float32 levels are within one fine bound of the canonical ones only if
-                # the float32 values reach one fine bound past the exact levels' range.
-                halfwidth, refine = halfwidth + 2 * fine, (2 * fine, relevel)
-            in_band = resolve_band_(W, x, levels, halfwidth, capacity=capacity, refine=refine)
+            levels = cut_levels(edges)
+            in_band = _resolve_cut_band_(W, x, levels, bound, capacity, fine, lambda: cut_levels(cut_edges()))
             if sampled is not None and (sync_free or bool(in_band)):
-                edges = _drop_unsampled_(W.clone(), sampled)
+                edges = cut_edges()
         comps = budget_components(edges, valid, keep, group, sync_free)
     if degree is None:
         # Degree = row count of the adjacency, self included (the diagonal is always in A).
@@ -336,6 +331,29 @@ def components_of_sets(
     return SetComponents(
         labels, reps, comps.count, degree, comps.keep_threshold, comps.cut_threshold, unresolved
     )
+
+
+def _resolve_cut_band_(
+    W: torch.Tensor,
+    x: torch.Tensor,
+    levels: torch.Tensor,
+    bound: ErrorBound,
+    capacity: int | None,
+    fine: torch.Tensor | None,
+    relevel: Callable[[], torch.Tensor],
+) -> torch.Tensor:
+    """Make exact every pair of W [B, n, n] that can decide a cut whose product levels are levels [B, 2].
+
+    The exact levels lie within one bound of the products' ones, so a band of two bounds
+    holds every pair that can decide the exact cut (``exact.py``). With low-precision
+    products (``fine``: the float32 bound) the band is narrowed by float32 values and the
+    levels re-read from them (``relevel``); those lie within one fine bound of the exact
+    ones only if the band reaches two fine bounds further. Returns the pairs in the band.
+    """
+    halfwidth, refine = 2 * bound.at(levels), None
+    if fine is not None and capacity is None:
+        halfwidth, refine = halfwidth + 2 * fine, (2 * fine, relevel)
+    return resolve_band_(W, x, levels, halfwidth, capacity=capacity, refine=refine)
 
 
 def _drop_unsampled_(W: torch.Tensor, sampled: torch.Tensor, rows: int = 1024) -> torch.Tensor:
