@@ -62,6 +62,16 @@ def _union_edges(parent: torch.Tensor, adj: torch.Tensor, rows: torch.Tensor, co
         parent.scatter_reduce_(0, rj, min_col.minimum(rj), "amin")
 
 
+def _union_strip(parent: torch.Tensor, adj: torch.Tensor, i: int) -> torch.Tensor:
+    """Union the edges of one strip's adjacency adj [i + t, t] (rows 0..i+t, columns i..i+t) into the forest."""
+    rows, cols = adj.any(dim=1), adj.any(dim=0)
+    if not bool(cols.any()):
+        return parent
+    # Only the vertices that have an edge in this strip take part.
+    idx = torch.arange(parent.shape[0], device=parent.device)
+    return _union_edges(parent, adj[rows][:, cols], idx[: adj.shape[0]][rows], idx[i : i + adj.shape[1]][cols])
+
+
 def tiled_threshold_components(
     x: torch.Tensor,
     tau: float,
@@ -103,13 +113,7 @@ def tiled_threshold_components(
         degree[:i] += adj[:i].sum(dim=1)
         if sampled is not None:
             adj &= sampled[: adj.shape[0], None] | sampled[None, i : i + adj.shape[1]]
-        rows_with = adj.any(dim=1)
-        cols_with = adj.any(dim=0)
-        if not bool(cols_with.any()):
-            continue
-        # Only the vertices that have an edge in this strip take part.
-        block = adj[rows_with][:, cols_with]
-        parent = _union_edges(parent, block, idx[: adj.shape[0]][rows_with], idx[i : i + adj.shape[1]][cols_with])
+        parent = _union_strip(parent, adj, i)
     root = _find_roots(parent)
     is_root = root == idx
     new_id = is_root.cumsum(0) - 1
@@ -343,10 +347,7 @@ def _band_pass(
         r, c = ((s >= lo) & (s <= hi) & upper).nonzero().unbind(1)
         ends.append(torch.stack([r, c + i], dim=1))
         values.append(s[r, c])
-        if bool(adj.any()):
-            rows, cols = adj.any(dim=1), adj.any(dim=0)
-            block = adj[rows][:, cols]
-            parent = _union_edges(parent, block, idx[: s.shape[0]][rows], idx[i : i + t][cols])
+        parent = _union_strip(parent, adj, i)
     root = _find_roots(parent)  # each component's smallest token
     margin = 0.0 if bound is None else float(bound.at(levels).max())
     return _cut_band_graph(root, torch.cat(ends), torch.cat(values), keep, above, (float(lo), float(hi), margin))
