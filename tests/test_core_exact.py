@@ -7,7 +7,14 @@ import torch
 
 import llava_scissor
 from llava_scissor.core.compress import merge_into
-from llava_scissor.core.exact import canonical_similarity, error_bound, product_units, unit_vectors
+from llava_scissor.core import exact as exact_module
+from llava_scissor.core.exact import (
+    canonical_similarity,
+    error_bound,
+    float32_similarity,
+    product_units,
+    unit_vectors,
+)
 from llava_scissor.core.graph import budget_components
 from llava_scissor.core.scc import components_of_sets, similarity_graph
 
@@ -66,6 +73,70 @@ def test_canonical_similarity_is_batch_invariant_symmetric_and_accurate():
     ref[(i == 7) | (j == 7)] = 0.0
     assert float((full.double() - ref).abs().max()) < 1e-6  # float32 unit vectors, then exact
     assert bool((full[(i == 7) | (j == 7)] == 0).all())
+
+
+def _tree_values(a, i, b, j) -> torch.Tensor:
+    """The canonical values by their definition (the fixed tree on every pair)."""
+    return canonical_similarity(a, i, b, j, dedupe=False)
+
+
+@pytest.mark.parametrize("dim", [5, 300, 3584])
+def test_certified_canonical_values_are_the_tree_ones(dim):
+    # The float64 sampled product, certified against float32 rounding boundaries,
+    # gives the tree's bits; across sets (a is not b), with repeated pairs and rows.
+    g = torch.Generator().manual_seed(dim)
+    a, b = torch.randn(60, dim, generator=g), torch.randn(40, dim, generator=g) * 3
+    b[:10] = a[:10] + 1e-3 * torch.randn(10, dim, generator=g)  # cosines near 1
+    i = torch.randint(0, 60, (700,), generator=g)
+    j = torch.randint(0, 40, (700,), generator=g)
+    i[-50:], j[-50:] = i[:50], j[:50]
+    assert torch.equal(canonical_similarity(a, i, b, j), _tree_values(a, i, b, j))
+    ua, ub = unit_vectors(a, torch.float32), unit_vectors(b, torch.float32)
+    assert torch.equal(canonical_similarity(ua, i, ub, j, unit=True), _tree_values(a, i, b, j))
+
+
+def test_certified_canonical_falls_back_to_the_tree_at_rounding_boundaries(monkeypatch):
+    # Exact zeros (disjoint supports) and cosines far below a float32 ulp of the
+    # bound cannot be certified: those pairs take the tree, and the values still agree.
+    x = torch.zeros(6, 64)
+    x[0, :3] = 1.0
+    x[1, 3:5] = 2.0
+    x[2, 0], x[2, 40] = 1e-9, 1.0  # cosine about 1e-9 with row 0
+    x[3:] = torch.randn(3, 64, generator=torch.Generator().manual_seed(0))
+    i, j = torch.tensor([0, 0, 3, 4, 1]), torch.tensor([1, 2, 4, 5, 2])
+    calls = []
+    tree = exact_module._tree_canonical
+
+    def counting_tree(ua, ub):
+        calls.append(ua.shape[0])
+        return tree(ua, ub)
+
+    monkeypatch.setattr(exact_module, "_tree_canonical", counting_tree)
+    got = canonical_similarity(x, i, x, j)
+    assert calls and calls[0] >= 2  # the exact zero and the tiny cosine at least
+    monkeypatch.setattr(exact_module, "_tree_canonical", tree)
+    assert torch.equal(got, _tree_values(x, i, x, j))
+    assert got[0] == 0.0
+
+
+def test_float32_similarity_is_within_the_float32_bound_of_canonical():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(120, 896, generator=g)
+    i = torch.randint(0, 120, (2000,), generator=g)
+    j = torch.randint(0, 120, (2000,), generator=g)
+    approx = float32_similarity(x, i, x, j)
+    exact = canonical_similarity(x, i, x, j)
+    bound = float(error_bound(896, torch.float32, torch.device("cpu"), 0.0).base)
+    assert float((approx - exact).abs().max()) <= bound
+    # Pair order and precomputed unit vectors do not change a pair's value.
+    perm = torch.randperm(2000, generator=g)
+    assert torch.equal(float32_similarity(x, i[perm], x, j[perm]), approx[perm])
+    u = unit_vectors(x, torch.float32)
+    assert torch.equal(float32_similarity(u, i, u, j, unit=True), approx)
+    y = torch.randn(30, 896, generator=g)
+    jy = j % 30
+    cross = float32_similarity(x, i, y, jy)
+    assert float((cross - canonical_similarity(x, i, y, jy)).abs().max()) <= bound
 
 
 def test_unit_vectors_do_not_depend_on_the_batch():

@@ -262,7 +262,8 @@ def _assign(
     count: optional 0-d tensor, targets from it on are padding (never chosen).
     """
     unit = unit_dtype(sim_dtype)
-    tn, t_res = product_units(normalize(t, unit), sim_dtype)  # [k, d]
+    t_units = normalize(t, unit)  # [k, d]; near-ties get exact values from these
+    tn, t_res = product_units(t_units, sim_dtype)
     k, m = tn.shape[0], o.shape[0]
     exact = sim_dtype != torch.float64
     padding = None if count is None else (torch.arange(k, device=o.device) >= count)[:, None]
@@ -277,7 +278,8 @@ def _assign(
     a = torch.empty(m, dtype=torch.int64, device=o.device)
     unresolved = torch.zeros((), dtype=torch.bool, device=o.device)
     for start in range(0, m, chunk):
-        c, c_res = product_units(normalize_into(o[start : start + chunk], unit_buf), sim_dtype)
+        c_units = normalize_into(o[start : start + chunk], unit_buf)
+        c, c_res = product_units(c_units, sim_dtype)
         sim = torch.mm(tn, c.mT, out=buf[: k * c.shape[0]].view(k, c.shape[0]))
         if padding is not None:
             sim.masked_fill_(padding, _NEG_INF)
@@ -291,10 +293,10 @@ def _assign(
             floor = best_w.float() - (2 * bound.at(best_w.abs().max())).float()
             if sync_free:
                 room = _MERGE_CANDIDATES * c.shape[0]
-                best, over = _exact_argmax(sim, floor, best, t, o[start : start + c.shape[0]], room)
+                best, over = _exact_argmax(sim, floor, best, t_units, c_units, room)
                 unresolved = unresolved | over
             elif bool((top_w[1].float() >= floor).any()):
-                best, _ = _exact_argmax(sim, floor, best, t, o[start : start + c.shape[0]])
+                best, _ = _exact_argmax(sim, floor, best, t_units, c_units)
         else:
             best = sim.argmax(dim=0)  # ties go to the smaller index
         a[start : start + c.shape[0]] = best
@@ -311,6 +313,8 @@ def _exact_argmax(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """sim: [k, c] products, floor: [c] column max - 2 bounds, best: [c] argmax -> ([c] canonical argmax, [] bool).
 
+    t: [k, d], o: [c, d] the float32 unit vectors of the targets and of the originals.
+
     Targets at or above the floor are the only candidates for the canonical best;
     columns with one candidate are decided. Canonical ties go to the smaller index.
     capacity: None sizes the work from the data (host reads); an int fixes it (no host
@@ -326,7 +330,7 @@ def _exact_argmax(
         found = cand.sum()
         ti, col = torch.nonzero_static(cand, size=capacity, fill_value=0).unbind(1)
         used = torch.arange(capacity, device=sim.device) < found
-    vals = canonical_similarity(t, ti, o, col, dedupe=capacity is None)
+    vals = canonical_similarity(t, ti, o, col, dedupe=capacity is None, unit=True)
     if used is not None:
         vals = torch.where(used, vals, _NEG_INF)
     top = torch.full((c,), _NEG_INF, device=sim.device).scatter_reduce_(0, col, vals, "amax")

@@ -20,6 +20,7 @@ bfloat16 product lead to the same decisions, the canonical ones, bit for bit.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -43,6 +44,8 @@ _ROUNDOFF = {torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11}
 _TF32 = 2.0**-11
 # Pairs per canonical evaluation: [chunk, 2^ceil(log2 d)] float64 work buffers.
 _CANON_CHUNK = 256
+# Float64 rows per chunk of the certified canonical values (bytes).
+_CANON_BYTES = 16 << 20
 _NORM_EPS = 1e-12  # torch.nn.functional.normalize's default
 
 
@@ -85,90 +88,151 @@ def unit_vectors(x: torch.Tensor, dtype: torch.dtype, out: torch.Tensor | None =
     return torch.div(x, norm, out=out.reshape(-1, x.shape[-1])[:r].view(x.shape))
 
 
-def _units_of_rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """x: [m, d], rows: [R] -> [R, d] float32 ``unit_vectors`` of those rows (gathered in blocks)."""
-    out = torch.empty(rows.shape[0], x.shape[1], dtype=torch.float32, device=x.device)
-    block = torch.empty(min(rows.shape[0], _CANON_CHUNK), x.shape[1], dtype=x.dtype, device=x.device)
-    for s in range(0, rows.shape[0], block.shape[0]):
-        e = min(rows.shape[0], s + block.shape[0])
+def _units_of_rows(
+    x: torch.Tensor, rows: torch.Tensor, unit: bool = False, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """x: [m, d], rows: [R] -> [R, d] float32 ``unit_vectors`` of those rows (gathered in blocks).
+
+    unit: x already holds float32 unit vectors (the rows are only gathered). out: an
+    optional buffer of at least R rows (its leading rows are returned).
+    """
+    R = rows.shape[0]
+    out = torch.empty(R, x.shape[1], dtype=torch.float32, device=x.device) if out is None else out[:R]
+    if unit:
+        return torch.index_select(x, 0, rows, out=out)
+    block = torch.empty(min(R, _CANON_CHUNK), x.shape[1], dtype=x.dtype, device=x.device)
+    for s in range(0, R, block.shape[0]):
+        e = min(R, s + block.shape[0])
         # index_select into a reused buffer: several times faster than fancy indexing.
         unit_vectors(torch.index_select(x, 0, rows[s:e], out=block[: e - s]), torch.float32, out=out[s:e])
     return out
 
 
-def _unique_units(
-    a: torch.Tensor, i: torch.Tensor, b: torch.Tensor, j: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The float32 unit vectors of the distinct rows a[i] and b[j], each normalized once.
-
-    Returns (units of a's rows, i into them, units of b's rows, j into them). When a is
-    b (pairs within one token set) both index sets share one normalization.
-    """
-    if a is b:
-        rows, inverse = torch.unique(torch.cat([i, j]), return_inverse=True)
-        units = _units_of_rows(a, rows)
-        return units, inverse[: i.shape[0]], units, inverse[i.shape[0] :]
-    rows_i, i = torch.unique(i, return_inverse=True)
-    rows_j, j = torch.unique(j, return_inverse=True)
-    return _units_of_rows(a, rows_i), i, _units_of_rows(b, rows_j), j
-
-
 def canonical_similarity(
-    a: torch.Tensor, i: torch.Tensor, b: torch.Tensor, j: torch.Tensor, dedupe: bool = True
+    a: torch.Tensor,
+    i: torch.Tensor,
+    b: torch.Tensor,
+    j: torch.Tensor,
+    dedupe: bool = True,
+    unit: bool = False,
 ) -> torch.Tensor:
     """a: [m, d], i: [P]; b: [m2, d], j: [P] -> [P] float32 canonical cosine of (a[i], b[j]).
 
     The float32 ``unit_vectors`` of the rows, their products exact in float64, summed by
-    a fixed tree, rounded once to float32. With ``dedupe`` each distinct row is
-    normalized once (torch.unique reads its output size back to the host); without,
-    once per pair, with no host reads. The values are the same.
+    a fixed tree, rounded once to float32. unit: a and b already hold those unit vectors
+    (as ``normalize(x, torch.float32)`` gives them), so rows are not normalized again.
+    With ``dedupe`` most values come from a certified float64 product instead of the
+    tree, each chunk's distinct rows normalized once (``_certified_canonical``; host
+    reads); without, the tree runs on every pair, with no host reads. The values are
+    the same.
     """
-    P = i.shape[0]
-    out = torch.empty(P, dtype=torch.float32, device=a.device)
-    if P == 0:
-        return out
-    d = a.shape[1]
+    if i.shape[0] == 0:
+        return torch.empty(0, dtype=torch.float32, device=a.device)
     if dedupe:
-        ua, i, ub, j = _unique_units(a, i, b, j)
-    else:
-        ua, ub = _units_of_rows(a, i), _units_of_rows(b, j)
-        i = j = torch.arange(P, device=a.device)
+        return _certified_canonical(a, i, b, j, unit)
+    return _tree_canonical(_units_of_rows(a, i, unit), _units_of_rows(b, j, unit))
+
+
+def _tree_canonical(ua: torch.Tensor, ub: torch.Tensor) -> torch.Tensor:
+    """ua, ub: [P, d] float32 unit vectors -> [P] float32 canonical ua[k] . ub[k], by the definition."""
+    P, d = ua.shape
+    out = torch.empty(P, dtype=torch.float32, device=ua.device)
     # A GPU runs a few large chunks better than many small ones.
-    C = min(P, _CANON_CHUNK if a.device.type == "cpu" else 16 * _CANON_CHUNK)
-    prod = torch.zeros(C, _pow2(d), dtype=torch.float64, device=a.device)
-    va = torch.empty(C, d, dtype=torch.float32, device=a.device)
-    vb = torch.empty(C, d, dtype=torch.float32, device=a.device)
-    wide = torch.empty(C, d, dtype=torch.float64, device=a.device)
+    C = min(P, _CANON_CHUNK if ua.device.type == "cpu" else 16 * _CANON_CHUNK)
+    prod = torch.zeros(C, _pow2(d), dtype=torch.float64, device=ua.device)
+    wide = torch.empty(C, d, dtype=torch.float64, device=ua.device)
     for s in range(0, P, C):
         e = min(P, s + C)
-        k = e - s
-        p = prod[:k]
-        p[:, :d].copy_(torch.index_select(ua, 0, i[s:e], out=va[:k]))
-        p[:, :d].mul_(wide[:k].copy_(torch.index_select(ub, 0, j[s:e], out=vb[:k])))  # exact in float64
+        p = prod[: e - s]
+        p[:, :d].copy_(ua[s:e])
+        p[:, :d].mul_(wide[: e - s].copy_(ub[s:e]))  # exact in float64
         # The tree only writes columns below D/2 < d: the zero padding survives.
         out[s:e] = _tree_sum_(p)
     return out
 
 
-def float32_similarity(a: torch.Tensor, i: torch.Tensor, b: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+def _certified_canonical(
+    a: torch.Tensor, i: torch.Tensor, b: torch.Tensor, j: torch.Tensor, unit: bool
+) -> torch.Tensor:
+    """``canonical_similarity`` (see there) of the pairs (a[i], b[j]) -> [P] float32, mostly without the tree.
+
+    The products of two float32 numbers are exact in float64, so a float64 dot product
+    summed in any order (here a sampled product, ``_sampled_dots``) and the canonical
+    tree sum are both within (gamma_d + gamma_log2(D)) * 2^-53 * |u| |v| of the exact
+    sum. Where rounding every value in that interval to float32 gives one number, that
+    number is the canonical value; the few pairs whose interval straddles a rounding
+    boundary of float32 go through the tree. Reads a count back to the host.
+    """
+    P, d = i.shape[0], a.shape[1]
+    h = 1.0 + _gamma(d + 2, _U32)  # |u| of a float32 unit vector, as in error_bound
+    # Twice the bound: v +- delta is itself rounded in float64.
+    delta = 2.0 * (_gamma(d, 2.0**-53) + _gamma(_pow2(d).bit_length(), 2.0**-53)) * h * h
+    order = torch.argsort(i * b.shape[0] + j)  # a row's pairs together: fewer rows per chunk
+    i, j = i[order], j[order]
+    # Chunks of pairs, their rows in buffers reused for every chunk (fresh pages of
+    # that size would cost more than the copies), about _CANON_BYTES in all.
+    C = min(P, max(1, _CANON_BYTES // (24 * d)))
+    narrow = torch.empty(C, d, dtype=torch.float32, device=a.device)
+    wide = torch.empty(2, C, d, dtype=torch.float64, device=a.device)
+
+    def rows64(x: torch.Tensor, rows: torch.Tensor, k: int) -> torch.Tensor:
+        return wide[k, : rows.shape[0]].copy_(_units_of_rows(x, rows, unit, out=narrow))
+
+    v = torch.empty(P, dtype=torch.float64, device=a.device)
+    for s in range(0, P, C):
+        rows_i, ci = torch.unique(i[s : s + C], return_inverse=True)
+        rows_j, cj = torch.unique(j[s : s + C], return_inverse=True)
+        v[s : s + C] = _sampled_dots(rows64(a, rows_i, 0), ci, rows64(b, rows_j, 1), cj)
+    lo, hi = (v - delta).float(), (v + delta).float()
+    undecided = (lo != hi).nonzero().flatten()
+    if undecided.shape[0]:
+        iu, ju = i[undecided], j[undecided]
+        lo[undecided] = _tree_canonical(_units_of_rows(a, iu, unit), _units_of_rows(b, ju, unit))
+    return torch.empty_like(lo).index_copy_(0, order, lo)
+
+
+def float32_similarity(
+    a: torch.Tensor, i: torch.Tensor, b: torch.Tensor, j: torch.Tensor, unit: bool = False
+) -> torch.Tensor:
     """a: [m, d], i: [P]; b: [m2, d], j: [P] -> [P] float32 dot products of the rows' float32 unit vectors.
 
     Summed in any order, so off from ``canonical_similarity`` by at most the float32
-    ``error_bound`` (with no input rounding); a few times cheaper per pair. Used to
-    narrow a wide band of low-precision products before the canonical values.
+    ``error_bound`` (with no input rounding); an order of magnitude cheaper per pair.
+    Used to narrow a wide band of low-precision products before the canonical values.
+    unit: a and b already hold the unit vectors.
     """
-    out = torch.empty(i.shape[0], dtype=torch.float32, device=a.device)
     if i.shape[0] == 0:
-        return out
-    ua, i, ub, j = _unique_units(a, i, b, j)
-    C = min(i.shape[0], 4 * _CANON_CHUNK)
-    va = torch.empty(C, a.shape[1], dtype=torch.float32, device=a.device)
-    vb = torch.empty(C, a.shape[1], dtype=torch.float32, device=a.device)
-    for s in range(0, i.shape[0], C):
-        e = min(i.shape[0], s + C)
-        pa = torch.index_select(ua, 0, i[s:e], out=va[: e - s])
-        out[s:e] = pa.mul_(torch.index_select(ub, 0, j[s:e], out=vb[: e - s])).sum(dim=1)
-    return out
+        return torch.empty(0, dtype=torch.float32, device=a.device)
+    if unit:
+        return _sampled_dots(a, i, b, j)
+    if a is b:  # pairs within one token set: each distinct row normalized once
+        rows, inverse = torch.unique(torch.cat([i, j]), return_inverse=True)
+        units = _units_of_rows(a, rows)
+        return _sampled_dots(units, inverse[: i.shape[0]], units, inverse[i.shape[0] :])
+    rows_i, i = torch.unique(i, return_inverse=True)
+    rows_j, j = torch.unique(j, return_inverse=True)
+    return _sampled_dots(_units_of_rows(a, rows_i), i, _units_of_rows(b, rows_j), j)
+
+
+def _sampled_dots(ua: torch.Tensor, i: torch.Tensor, ub: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+    """ua: [ra, d], i: [P]; ub: [rb, d], j: [P] -> [P] ua[i] . ub[j] in ua's dtype.
+
+    A sampled dense-dense product (``torch.sparse.sampled_addmm``) at the pairs: each
+    pair's two rows are read in place, with none of the per-pair gathered copies that a
+    batched dot needs (on a CPU, about ten times faster per pair).
+    """
+    order = torch.argsort(i * ub.shape[0] + j)  # a CSR pattern lists its entries row by row
+    rows, cols = i[order], j[order]
+    crow = torch.searchsorted(rows, torch.arange(ua.shape[0] + 1, device=ua.device))
+    with warnings.catch_warnings():
+        # Sparse CSR tensors warn, once per process, that their support is in beta;
+        # this one is internal and never reaches the caller.
+        warnings.simplefilter("ignore", UserWarning)
+        pattern = torch.sparse_csr_tensor(
+            crow, cols, torch.zeros_like(rows, dtype=ua.dtype), (ua.shape[0], ub.shape[0]), check_invariants=False
+        )
+    vals = torch.sparse.sampled_addmm(pattern, ua, ub.mT, beta=0.0).values()
+    return torch.empty_like(vals).index_copy_(0, order, vals)
 
 
 def _input_roundoff(dtype: torch.dtype, device: torch.device) -> float:
@@ -196,7 +260,17 @@ def product_units(u: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, to
     if dtype == u.dtype:
         return u, u.new_zeros(())
     low = u.to(dtype)
-    return low, (u - low.to(u.dtype)).norm(dim=-1).amax()
+    rows, d = low.reshape(-1, low.shape[-1]).shape
+    flat_u, flat_low = u.reshape(rows, d), low.reshape(rows, d)
+    # Row blocks through one small buffer: whole-size temporaries would cost more in
+    # fresh pages than the subtraction itself.
+    buf = torch.empty(min(rows, _CANON_CHUNK), d, dtype=u.dtype, device=u.device)
+    norms = torch.empty(rows, dtype=u.dtype, device=u.device)
+    for s in range(0, rows, buf.shape[0]):
+        e = min(rows, s + buf.shape[0])
+        r = torch.sub(flat_u[s:e], flat_low[s:e], out=buf[: e - s])  # exact: low is u rounded
+        torch.linalg.vector_norm(r, dim=-1, out=norms[s:e])
+    return low, norms.amax() if rows else u.new_zeros(())
 
 
 @dataclass(frozen=True)
@@ -293,6 +367,7 @@ def resolve_band_(
     rows: int = 1024,
     capacity: int | None = None,
     refine: tuple[torch.Tensor, Callable[[], torch.Tensor] | None] | None = None,
+    units: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Replace, in place, the entries of W near the levels by their canonical values.
 
@@ -315,12 +390,17 @@ def resolve_band_(
     ``levels``; a caller whose levels come from W (a budget's cut) widens ``halfwidth``
     by two fine bounds, so that the float32 levels lie within one fine bound of the
     canonical ones. (Data-sized path only; ignored with a capacity.)
+
+    units: optional [B, n, d] float32 ``unit_vectors`` of x, when the caller has them:
+    the exact values are then computed from them, with no normalization.
     """
     B, n, _ = W.shape
     lo, hi = band_limits(levels, halfwidth, W.dtype)
     lo, hi = lo[:, None, None], hi[:, None, None]
+    unit = units is not None
+    flat = (units if unit else x).reshape(B * n, x.shape[-1])
     if capacity is not None:
-        return _resolve_band_static_(W, x, lo, hi, capacity)
+        return _resolve_band_static_(W, flat, unit, lo, hi, capacity)
     found = []
     for r in range(0, n, rows):
         block = W[:, r : r + rows]  # [B, rows, n]
@@ -331,34 +411,34 @@ def resolve_band_(
     idx = torch.cat(found) if found else W.new_zeros((0, 3), dtype=torch.int64)
     if idx.shape[0]:
         b, i, j = idx.unbind(1)
-        flat = x.reshape(B * n, x.shape[-1])
         if refine is not None:
             fine, relevel = refine
-            approx = float32_similarity(flat, b * n + i, flat, b * n + j).to(W.dtype)
+            approx = float32_similarity(flat, b * n + i, flat, b * n + j, unit).to(W.dtype)
             W[b, i, j] = approx
             W[b, j, i] = approx
             near = levels if relevel is None else relevel()
             lo2, hi2 = band_limits(near, fine.expand_as(near), W.dtype)
             keep = (approx >= lo2[b]) & (approx <= hi2[b])
             b, i, j = b[keep], i[keep], j[keep]
-        vals = canonical_similarity(flat, b * n + i, flat, b * n + j).to(W.dtype)
+        vals = canonical_similarity(flat, b * n + i, flat, b * n + j, unit=unit).to(W.dtype)
         W[b, i, j] = vals
         W[b, j, i] = vals
     return torch.full((), idx.shape[0], dtype=torch.int64, device=W.device)
 
 
 def _resolve_band_static_(
-    W: torch.Tensor, x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, capacity: int
+    W: torch.Tensor, flat: torch.Tensor, unit: bool, lo: torch.Tensor, hi: torch.Tensor, capacity: int
 ) -> torch.Tensor:
-    """``resolve_band_`` with fixed-size buffers: no host reads (see there)."""
+    """``resolve_band_`` with fixed-size buffers: no host reads (see there).
+
+    flat: [B * n, d] the tokens, or their unit vectors (``unit``)."""
     B, n, _ = W.shape
     pos = torch.arange(n, device=W.device)
     band = (W >= lo) & (W <= hi) & (pos[:, None] < pos[None, :])
     count = band.sum()
     # Unused slots are filled with (0, 0, 0), a diagonal entry: it is written back unchanged.
     b, i, j = torch.nonzero_static(band, size=capacity, fill_value=0).unbind(1)
-    flat = x.reshape(B * n, x.shape[-1])
-    vals = canonical_similarity(flat, b * n + i, flat, b * n + j, dedupe=False).to(W.dtype)
+    vals = canonical_similarity(flat, b * n + i, flat, b * n + j, dedupe=False, unit=unit).to(W.dtype)
     vals = torch.where(i < j, vals, W[b, i, j])
     W[b, i, j] = vals
     W[b, j, i] = vals

@@ -155,17 +155,32 @@ def similarity_graph(
     -inf on the diagonal and padding. The bound is on |W - canonical similarity|
     (``exact.py``). valid may be on the CPU (then nothing is read back from x's device).
     """
+    W, bound, _ = _similarity_graph(x, valid, sim_dtype)
+    return W, bound
+
+
+def _similarity_graph(
+    x: torch.Tensor, valid: torch.Tensor, sim_dtype: torch.dtype
+) -> tuple[torch.Tensor, ErrorBound, torch.Tensor | None]:
+    """``similarity_graph``, plus the [B, n, d] float32 unit vectors of x where they were
+    made whole (sets of more than _TILE tokens; None otherwise): the exact values of the
+    pairs near a level are computed from them (``resolve_band_``)."""
+    units = None
     if x.shape[1] <= _TILE:
         W, residual = _small_unit_gram(x, sim_dtype)
     else:
-        xn, residual = product_units(normalize(x, unit_dtype(sim_dtype)), sim_dtype)
+        units = normalize(x, unit_dtype(sim_dtype))
+        xn, residual = product_units(units, sim_dtype)
         W = symmetric_gram(xn)
+        del xn
     W.diagonal(dim1=1, dim2=2).fill_(_NEG_INF)
     n = W.shape[1]
     if bool((valid < n).any()):
         pad = torch.arange(n, device=W.device) >= to_device(valid, W.device)[:, None]  # [B, n]
         W.masked_fill_(pad[:, :, None] | pad[:, None, :], _NEG_INF)
-    return W, error_bound(x.shape[-1], sim_dtype, x.device, residual)
+    if units is not None and units.dtype != torch.float32:
+        units = None  # float64 products decide on their own: no exact values needed
+    return W, error_bound(x.shape[-1], sim_dtype, x.device, residual), units
 
 
 def degrees(W: torch.Tensor, threshold: torch.Tensor, rows: int = 256) -> torch.Tensor:
@@ -281,7 +296,7 @@ def components_of_sets(
             return _tiled_sets(x, valid_cpu, tau, approximate, epsilon, seed, group_cpu, sim_dtype)
         if not approximate and one_per_group:
             return _tiled_sets(x, valid_cpu, tau, False, epsilon, seed, None, sim_dtype, keep.cpu())
-    W, bound = similarity_graph(x, valid_cpu, sim_dtype)
+    W, bound, units = _similarity_graph(x, valid_cpu, sim_dtype)
     exact = sim_dtype != torch.float64  # float64 products decide on their own
     capacity = None
     if sync_free and exact:
@@ -299,7 +314,7 @@ def components_of_sets(
         if exact:
             refine = None if fine is None else (fine, None)
             in_band = resolve_band_(
-                W, x, tau_t[:, None], bound.at(tau_t)[:, None], capacity=capacity, refine=refine
+                W, x, tau_t[:, None], bound.at(tau_t)[:, None], capacity=capacity, refine=refine, units=units
             )
         edges = W
         if sampled is not None:
@@ -319,7 +334,9 @@ def components_of_sets(
         edges = cut_edges()
         if exact:
             levels = cut_levels(edges)
-            in_band = _resolve_cut_band_(W, x, levels, bound, capacity, fine, lambda: cut_levels(cut_edges()))
+            in_band = _resolve_cut_band_(
+                W, x, units, levels, bound, capacity, fine, lambda: cut_levels(cut_edges())
+            )
             if sampled is not None and (sync_free or bool(in_band)):
                 edges = cut_edges()
         comps = budget_components(edges, valid, keep, group, sync_free)
@@ -336,6 +353,7 @@ def components_of_sets(
 def _resolve_cut_band_(
     W: torch.Tensor,
     x: torch.Tensor,
+    units: torch.Tensor | None,
     levels: torch.Tensor,
     bound: ErrorBound,
     capacity: int | None,
@@ -348,12 +366,13 @@ def _resolve_cut_band_(
     holds every pair that can decide the exact cut (``exact.py``). With low-precision
     products (``fine``: the float32 bound) the band is narrowed by float32 values and the
     levels re-read from them (``relevel``); those lie within one fine bound of the exact
-    ones only if the band reaches two fine bounds further. Returns the pairs in the band.
+    ones only if the band reaches two fine bounds further. units: x's float32 unit
+    vectors, or None. Returns the pairs in the band.
     """
     halfwidth, refine = 2 * bound.at(levels), None
     if fine is not None and capacity is None:
         halfwidth, refine = halfwidth + 2 * fine, (2 * fine, relevel)
-    return resolve_band_(W, x, levels, halfwidth, capacity=capacity, refine=refine)
+    return resolve_band_(W, x, levels, halfwidth, capacity=capacity, refine=refine, units=units)
 
 
 def _drop_unsampled_(W: torch.Tensor, sampled: torch.Tensor, rows: int = 1024) -> torch.Tensor:
@@ -416,7 +435,7 @@ def segment_mean(x: torch.Tensor, index: torch.Tensor, num: int, dtype: torch.dt
     Empty segments give zeros.
     """
     sums = torch.zeros(num, x.shape[-1], dtype=dtype, device=x.device).index_add_(0, index, x.to(dtype))
-    return sums / segment_sizes(index, num).clamp(min=1).to(dtype)[:, None]
+    return sums.div_(segment_sizes(index, num).clamp(min=1).to(dtype)[:, None])
 
 
 def segment_sizes(index: torch.Tensor, num: int) -> torch.Tensor:
