@@ -100,6 +100,8 @@ def _units_of_rows(
     out = torch.empty(R, x.shape[1], dtype=torch.float32, device=x.device) if out is None else out[:R]
     if unit:
         return torch.index_select(x, 0, rows, out=out)
+    if x.dtype == torch.float32:  # gathered straight into out, normalized in place
+        return unit_vectors(torch.index_select(x, 0, rows, out=out), torch.float32, out=out)
     block = torch.empty(min(R, _CANON_CHUNK), x.shape[1], dtype=x.dtype, device=x.device)
     for s in range(0, R, block.shape[0]):
         e = min(R, s + block.shape[0])
@@ -172,17 +174,25 @@ def _certified_canonical(
     # Chunks of pairs, their rows in buffers reused for every chunk (fresh pages of
     # that size would cost more than the copies), about _CANON_BYTES in all.
     C = min(P, max(1, _CANON_BYTES // (24 * d)))
-    narrow = torch.empty(C, d, dtype=torch.float32, device=a.device)
-    wide = torch.empty(2, C, d, dtype=torch.float64, device=a.device)
+    narrow = torch.empty(2 * C, d, dtype=torch.float32, device=a.device)
+    wide = torch.empty(2 * C, d, dtype=torch.float64, device=a.device)
 
-    def rows64(x: torch.Tensor, rows: torch.Tensor, k: int) -> torch.Tensor:
-        return wide[k, : rows.shape[0]].copy_(_units_of_rows(x, rows, unit, out=narrow))
+    def rows64(x: torch.Tensor, rows: torch.Tensor, at: int) -> torch.Tensor:
+        r = rows.shape[0]
+        return wide[at : at + r].copy_(_units_of_rows(x, rows, unit, out=narrow[at:]))
 
     v = torch.empty(P, dtype=torch.float64, device=a.device)
     for s in range(0, P, C):
-        rows_i, ci = torch.unique(i[s : s + C], return_inverse=True)
-        rows_j, cj = torch.unique(j[s : s + C], return_inverse=True)
-        v[s : s + C] = _sampled_dots(rows64(a, rows_i, 0), ci, rows64(b, rows_j, 1), cj)
+        ci, cj = i[s : s + C], j[s : s + C]
+        if a is b:  # pairs within one set: a row at either end is prepared once
+            rows, inverse = torch.unique(torch.cat([ci, cj]), return_inverse=True)
+            u = rows64(a, rows, 0)
+            v[s : s + C] = _sampled_dots(u, inverse[: ci.shape[0]], u, inverse[ci.shape[0] :])
+        else:
+            rows_i, ci = torch.unique(ci, return_inverse=True)
+            rows_j, cj = torch.unique(cj, return_inverse=True)
+            ua = rows64(a, rows_i, 0)
+            v[s : s + C] = _sampled_dots(ua, ci, rows64(b, rows_j, ua.shape[0]), cj)
     lo, hi = (v - delta).float(), (v + delta).float()
     undecided = (lo != hi).nonzero().flatten()
     if undecided.shape[0]:
