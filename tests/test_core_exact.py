@@ -220,20 +220,23 @@ def test_tie_split_depends_on_the_partition_only(seed):
         assert canonical(got.labels[0]) == canonical(ref.labels[0])
 
 
+@pytest.mark.parametrize("n", [80, 300])  # 300 > scc._TILE: bfloat16 products, band narrowed in float32
 @pytest.mark.parametrize("seed", range(3))
-def test_budget_cut_near_ties_is_identical(seed):
+def test_budget_cut_near_ties_is_identical(seed, n):
     """Packed cosines make the cut's level a near tie; both dtypes cut at the canonical level."""
-    x = near_tau_tokens(80, 96, 0.7, 10 + seed, spread=2e-3)
+    x = near_tau_tokens(n, 96, 0.7, 10 + seed, spread=2e-3)
     C = canonical_matrix(x)
+    keeps = (5, n // 2, n - 1)
     out = {}
     for dtype in (torch.float32, torch.bfloat16):
-        for keep in (5, 40, 79):
-            sc = components_of_sets(x[None], torch.tensor([80]), tau=0.0, keep=torch.tensor([keep]), sim_dtype=dtype)
+        for keep in keeps:
+            sc = components_of_sets(x[None], torch.tensor([n]), tau=0.0, keep=torch.tensor([keep]), sim_dtype=dtype)
             out[dtype, keep] = sc
             # The cut equals the canonical one: every joined pair above cut_t, degree at cut_t.
             assert torch.equal(sc.degree[0], (C > sc.cut_threshold[0]).sum(1) + 1)
             assert bool((C == sc.keep_threshold[0]).any())
-    for keep in (5, 40, 79):
+            assert int(sc.count[0]) == keep
+    for keep in keeps:
         a, b = out[torch.float32, keep], out[torch.bfloat16, keep]
         assert torch.equal(a.labels, b.labels) and torch.equal(a.representatives, b.representatives)
         assert torch.equal(a.keep_threshold, b.keep_threshold) and torch.equal(a.cut_threshold, b.cut_threshold)
