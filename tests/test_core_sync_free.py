@@ -117,19 +117,22 @@ def _stub_read(calls):
 
 
 @pytest.mark.parametrize(
-    "kw, reads",
+    "kw, reads, frames",
     [
-        (dict(retention=0.2), 1),
-        (dict(max_tokens=9, similarity_dtype="bfloat16"), 1),
-        (dict(tau=0.8), 2),
-        (dict(retention=0.2, approximate=True), 2),
-        (dict(tau=0.8, similarity_dtype="bfloat16", approximate=True), 2),
+        (dict(retention=0.2), 1, 6),
+        (dict(max_tokens=9, similarity_dtype="bfloat16"), 1, 6),
+        (dict(tau=0.8), 1, 6),
+        (dict(tau=0.8, similarity_dtype="bfloat16", temporal=False), 1, 6),
+        # F N x F N (12 x 49 rows) over the cap: the temporal step waits for S instead.
+        (dict(tau=0.8, max_matrix_bytes=1 << 20), 2, 12),
+        (dict(retention=0.2, approximate=True), 2, 6),
+        (dict(tau=0.8, similarity_dtype="bfloat16", approximate=True), 2, 6),
     ],
 )
-def test_one_host_read_per_budgeted_call(monkeypatch, kw, reads):
+def test_one_host_read_per_call(monkeypatch, kw, reads, frames):
     calls: list = []
     monkeypatch.setattr(compress_module, "_read_back", _stub_read(calls))
-    x = torch.empty(6, 49, 32, device="meta")
+    x = torch.empty(frames, 49, 32, device="meta")
     with HostCopies(monkeypatch) as copies:
         result = llava_scissor.compress([x, x[:4]], sync_free=True, **kw)
     assert copies.unqueued == []  # every host-to-device copy went through to_device
@@ -241,20 +244,21 @@ def test_graph_level_partitions_agree_with_ties(seed):
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_synchronizes_once_per_budgeted_call():
+@pytest.mark.parametrize("kw", [dict(retention=0.1), dict(tau=0.9)])
+def test_cuda_synchronizes_once_per_call(kw):
     x = clustered_video(frames=8, n=196, dim=64, seed=3).cuda()
-    llava_scissor.compress(x, retention=0.1)  # warm-up: lazy CUDA initialisation synchronizes
+    llava_scissor.compress(x, **kw)  # warm-up: lazy CUDA initialisation synchronizes
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("warn")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            result = llava_scissor.compress(x, retention=0.1)
+            result = llava_scissor.compress(x, **kw)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     syncs = [w for w in caught if "synchroniz" in str(w.message).lower()]
     assert len(syncs) <= 1, [str(w.message) for w in syncs]
-    cpu = llava_scissor.compress(x.cpu(), retention=0.1)
+    cpu = llava_scissor.compress(x.cpu(), **kw)
     for name in ("assignment", "representatives", "sizes", "spatial_labels", "temporal_labels"):
         assert torch.equal(getattr(result, name).cpu(), getattr(cpu, name)), name
     torch.testing.assert_close(result.tokens.cpu(), cpu.tokens, atol=1e-5, rtol=1e-5)

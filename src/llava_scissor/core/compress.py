@@ -21,10 +21,13 @@ frames: their spanning-tree edges are ranked together, exactly as one tau would 
 
 Host reads. Sizes and thresholds are read back to the host in one transfer at the end
 (``_read_back``). A sync-free call (``ScissorConfig.sync_free``, the default on CUDA)
-reads nothing else: one read per call when the sizes are known in advance (a budget,
-not sampled), two otherwise (the spatial step's output size sets the temporal step's
-matrix; the merge step then runs on the temporal step's S rows with those past K
-masked, and K comes with the final read).
+reads nothing else: one read per call. A budget (not sampled) knows every size in
+advance. In threshold mode the spatial step's S tokens of a video go into its F * N
+rows, those from S on empty and masked out of the temporal step (``_Plan.bounded``);
+the merge step runs on the temporal step's rows with those past K masked, and S and
+K come with the final read. Two reads where that does not work: a sampled draw needs
+S on the host, and an F * N x F * N matrix over ``max_matrix_bytes`` would go strip by
+strip (strips are not sync-free), so S is read first and sizes the temporal step.
 """
 
 from __future__ import annotations
@@ -94,6 +97,23 @@ class _NonFinite(Exception):
 
 def _sync_free(cfg: ScissorConfig, device: torch.device) -> bool:
     return device.type == "cuda" if cfg.sync_free is None else cfg.sync_free
+
+
+def _bounded(cfg: ScissorConfig, device: torch.device, rows: int) -> bool:
+    """Whether a sync-free call can size its temporal step by F * N rows instead of reading S.
+
+    Threshold mode without sampling (a sampled draw needs S on the host), where the
+    rows x rows matrix fits under ``max_matrix_bytes`` (strips are not sync-free). The
+    matrix is larger than S x S, by little at the usual tau (S is most of F * N).
+    """
+    itemsize = 8 if similarity_dtype(cfg) == torch.float64 else 4
+    return (
+        _sync_free(cfg, device)
+        and cfg.spatial
+        and not cfg.budgeted
+        and not cfg.approximate
+        and rows * rows * itemsize <= cfg.max_matrix_bytes
+    )
 
 
 def check_videos(features: object, finite: bool = True) -> list[torch.Tensor]:
@@ -379,6 +399,9 @@ class _Plan:
     cfg: ScissorConfig
     sizes: list[tuple[int | None, int | None]]  # (S, K) per video, budget mode
     sizes_known: bool  # a budget is met exactly unless sampling removed the edges it needs
+    # Sync-free with sizes unknown (tau, no sampling): the spatial step's tokens live in
+    # F * N rows per video, those from S on empty, so nothing waits for S.
+    bounded: bool
     sync_free: bool
     sim_dtype: torch.dtype
     acc: torch.dtype  # accumulation dtype of the means
@@ -421,8 +444,21 @@ def _spatial_step(plan: _Plan, x_all: torch.Tensor, frames: list[int]) -> _StepO
     per_frame = sc.count  # [sum F]
     offsets = per_frame.cumsum(0) - per_frame
     per_video = torch.zeros(V, dtype=torch.int64, device=device).index_add_(0, to_device(group, device), per_frame)
-    sizes = [s for s, _ in plan.sizes] if plan.sizes_known else _ints(_read_back(sizes=per_video)["sizes"])
-    total = sum(sizes)
+    sizes: list[int] | None
+    frame_start = [sum(frames[:v]) for v in range(V)]
+    if plan.bounded:
+        # Video v's tokens start at row frame_start[v] * N, its largest possible start.
+        sizes, rows = None, [f * N for f in frames]
+        group_dev = to_device(group, device)
+        first = to_device(torch.tensor(frame_start), device)
+        before = per_frame.cumsum(0) - per_frame  # tokens of earlier frames, all videos
+        offsets = before - before.index_select(0, first)[group_dev] + first[group_dev] * N
+        base = [s * N for s in frame_start]
+    else:
+        sizes = [s for s, _ in plan.sizes] if plan.sizes_known else _ints(_read_back(sizes=per_video)["sizes"])
+        rows = sizes
+        base = [sum(sizes[:v]) for v in range(V)]
+    total = sum(rows)
     labels = (sc.labels + offsets[:, None]).reshape(-1)  # [sum F * N] into all spatial tokens
     tokens = segment_mean(x_all.reshape(-1, x_all.shape[2]), labels, total, plan.acc)
     # Frame f's component c is spatial token offsets[f] + c; padding goes to a spare slot.
@@ -431,31 +467,31 @@ def _spatial_step(plan: _Plan, x_all: torch.Tensor, frames: list[int]) -> _StepO
     frame_base = torch.arange(x_all.shape[0], device=device)[:, None] * N
     reps_all = torch.zeros(total + 1, dtype=torch.int64, device=device)
     reps_all = reps_all.scatter_(0, slot.reshape(-1), (reps + frame_base).reshape(-1))[:total]
-    starts = [sum(frames[:v]) for v in range(V)]
-    base = [sum(sizes[:v]) for v in range(V)]
     totals = [f * N for f in frames]
     return _StepOut(
         labels=[lab - base[v] for v, lab in enumerate(_split(labels, totals))],
-        tokens=_split(tokens, sizes),
-        reps=[r - starts[v] * N for v, r in enumerate(_split(reps_all, sizes))],
+        tokens=_split(tokens, rows),
+        reps=[r - frame_start[v] * N for v, r in enumerate(_split(reps_all, rows))],
         sizes=sizes,
         count=list(per_video),
         unresolved=sc.unresolved,
-        threshold=sc.cut_threshold.index_select(0, to_device(torch.tensor(starts), device)),
+        threshold=sc.cut_threshold.index_select(0, to_device(torch.tensor(frame_start), device)),
     )
 
 
-def _temporal_step(plan: _Plan, spatial: list[torch.Tensor]) -> _StepOut:
+def _temporal_step(plan: _Plan, spatial: list[torch.Tensor], counts: list[torch.Tensor] | None = None) -> _StepOut:
     """One SCC per video over its spatial tokens (B tensors [S_v, d]), videos batched with padding.
 
     Sync-free with sizes unknown: each video's tokens have S_v rows, those from K on
-    empty (K stays on the device until the call's last read).
+    empty (K stays on the device until the call's last read). counts: the videos' real
+    spatial tokens when only the device knows them (``_Plan.bounded``); the rows past
+    them are empty.
     """
     cfg = plan.cfg
     xs, s_len = _pad(spatial)
     tc = components_of_sets(
         xs,
-        s_len,
+        s_len if counts is None else torch.stack(counts),
         tau=cfg.tau,
         keep=torch.tensor([k for _, k in plan.sizes]) if cfg.budgeted else None,
         approximate=cfg.approximate,
@@ -475,9 +511,13 @@ def _temporal_step(plan: _Plan, spatial: list[torch.Tensor]) -> _StepOut:
         sizes = _ints(_read_back(sizes=tc.count)["sizes"])
     rows = s_sizes if sizes is None else sizes
     labels = [tc.labels[v, :s] for v, s in enumerate(s_sizes)]
+    means = labels
+    if counts is not None:
+        # Empty rows (labelled 0 like any padding) go to a spare segment, dropped below.
+        means = [torch.where(torch.arange(s, device=xs.device) < counts[v], labels[v], rows[v]) for v, s in enumerate(s_sizes)]
     return _StepOut(
         labels=labels,
-        tokens=[segment_mean(spatial[v], labels[v], r, plan.acc) for v, r in enumerate(rows)],
+        tokens=[segment_mean(spatial[v], means[v], r + 1, plan.acc)[:r] for v, r in enumerate(rows)],
         reps=[tc.representatives[v, :r] for v, r in enumerate(rows)],
         sizes=sizes,
         count=list(tc.count),
@@ -486,17 +526,21 @@ def _temporal_step(plan: _Plan, spatial: list[torch.Tensor]) -> _StepOut:
     )
 
 
-def _identity_step(flat: list[torch.Tensor], acc: torch.dtype) -> _StepOut:
-    """A step switched off: every input is its own token."""
+def _identity_step(flat: list[torch.Tensor], acc: torch.dtype, counts: list[torch.Tensor] | None = None) -> _StepOut:
+    """A step switched off: every input is its own token.
+
+    counts: the real inputs per video when only the device knows them (the rows past
+    them are empty); sizes are then unknown to the host.
+    """
     device = flat[0].device
-    sizes = [x.shape[0] for x in flat]
-    ident = [torch.arange(m, device=device) for m in sizes]
+    rows = [x.shape[0] for x in flat]
+    ident = [torch.arange(m, device=device) for m in rows]
     return _StepOut(
         labels=ident,
         tokens=[x.to(acc) for x in flat],
         reps=ident,
-        sizes=sizes,
-        count=[torch.full((), m, dtype=torch.int64, device=device) for m in sizes],
+        sizes=rows if counts is None else None,
+        count=[torch.full((), m, dtype=torch.int64, device=device) for m in rows] if counts is None else counts,
         unresolved=torch.zeros((), dtype=torch.bool, device=device),
         threshold=torch.zeros(len(flat), device=device),
     )
@@ -514,6 +558,7 @@ def _compress_videos(videos: list[torch.Tensor], cfg: ScissorConfig) -> list[Com
         sync_free=_sync_free(cfg, device),
         sim_dtype=similarity_dtype(cfg),
         acc=torch.float64 if dtype == torch.float64 else torch.float32,
+        bounded=_bounded(cfg, device, max(frames) * N),
     )
     check_matrix_memory(plan.sizes, cfg)
     flags: dict[str, torch.Tensor] = {}
@@ -529,7 +574,11 @@ def _compress_videos(videos: list[torch.Tensor], cfg: ScissorConfig) -> list[Com
 
     # 1. Spatial step, 2. temporal step, 3. merge step.
     spatial = _spatial_step(plan, x_all, frames) if cfg.spatial else _identity_step(originals, plan.acc)
-    temporal = _temporal_step(plan, spatial.tokens) if cfg.temporal else _identity_step(spatial.tokens, plan.acc)
+    s_counts = None if spatial.sizes is not None else spatial.count
+    if cfg.temporal:
+        temporal = _temporal_step(plan, spatial.tokens, s_counts)
+    else:
+        temporal = _identity_step(spatial.tokens, plan.acc, s_counts)
     flags.update(spatial=spatial.unresolved, temporal=temporal.unresolved)
     if cfg.merge:
         # Padded rows (K only on the device) are masked out of the argmax.
@@ -547,6 +596,7 @@ def _compress_videos(videos: list[torch.Tensor], cfg: ScissorConfig) -> list[Com
         threshold_spatial=spatial.threshold,
         threshold_temporal=temporal.threshold,
         k=torch.stack(temporal.count),
+        s=torch.stack(spatial.count),
     )
     if plan.sync_free:
         if not host["flag_finite"][0]:
@@ -555,6 +605,7 @@ def _compress_videos(videos: list[torch.Tensor], cfg: ScissorConfig) -> list[Com
             # More near-ties than the fixed buffers hold: the data-sized path decides them.
             return _compress_videos(videos, cfg.replace(sync_free=False))
     k_sizes = _ints(host["k"]) if temporal.sizes is None else temporal.sizes
+    s_sizes = _ints(host["s"]) if spatial.sizes is None else spatial.sizes
     s_thr = host["threshold_spatial"] if cfg.spatial else [None] * V
     t_thr = host["threshold_temporal"] if cfg.temporal else [None] * V
 
@@ -569,10 +620,10 @@ def _compress_videos(videos: list[torch.Tensor], cfg: ScissorConfig) -> list[Com
                 sizes=segment_sizes(assignment[v], k),
                 frames=frames[v],
                 tokens_per_frame=N,
-                spatial_tokens=spatial.tokens[v].to(dtype),
+                spatial_tokens=spatial.tokens[v][: s_sizes[v]].to(dtype),
                 spatial_labels=spatial.labels[v],
-                temporal_labels=temporal.labels[v],
-                spatial_representatives=spatial.reps[v],
+                temporal_labels=temporal.labels[v][: s_sizes[v]],
+                spatial_representatives=spatial.reps[v][: s_sizes[v]],
                 spatial_threshold=s_thr[v],
                 temporal_threshold=t_thr[v],
                 method="scissor",

@@ -175,7 +175,8 @@ def _similarity_graph(
         del xn
     W.diagonal(dim1=1, dim2=2).fill_(_NEG_INF)
     n = W.shape[1]
-    if bool((valid < n).any()):
+    # Sizes on the device are not read: the mask is then applied whether needed or not.
+    if valid.device.type != "cpu" or bool((valid < n).any()):
         pad = torch.arange(n, device=W.device) >= to_device(valid, W.device)[:, None]  # [B, n]
         W.masked_fill_(pad[:, :, None] | pad[:, None, :], _NEG_INF)
     if units is not None and units.dtype != torch.float32:
@@ -260,7 +261,9 @@ def components_of_sets(
 
     x: [B, n, d] raw tokens (padding rows anything); valid: [B] real rows per set.
     valid, keep and group may live on the CPU: they are small, and host copies of them
-    are needed (sampling, sizes), so passing them there saves reading them back.
+    are needed (sampling, sizes), so passing them there saves reading them back. With
+    ``sync_free`` valid may stay on the device, unread (not with ``approximate`` or for
+    sets that go strip by strip: those read it).
     sim_dtype: dtype of the similarity products (float32, bfloat16 or float64).
     Threshold mode (``keep`` None): components of ``cos > tau``. Budget mode: exactly
     ``keep[g]`` components per group of sets (``group``: [B], contiguous), by a
@@ -286,17 +289,21 @@ def components_of_sets(
         # bfloat16 band (several per cent of the pairs near a cut) would cost more to
         # re-check than the products save. Exact decisions make the result the same.
         sim_dtype = torch.float32
-    valid_cpu, valid = valid.cpu(), to_device(valid, device)
+    # A sync-free caller may know the sizes on the device only: nothing then reads them.
+    valid_cpu = None if sync_free and valid.device.type != "cpu" else valid.cpu()
+    valid = to_device(valid, device)
     group_cpu = None if group is None else group.cpu()
     group = None if group is None else to_device(group, device)
     keep = None if keep is None else to_device(keep, device)
+    if valid_cpu is None and (approximate or n * n * unit_dtype(sim_dtype).itemsize > max_matrix_bytes):
+        valid_cpu = valid.cpu()  # sampling and strips size their work on the host
     if n * n * unit_dtype(sim_dtype).itemsize > max_matrix_bytes:
         one_per_group = group_cpu is None or bool((group_cpu == torch.arange(B)).all())
         if keep is None:
             return _tiled_sets(x, valid_cpu, tau, approximate, epsilon, seed, group_cpu, sim_dtype)
         if not approximate and one_per_group:
             return _tiled_sets(x, valid_cpu, tau, False, epsilon, seed, None, sim_dtype, keep.cpu())
-    W, bound, units = _similarity_graph(x, valid_cpu, sim_dtype)
+    W, bound, units = _similarity_graph(x, valid if valid_cpu is None else valid_cpu, sim_dtype)
     exact = sim_dtype != torch.float64  # float64 products decide on their own
     capacity = None
     if sync_free and exact:
