@@ -125,8 +125,9 @@ def _stub_read(calls):
         (dict(tau=0.8, similarity_dtype="bfloat16", temporal=False), 1, 6),
         # F N x F N (12 x 49 rows) over the cap: the temporal step waits for S instead.
         (dict(tau=0.8, max_matrix_bytes=1 << 20), 2, 12),
-        (dict(retention=0.2, approximate=True), 2, 6),
-        (dict(tau=0.8, similarity_dtype="bfloat16", approximate=True), 2, 6),
+        (dict(retention=0.2, approximate=True), 1, 6),
+        (dict(tau=0.8, similarity_dtype="bfloat16", approximate=True), 1, 6),
+        (dict(tau=0.8, approximate=True, max_matrix_bytes=1 << 20), 2, 12),
     ],
 )
 def test_one_host_read_per_call(monkeypatch, kw, reads, frames):
@@ -140,6 +141,19 @@ def test_one_host_read_per_call(monkeypatch, kw, reads, frames):
     # The last read carries every flag and threshold of the call.
     assert {"flag_finite", "flag_spatial", "flag_temporal", "flag_merge"} <= set(calls[-1])
     assert result[0].tokens.device.type == "meta"
+
+
+def test_sample_drawn_without_reading_sizes_is_the_same():
+    """The device-side draw (sizes never read) picks the host draw's vertices, at any width."""
+    valid = torch.tensor([0, 1, 7, 40, 300, 301])
+    for group in (None, torch.tensor([0, 0, 1, 1, 1, 2])):
+        host = scc_module.sample_mask(valid, 301, 0.3, 5, group)
+        assert torch.equal(scc_module.sample_mask(valid, 301, 0.3, 5, group, _unread=True), host)
+    # A set drawn alone takes a prefix of its stream: a wider padding samples the same vertices.
+    alone = scc_module.sample_mask(valid, 301, 0.3, 5)
+    wide = scc_module.sample_mask(valid, 640, 0.3, 5, _unread=True)
+    assert torch.equal(wide[:, :301], alone) and not bool(wide[:, 301:].any())
+    assert alone.sum(1).tolist() == [0, 0, 7, 40, 64, 64]  # min(N, ceil(ln N / eps^2))
 
 
 def test_meta_tensors_catch_host_reads(monkeypatch):
@@ -244,7 +258,7 @@ def test_graph_level_partitions_agree_with_ties(seed):
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("kw", [dict(retention=0.1), dict(tau=0.9)])
+@pytest.mark.parametrize("kw", [dict(retention=0.1), dict(tau=0.9), dict(tau=0.9, approximate=True, epsilon=0.3)])
 def test_cuda_synchronizes_once_per_call(kw):
     x = clustered_video(frames=8, n=196, dim=64, seed=3).cuda()
     llava_scissor.compress(x, **kw)  # warm-up: lazy CUDA initialisation synchronizes

@@ -23,11 +23,11 @@ Host reads. Sizes and thresholds are read back to the host in one transfer at th
 (``_read_back``). A sync-free call (``ScissorConfig.sync_free``, the default on CUDA)
 reads nothing else: one read per call. A budget (not sampled) knows every size in
 advance. In threshold mode the spatial step's S tokens of a video go into its F * N
-rows, those from S on empty and masked out of the temporal step (``_Plan.bounded``);
-the merge step runs on the temporal step's rows with those past K masked, and S and
-K come with the final read. Two reads where that does not work: a sampled draw needs
-S on the host, and an F * N x F * N matrix over ``max_matrix_bytes`` would go strip by
-strip (strips are not sync-free), so S is read first and sizes the temporal step.
+rows, those from S on empty and masked out of the temporal step (``_Plan.bounded``;
+a sampled draw is ranked on the device among the real rows); the merge step runs on
+the temporal step's rows with those past K masked, and S and K come with the final
+read. Two reads where an F * N x F * N matrix would exceed ``max_matrix_bytes``: it
+would go strip by strip (not sync-free), so S is read first and sizes the temporal step.
 """
 
 from __future__ import annotations
@@ -102,16 +102,16 @@ def _sync_free(cfg: ScissorConfig, device: torch.device) -> bool:
 def _bounded(cfg: ScissorConfig, device: torch.device, rows: int) -> bool:
     """Whether a sync-free call can size its temporal step by F * N rows instead of reading S.
 
-    Threshold mode without sampling (a sampled draw needs S on the host), where the
-    rows x rows matrix fits under ``max_matrix_bytes`` (strips are not sync-free). The
-    matrix is larger than S x S, by little at the usual tau (S is most of F * N).
+    Where S is not known in advance (threshold mode, sampling) and the rows x rows
+    matrix fits under ``max_matrix_bytes`` (strips are not sync-free). The matrix is
+    larger than S x S, by little at the usual tau (S is most of F * N).
     """
     itemsize = 8 if similarity_dtype(cfg) == torch.float64 else 4
+    sizes_known = cfg.budgeted and not cfg.approximate
     return (
         _sync_free(cfg, device)
         and cfg.spatial
-        and not cfg.budgeted
-        and not cfg.approximate
+        and not sizes_known
         and rows * rows * itemsize <= cfg.max_matrix_bytes
     )
 
@@ -399,7 +399,7 @@ class _Plan:
     cfg: ScissorConfig
     sizes: list[tuple[int | None, int | None]]  # (S, K) per video, budget mode
     sizes_known: bool  # a budget is met exactly unless sampling removed the edges it needs
-    # Sync-free with sizes unknown (tau, no sampling): the spatial step's tokens live in
+    # Sync-free with sizes unknown (tau, sampling): the spatial step's tokens live in
     # F * N rows per video, those from S on empty, so nothing waits for S.
     bounded: bool
     sync_free: bool

@@ -58,10 +58,10 @@ class ScissorConfig:
             tokens x 256 originals) is capped by it too.
         sync_free: run without reading intermediate results back to the host, so a GPU
             never waits on the CPU inside a call: fixed-size buffers and a fixed number
-            of rounds. A call then reads the device once, at the end; twice with
-            ``approximate`` or when F * N x F * N similarities would exceed
-            ``max_matrix_bytes`` in threshold mode (the spatial step's output size
-            then shapes the temporal step). Same outputs either way; on the rare input with
+            of rounds. A call then reads the device once, at the end; twice when,
+            with S unknown in advance (threshold mode, ``approximate``), F * N x F * N
+            similarities would exceed ``max_matrix_bytes`` (the spatial step's output
+            size then shapes the temporal step). Same outputs either way; on the rare input with
             more near-ties than the fixed buffers hold, the call detects it and runs
             again with data-sized buffers. None (default): on CUDA devices only (on a
             CPU a read costs nothing and the data-sized path does less work). Token

@@ -199,28 +199,41 @@ def degrees(W: torch.Tensor, threshold: torch.Tensor, rows: int = 256) -> torch.
 
 
 def sample_mask(
-    valid: torch.Tensor, n: int, epsilon: float, seed: int, group: torch.Tensor | None = None
+    valid: torch.Tensor,
+    n: int,
+    epsilon: float,
+    seed: int,
+    group: torch.Tensor | None = None,
+    _unread: bool = False,
 ) -> torch.Tensor:
     """[B, n] bool: the vertices sampled by the paper's Eq. 2, N' = min(N, ceil(ln N / eps^2)).
 
     valid: [B] real vertices per set; group: [B] contiguous runs of sets drawn from one
     stream (default: each set its own). Every group draws from a fresh generator seeded
     with ``seed``, on the CPU, so a video's sample does not depend on the device or on
-    the other videos of a batch. The mask is on valid's device.
+    the other videos of a batch (a set drawn alone takes a prefix of one stream, the same
+    whatever n). The mask is on valid's device. valid on a device other than the CPU is
+    not read: the draw (which needs only n) is copied there and ranked there (``_unread``
+    takes that way on the CPU too, for tests).
     """
-    valid_cpu = valid.cpu()
-    B = valid_cpu.shape[0]
+    B = valid.shape[0]
     group_cpu = torch.arange(B) if group is None else group.cpu()
     noise = torch.empty(B, n)
     for g in torch.unique_consecutive(group_cpu).tolist():
         rows = (group_cpu == g).nonzero().flatten()
         noise[rows] = torch.rand(rows.numel(), n, generator=torch.Generator().manual_seed(seed))
-    noise[torch.arange(n) >= valid_cpu[:, None]] = 2.0  # padding sorts last
+
+    def wanted(v: int) -> int:
+        return min(v, math.ceil(math.log(v) / epsilon**2)) if v > 0 else 0
+
+    if valid.device.type == "cpu" and not _unread:
+        want = torch.tensor([wanted(v) for v in valid.tolist()])
+    else:
+        noise = to_device(noise, valid.device)
+        want = to_device(torch.tensor([wanted(v) for v in range(n + 1)]), valid.device)[valid]
+    noise.masked_fill_(torch.arange(n, device=noise.device) >= valid[:, None], 2.0)  # padding sorts last
     rank = noise.argsort(dim=1).argsort(dim=1)
-    wanted = torch.tensor(
-        [min(v, math.ceil(math.log(v) / epsilon**2)) if v > 0 else 0 for v in valid_cpu.tolist()]
-    )
-    return (rank < wanted[:, None]).to(valid.device)
+    return rank < want[:, None]
 
 
 @dataclass(frozen=True)
@@ -262,8 +275,8 @@ def components_of_sets(
     x: [B, n, d] raw tokens (padding rows anything); valid: [B] real rows per set.
     valid, keep and group may live on the CPU: they are small, and host copies of them
     are needed (sampling, sizes), so passing them there saves reading them back. With
-    ``sync_free`` valid may stay on the device, unread (not with ``approximate`` or for
-    sets that go strip by strip: those read it).
+    ``sync_free`` valid may stay on the device, unread (sets that go strip by strip
+    read it).
     sim_dtype: dtype of the similarity products (float32, bfloat16 or float64).
     Threshold mode (``keep`` None): components of ``cos > tau``. Budget mode: exactly
     ``keep[g]`` components per group of sets (``group``: [B], contiguous), by a
@@ -295,8 +308,8 @@ def components_of_sets(
     group_cpu = None if group is None else group.cpu()
     group = None if group is None else to_device(group, device)
     keep = None if keep is None else to_device(keep, device)
-    if valid_cpu is None and (approximate or n * n * unit_dtype(sim_dtype).itemsize > max_matrix_bytes):
-        valid_cpu = valid.cpu()  # sampling and strips size their work on the host
+    if valid_cpu is None and n * n * unit_dtype(sim_dtype).itemsize > max_matrix_bytes:
+        valid_cpu = valid.cpu()  # strips size their work on the host
     if n * n * unit_dtype(sim_dtype).itemsize > max_matrix_bytes:
         one_per_group = group_cpu is None or bool((group_cpu == torch.arange(B)).all())
         if keep is None:
@@ -312,7 +325,9 @@ def components_of_sets(
         capacity = band_capacity(B * n * (n - 1) // 2, halfwidth)
     in_band = torch.zeros((), dtype=torch.int64, device=device)
     tau_t = W.new_full((B,), tau)
-    sampled = to_device(sample_mask(valid_cpu, n, epsilon, seed, group_cpu), device) if approximate else None
+    sampled = None
+    if approximate:
+        sampled = to_device(sample_mask(valid if valid_cpu is None else valid_cpu, n, epsilon, seed, group_cpu), device)
     degree = None
     comps: Components
     # Low-precision products: the wide band is narrowed by float32 values first.
