@@ -514,7 +514,10 @@ def _temporal_step(plan: _Plan, spatial: list[torch.Tensor], counts: list[torch.
     means = labels
     if counts is not None:
         # Empty rows (labelled 0 like any padding) go to a spare segment, dropped below.
-        means = [torch.where(torch.arange(s, device=xs.device) < counts[v], labels[v], rows[v]) for v, s in enumerate(s_sizes)]
+        means = [
+            torch.where(torch.arange(s, device=xs.device) < counts[v], labels[v], rows[v])
+            for v, s in enumerate(s_sizes)
+        ]
     return _StepOut(
         labels=labels,
         tokens=[segment_mean(spatial[v], means[v], r + 1, plan.acc)[:r] for v, r in enumerate(rows)],
