@@ -99,21 +99,15 @@ def _sync_free(cfg: ScissorConfig, device: torch.device) -> bool:
     return device.type == "cuda" if cfg.sync_free is None else cfg.sync_free
 
 
-def _bounded(cfg: ScissorConfig, device: torch.device, rows: int) -> bool:
-    """Whether a sync-free call can size its temporal step by F * N rows instead of reading S.
+def _fits_in_memory(cfg: ScissorConfig, rows: int) -> bool:
+    """Whether a rows x rows similarity matrix stays under ``max_matrix_bytes`` (no strips).
 
-    Where S is not known in advance (threshold mode, sampling) and the rows x rows
-    matrix fits under ``max_matrix_bytes`` (strips are not sync-free). The matrix is
-    larger than S x S, by little at the usual tau (S is most of F * N).
+    A sync-free call that does not know S in advance (threshold mode, sampling) sizes its
+    temporal step by F * N rows instead of reading S where that matrix fits (strips are
+    not sync-free). It is larger than S x S, by little at the usual tau (S is most of F * N).
     """
     itemsize = 8 if similarity_dtype(cfg) == torch.float64 else 4
-    sizes_known = cfg.budgeted and not cfg.approximate
-    return (
-        _sync_free(cfg, device)
-        and cfg.spatial
-        and not sizes_known
-        and rows * rows * itemsize <= cfg.max_matrix_bytes
-    )
+    return rows * rows * itemsize <= cfg.max_matrix_bytes
 
 
 def check_videos(features: object, finite: bool = True) -> list[torch.Tensor]:
@@ -449,10 +443,10 @@ def _spatial_step(plan: _Plan, x_all: torch.Tensor, frames: list[int]) -> _StepO
     if plan.bounded:
         # Video v's tokens start at row frame_start[v] * N, its largest possible start.
         sizes, rows = None, [f * N for f in frames]
+        # offsets count the tokens of earlier frames of all videos; keep the video's own.
         group_dev = to_device(group, device)
         first = to_device(torch.tensor(frame_start), device)
-        before = per_frame.cumsum(0) - per_frame  # tokens of earlier frames, all videos
-        offsets = before - before.index_select(0, first)[group_dev] + first[group_dev] * N
+        offsets = offsets - offsets.index_select(0, first)[group_dev] + first[group_dev] * N
         base = [s * N for s in frame_start]
     else:
         sizes = [s for s, _ in plan.sizes] if plan.sizes_known else _ints(_read_back(sizes=per_video)["sizes"])
@@ -554,14 +548,16 @@ def _compress_videos(videos: list[torch.Tensor], cfg: ScissorConfig) -> list[Com
     device, dtype = videos[0].device, videos[0].dtype
     N, d = videos[0].shape[1], videos[0].shape[2]
     frames = [int(v.shape[0]) for v in videos]
+    sync_free = _sync_free(cfg, device)
+    sizes_known = cfg.budgeted and not cfg.approximate
     plan = _Plan(
         cfg=cfg,
         sizes=[budget_sizes(f, N, cfg) for f in frames],
-        sizes_known=cfg.budgeted and not cfg.approximate,
-        sync_free=_sync_free(cfg, device),
+        sizes_known=sizes_known,
+        sync_free=sync_free,
         sim_dtype=similarity_dtype(cfg),
         acc=torch.float64 if dtype == torch.float64 else torch.float32,
-        bounded=_bounded(cfg, device, max(frames) * N),
+        bounded=sync_free and cfg.spatial and not sizes_known and _fits_in_memory(cfg, max(frames) * N),
     )
     check_matrix_memory(plan.sizes, cfg)
     flags: dict[str, torch.Tensor] = {}

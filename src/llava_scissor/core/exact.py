@@ -183,16 +183,10 @@ def _certified_canonical(
 
     v = torch.empty(P, dtype=torch.float64, device=a.device)
     for s in range(0, P, C):
-        ci, cj = i[s : s + C], j[s : s + C]
-        if a is b:  # pairs within one set: a row at either end is prepared once
-            rows, inverse = torch.unique(torch.cat([ci, cj]), return_inverse=True)
-            u = rows64(a, rows, 0)
-            v[s : s + C] = _sampled_dots(u, inverse[: ci.shape[0]], u, inverse[ci.shape[0] :])
-        else:
-            rows_i, ci = torch.unique(ci, return_inverse=True)
-            rows_j, cj = torch.unique(cj, return_inverse=True)
-            ua = rows64(a, rows_i, 0)
-            v[s : s + C] = _sampled_dots(ua, ci, rows64(b, rows_j, ua.shape[0]), cj)
+        rows_i, ci, rows_j, cj = _distinct_rows(a, i[s : s + C], b, j[s : s + C])
+        ua = rows64(a, rows_i, 0)
+        ub = ua if rows_j is rows_i else rows64(b, rows_j, ua.shape[0])
+        v[s : s + C] = _sampled_dots(ua, ci, ub, cj)
     lo, hi = (v - delta).float(), (v + delta).float()
     undecided = (lo != hi).nonzero().flatten()
     if undecided.shape[0]:
@@ -215,13 +209,25 @@ def float32_similarity(
         return torch.empty(0, dtype=torch.float32, device=a.device)
     if unit:
         return _sampled_dots(a, i, b, j)
-    if a is b:  # pairs within one token set: each distinct row normalized once
+    rows_i, i, rows_j, j = _distinct_rows(a, i, b, j)
+    ua = _units_of_rows(a, rows_i)
+    return _sampled_dots(ua, i, ua if rows_j is rows_i else _units_of_rows(b, rows_j), j)
+
+
+def _distinct_rows(
+    a: torch.Tensor, i: torch.Tensor, b: torch.Tensor, j: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The distinct rows a pair list needs -> (rows of a, i into them, rows of b, j into them).
+
+    When a is b (pairs within one token set) both ends share one row set, returned as
+    the same tensor twice, so that each row is prepared once.
+    """
+    if a is b:
         rows, inverse = torch.unique(torch.cat([i, j]), return_inverse=True)
-        units = _units_of_rows(a, rows)
-        return _sampled_dots(units, inverse[: i.shape[0]], units, inverse[i.shape[0] :])
+        return rows, inverse[: i.shape[0]], rows, inverse[i.shape[0] :]
     rows_i, i = torch.unique(i, return_inverse=True)
     rows_j, j = torch.unique(j, return_inverse=True)
-    return _sampled_dots(_units_of_rows(a, rows_i), i, _units_of_rows(b, rows_j), j)
+    return rows_i, i, rows_j, j
 
 
 def _sampled_dots(ua: torch.Tensor, i: torch.Tensor, ub: torch.Tensor, j: torch.Tensor) -> torch.Tensor:

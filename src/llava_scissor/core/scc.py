@@ -302,21 +302,22 @@ def components_of_sets(
         # bfloat16 band (several per cent of the pairs near a cut) would cost more to
         # re-check than the products save. Exact decisions make the result the same.
         sim_dtype = torch.float32
-    # A sync-free caller may know the sizes on the device only: nothing then reads them.
-    valid_cpu = None if sync_free and valid.device.type != "cpu" else valid.cpu()
+    tiled = n * n * unit_dtype(sim_dtype).itemsize > max_matrix_bytes
+    # A sync-free caller may know the sizes on the device only: nothing then reads them
+    # (strips size their work on the host, so they do).
+    valid_cpu = None if sync_free and valid.device.type != "cpu" and not tiled else valid.cpu()
     valid = to_device(valid, device)
+    sizes = valid if valid_cpu is None else valid_cpu  # read nowhere but on the host
     group_cpu = None if group is None else group.cpu()
     group = None if group is None else to_device(group, device)
     keep = None if keep is None else to_device(keep, device)
-    if valid_cpu is None and n * n * unit_dtype(sim_dtype).itemsize > max_matrix_bytes:
-        valid_cpu = valid.cpu()  # strips size their work on the host
-    if n * n * unit_dtype(sim_dtype).itemsize > max_matrix_bytes:
+    if tiled:
         one_per_group = group_cpu is None or bool((group_cpu == torch.arange(B)).all())
         if keep is None:
             return _tiled_sets(x, valid_cpu, tau, approximate, epsilon, seed, group_cpu, sim_dtype)
         if not approximate and one_per_group:
             return _tiled_sets(x, valid_cpu, tau, False, epsilon, seed, None, sim_dtype, keep.cpu())
-    W, bound, units = _similarity_graph(x, valid if valid_cpu is None else valid_cpu, sim_dtype)
+    W, bound, units = _similarity_graph(x, sizes, sim_dtype)
     exact = sim_dtype != torch.float64  # float64 products decide on their own
     capacity = None
     if sync_free and exact:
@@ -327,7 +328,7 @@ def components_of_sets(
     tau_t = W.new_full((B,), tau)
     sampled = None
     if approximate:
-        sampled = to_device(sample_mask(valid if valid_cpu is None else valid_cpu, n, epsilon, seed, group_cpu), device)
+        sampled = to_device(sample_mask(sizes, n, epsilon, seed, group_cpu), device)
     degree = None
     comps: Components
     # Low-precision products: the wide band is narrowed by float32 values first.
