@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import os
 import tracemalloc
+import warnings
 
 import numpy as np
 import pytest
 
 av = pytest.importorskip("av")
 
-from llava_scissor import ScissorError  # noqa: E402
-from llava_scissor.video import probe, read_video, sample_indices  # noqa: E402
+from llava_scissor import ScissorError, ScissorWarning  # noqa: E402
+from llava_scissor.video import check_request, memory_limit, probe, read_video, sample_indices  # noqa: E402
 
 # (suffix, encoder, pixel format); lossy codecs, so pixel checks allow a tolerance
 FORMATS = [
@@ -83,21 +84,147 @@ def test_sample_indices_rule():
     for total in (1, 2, 7, 30, 1000):
         for n in (1, 2, 8, 32):
             idx = sample_indices(total, n)
-            assert len(idx) == n
+            assert len(idx) == min(n, total)  # never more frames than the video has
+            assert len(sample_indices(total, n, repeat=True)) == n
             assert idx[0] == 0 and all(0 <= i < total for i in idx)
             assert idx == sorted(idx)
-            if n > 1:
+            if min(n, total) > 1:
                 assert idx[-1] == total - 1
-    assert sample_indices(3, 6) == [0, 0, 0, 1, 1, 2]  # more frames than the video: repeats
+    assert sample_indices(3, 6) == [0, 1, 2]  # each frame once
+    assert sample_indices(3, 6, repeat=True) == [0, 0, 0, 1, 1, 2]  # repeats only when asked
     assert sample_indices(100, 4) == [0, 33, 66, 99]
 
 
-def test_more_frames_than_the_video_repeats(tmp_path):
+def test_one_sampling_rule_for_decoder_and_model_inputs(tmp_path):
+    """11 frames, 4 samples: LLaVA-OneVision's linspace(0, 10, 4) = 0, 3.33, 6.67, 10 truncates
+    to frame 6 (rounding would give 7); the decoder and the model inputs agree."""
+    pytest.importorskip("transformers")
+    from llava_scissor.integrations.hf.inputs import sample_frames
+
+    assert sample_indices(11, 4) == [0, 3, 6, 10]
+    frames = np.arange(11, dtype=np.uint8)[:, None, None, None] * np.ones((1, 2, 2, 3), np.uint8)
+    assert sample_frames(frames, 4)[:, 0, 0, 0].tolist() == [0, 3, 6, 10]
+    assert read_video(write_video(str(tmp_path / "eleven.mp4"), 11), 4).indices == (0, 3, 6, 10)
+    assert sample_frames(frames, 20).shape[0] == 11  # never padded
+
+
+def test_more_frames_than_the_video_uses_each_frame_once(tmp_path):
     path = write_video(str(tmp_path / "short.mp4"), 3)
-    clip = read_video(path, 5)
+    with pytest.warns(ScissorWarning, match="has 3 frames, fewer than the 5 asked: each frame used once"):
+        clip = read_video(path, 5)
+    assert clip.frames.shape[0] == 3 and clip.indices == (0, 1, 2)
+    assert (clip.requested, clip.available, clip.truncated) == (5, 3, False)
+    assert "none repeated" in clip.note
+
+
+def test_repetition_only_when_asked(tmp_path):
+    path = write_video(str(tmp_path / "short.mp4"), 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # asked for: no warning
+        clip = read_video(path, 5, repeat=True)
     assert clip.frames.shape[0] == 5
-    assert list(clip.indices) == [0, 0, 1, 1, 2]
+    assert list(clip.indices) == [0, 0, 1, 1, 2]  # a repeated frame keeps its own index
+    assert clip.timestamps == pytest.approx([0.0, 0.0, 0.1, 0.1, 0.2])
     np.testing.assert_array_equal(clip.frames[0], clip.frames[1])
+    assert clip.note.endswith("frames repeated to give 5")
+
+
+def test_one_frame_video(tmp_path):
+    path = write_video(str(tmp_path / "one.mp4"), 1)
+    with pytest.warns(ScissorWarning, match="has 1 frame, fewer than the 32 asked"):
+        clip = read_video(path, 32)
+    assert clip.frames.shape[0] == 1 and clip.indices == (0,)
+
+
+def test_exact_request_has_no_note(tmp_path):
+    path = write_video(str(tmp_path / "v.mp4"), 12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        clip = read_video(path, 12)
+    assert clip.note is None and clip.indices == tuple(range(12))
+
+
+def _faststart_video(path: str, frames: int, gop: int = 5) -> str:
+    """An mp4 with its index at the front, as most downloaded videos have: cut in half it
+    still opens, and its header promises every frame. The top-left quarter of frame i is
+    a flat level(i); the bottom-right quarter is noise, so that frames fill the file."""
+    with av.open(path, "w", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.gop_size = gop
+        rng = np.random.default_rng(0)
+        for i in range(frames):
+            array = np.full((48, 64, 3), level(i), np.uint8)
+            array[24:, 32:] = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def _cut(path: str, out: str, fraction: float = 0.5) -> str:
+    data = open(path, "rb").read()
+    with open(out, "wb") as fh:
+        fh.write(data[: int(len(data) * fraction)])
+    return out
+
+
+@pytest.mark.parametrize("seek", [False, True, None])
+def test_truncated_stream_is_sampled_from_what_decodes(tmp_path, seek):
+    full = _faststart_video(str(tmp_path / "full.mp4"), 30)
+    cut = _cut(full, str(tmp_path / "cut.mp4"))
+    assert probe(cut).frames == 30  # the header still promises all 30 frames
+    with pytest.warns(ScissorWarning, match=r"the stream ends after \d+ of the 30 frames"):
+        clip = read_video(cut, 8, seek=seek)
+    assert clip.truncated and 0 < clip.available < 30
+    assert clip.indices == tuple(sample_indices(clip.available, 8))  # spread over the frames that exist
+    assert clip.indices[-1] == clip.available - 1 and len(set(clip.indices)) == 8  # nothing repeated
+    assert clip.timestamps == pytest.approx([i / 10 for i in clip.indices])
+    got = clip.frames[:, :20, :28].reshape(8, -1).mean(1)
+    want = np.array([level(i) for i in clip.indices], dtype=float)
+    assert np.abs(got - want).max() < 10, (got, want)  # each frame is the frame its index says
+    assert "sampled 8 frames from the" in clip.note
+
+
+def test_truncated_sample_video_is_not_relabelled(tmp_path):
+    """docs/sample.mp4 cut at half: 58 of 120 frames decode. Before, frame 57 was repeated 16
+    times under indices 61-119 and times 5.1-9.9 s."""
+    cut = _cut(os.path.join(ROOT, "docs", "sample.mp4"), str(tmp_path / "half.mp4"))
+    with pytest.warns(ScissorWarning, match="truncated or damaged"):
+        clip = read_video(cut, 32)
+    assert clip.truncated and clip.available < 120
+    assert max(clip.indices) == clip.available - 1 and len(set(clip.indices)) == 32
+    assert max(clip.timestamps) < clip.available / 12 + 1e-6
+    for a, b in zip(clip.frames[:-1], clip.frames[1:]):
+        assert not np.array_equal(a, b)  # the sample's car moves: no frame repeated
+
+
+def test_truncated_and_too_few_frames(tmp_path):
+    full = _faststart_video(str(tmp_path / "full.mp4"), 30)
+    cut = _cut(full, str(tmp_path / "cut.mp4"))
+    with pytest.warns(ScissorWarning, match="fewer than the 64 asked"):
+        clip = read_video(cut, 64)
+    assert clip.indices == tuple(range(clip.available))
+
+
+def test_memory_is_checked_before_decoding(tmp_path, monkeypatch):
+    path = write_video(str(tmp_path / "v.mp4"), 4, size=(64, 48))
+    need = check_request(probe(path), 4)
+    assert need == 4 * 48 * 64 * 3
+    from llava_scissor.video import _decode
+
+    monkeypatch.setattr(_decode, "_decode", lambda *a, **k: pytest.fail("decoded before the check"))
+    with pytest.raises(ScissorError, match=r"100,000 frames of 64x48 need 0.9 GiB of memory once decoded, "
+                                           r"more than the limit of 1.0 MiB \(max_bytes\)") as err:
+        read_video(path, 100_000, repeat=True, max_bytes=2**20)
+    assert "\n" not in str(err.value)
+    limit, why = memory_limit()
+    assert limit > 0 and why
+    with pytest.raises(ScissorError, match="more than the limit of .* memory available|fixed limit"):
+        read_video(path, 10**9, repeat=True)  # 9 TB of frames, whatever this machine has
+    # without repeat the request is 4 frames: it fits
+    assert check_request(probe(path), 100_000, max_bytes=2**20) == need
 
 
 def test_seeking_gives_the_same_frames(tmp_path):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._errors import ScissorError
+from ._errors import ScissorError, ScissorWarning
 from .core import CompressionResult, ScissorConfig, SCCResult, scc
 from .api import compress
 
@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ScissorError",
+    "ScissorWarning",
     "ScissorConfig",
     "CompressionResult",
     "SCCResult",

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..._errors import ScissorError
+from ..._sampling import sample_indices
 from .families import supported_model_types
 
 __all__ = ["ProcessorParts", "load_processor", "build_video_inputs", "sample_frames"]
@@ -98,20 +99,17 @@ def load_processor(name_or_path: str, **kwargs: Any) -> Any:
 
 
 def sample_frames(frames: Any, num_frames: int | None) -> np.ndarray:
-    """frames: [F, H, W, 3] uint8 -> [num_frames, H, W, 3], uniformly spread (first and
-    last frame included); all frames when ``num_frames`` is None or >= F."""
+    """frames: [F, H, W, 3] uint8 -> [min(num_frames, F), H, W, 3], spread uniformly by the
+    library's one rule (``llava_scissor.video.sample_indices``: LLaVA-OneVision's, first and
+    last frame included); all frames when ``num_frames`` is None or >= F (never repeated)."""
     array = frames.cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
     if array.ndim != 4 or array.shape[-1] != 3:
         raise ScissorError(f"frames must be [frames, height, width, 3], got shape {array.shape}")
     if array.dtype != np.uint8:
         raise ScissorError(f"frames must be uint8 RGB, got dtype {array.dtype}")
-    total = array.shape[0]
-    if num_frames is None or num_frames >= total:
+    if num_frames is None:
         return array
-    if num_frames < 1:
-        raise ScissorError(f"num_frames must be >= 1, got {num_frames}")
-    idx = np.linspace(0, total - 1, num_frames).round().astype(np.int64)
-    return array[idx]
+    return array[sample_indices(array.shape[0], num_frames)]
 
 
 def build_video_inputs(
