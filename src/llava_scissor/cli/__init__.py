@@ -6,7 +6,9 @@
     llava-scissor info
 
 Every error is one line on stderr, ``llava-scissor: error: ...``, and exit status 2
-(1 for an unexpected failure; set LLAVA_SCISSOR_DEBUG=1 to see its traceback).
+(1 for an unexpected failure; set LLAVA_SCISSOR_DEBUG=1 to see its traceback). A video
+read differently from what was asked (its stream ends early, or it has fewer frames than
+``--frames``) gives one line ``llava-scissor: warning: ...`` and the command goes on.
 """
 
 from __future__ import annotations
@@ -115,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("video", metavar="VIDEO")
     ask.add_argument("question", metavar="QUESTION")
     ask.add_argument("--frames", type=_positive_int("frames"), default=DEFAULT_FRAMES, metavar="N", help=f"frames sampled uniformly (default {DEFAULT_FRAMES})")
+    ask.add_argument("--repeat-frames", action="store_true", help="repeat frames of a video shorter than N to give N (default: each frame once)")
     ask.add_argument("--compare", action="store_true", help="also answer without compression and compare")
     ask.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     ask.add_argument("--max-new-tokens", type=_positive_int("max-new-tokens"), default=128, metavar="T", help="answer length limit (default 128)")
@@ -127,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("video", metavar="VIDEO", nargs="?")
     comp.add_argument("--features", metavar="FILE", help=".safetensors (tensor 'features'), .pt or .npy, shaped [frames, tokens, dim]")
     comp.add_argument("--frames", type=_positive_int("frames"), default=None, metavar="N", help=f"frames sampled from VIDEO (default {DEFAULT_FRAMES})")
+    comp.add_argument("--repeat-frames", action="store_true", help="repeat frames of a video shorter than N to give N (default: each frame once)")
     comp.add_argument("-o", "--output", required=True, metavar="OUT.safetensors")
     comp.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
@@ -138,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     vis.add_argument("video", metavar="VIDEO")
     vis.add_argument("--features", metavar="FILE", help="features [frames, tokens, dim] of VIDEO's uniformly sampled frames (no model)")
     vis.add_argument("--frames", type=_positive_int("frames"), default=None, metavar="N", help=f"frames sampled (default {DEFAULT_FRAMES}; with --features, its frame count)")
+    vis.add_argument("--repeat-frames", action="store_true", help="repeat frames of a video shorter than N to give N (default: each frame once)")
     vis.add_argument("--grid", type=_grid, metavar="HxW", help="token grid of one frame when it is not square")
     vis.add_argument("--title", help="heading of the picture (default: the video and the model or features file)")
     vis.add_argument("-o", "--output", required=True, metavar="OUT.png|.gif|.html")

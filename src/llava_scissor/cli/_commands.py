@@ -9,15 +9,16 @@ import os
 import platform
 import sys
 import time
+import warnings
 from typing import Any
 
 import torch
 
 from .. import __version__
-from .._errors import ScissorError
+from .._errors import ScissorError, ScissorWarning
 from ..core.config import ScissorConfig
 from ..core.result import CompressionResult
-from . import DEFAULT_FRAMES, DEFAULT_MODEL
+from . import DEFAULT_FRAMES, DEFAULT_MODEL, PROG
 from ._io import load_features, save_result
 from ._progress import Progress
 
@@ -99,18 +100,32 @@ def _seconds(value: float | None) -> str:
     return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
 
 
-def _check_video(path: str) -> None:
-    """Fail on a missing or unreadable video before loading a model."""
-    from ..video import probe
+def _check_video(path: str, frames: int, repeat: bool) -> None:
+    """Fail on a missing or unreadable video, or frames over the memory limit, before loading a model."""
+    from ..video import check_request, probe
 
-    probe(path)
+    check_request(probe(path), frames, repeat=repeat, max_side=MAX_SIDE)
 
 
-def _read_clip(path: str, frames: int, progress: Progress) -> Any:
+def _read_clip(path: str, frames: int, repeat: bool, progress: Progress, *, say: bool = True) -> Any:
+    """The sampled clip; with ``say``, its note (if any) as one warning line on stderr."""
     from ..video import read_video
 
-    with progress.bar("decoding", frames) as bar:
-        return read_video(path, frames, max_side=MAX_SIDE, progress=bar.update)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ScissorWarning)  # said once, as one line, by _say
+        with progress.bar("decoding", frames) as bar:
+            clip = read_video(path, frames, repeat=repeat, max_side=MAX_SIDE, progress=bar.update)
+    if say:
+        _say(clip)
+    return clip
+
+
+def _say(clip: Any) -> None:
+    """One line on stderr when the clip differs from what was asked."""
+    if clip.note is None:
+        return
+    hint = f" (--repeat-frames repeats frames up to {clip.requested})" if clip.num_frames < clip.requested else ""
+    sys.stderr.write(f"{PROG}: warning: {clip.note}{hint}\n")
 
 
 def _load(args: argparse.Namespace, progress: Progress) -> Any:
@@ -127,7 +142,7 @@ def ask(args: argparse.Namespace) -> int:
     from ._model import answer
 
     config = _config(args)
-    _check_video(args.video)
+    _check_video(args.video, args.frames, args.repeat_frames)
     progress = Progress(quiet=args.quiet)
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -135,7 +150,7 @@ def ask(args: argparse.Namespace) -> int:
     timings["load"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    clip = _read_clip(args.video, args.frames, progress)
+    clip = _read_clip(args.video, args.frames, args.repeat_frames, progress)
     timings["decode"] = time.perf_counter() - start
 
     run = answer(loaded, clip.frames, args.question, config, max_new_tokens=args.max_new_tokens, progress=progress)
@@ -270,12 +285,13 @@ def _encode_video(args: argparse.Namespace, progress: Progress, timings: dict[st
     """
     from ._model import encode
 
-    _check_video(args.video)
+    frames = args.frames or DEFAULT_FRAMES
+    _check_video(args.video, frames, args.repeat_frames)
     start = time.perf_counter()
     loaded = _load(args, progress)
     timings["load"] = time.perf_counter() - start
     start = time.perf_counter()
-    clip = _read_clip(args.video, args.frames or DEFAULT_FRAMES, progress)
+    clip = _read_clip(args.video, frames, args.repeat_frames, progress)
     timings["decode"] = time.perf_counter() - start
     with progress.bar("vision tower"):
         features, timings["vision"] = encode(loaded, clip.frames)
@@ -312,8 +328,12 @@ def visualize(args: argparse.Namespace) -> int:
         if args.frames is not None and args.frames != frames:
             raise ScissorError(f"--frames {args.frames} differs from the {frames} frames of {args.features}")
         resolve_grid(int(features.shape[1]), grid)  # fail before decoding
+        _check_video(args.video, frames, args.repeat_frames)
         start = time.perf_counter()
-        clip = _read_clip(args.video, frames, progress)
+        clip = _read_clip(args.video, frames, args.repeat_frames, progress, say=False)
+        if clip.num_frames != frames:
+            raise ScissorError(f"{args.features} holds {frames} frames but the video gives {clip.num_frames}: {clip.note}")
+        _say(clip)
         timings["decode"] = time.perf_counter() - start
         source = f"features {os.path.basename(args.features)}"
     else:
