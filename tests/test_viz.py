@@ -114,3 +114,45 @@ def test_the_committed_picture():
     with PIL.open(path) as img:
         assert img.format == "PNG" and img.size[0] > 1000 and img.size[1] > 500
     assert os.path.getsize(path) < 1024 * 1024
+
+
+@pytest.mark.parametrize("h,w", [(30, 40), (36, 64), (64, 36), (40, 40)])
+def test_frames_keep_their_aspect_ratio_under_the_grid(h, w):
+    """4:3, 16:9 and 9:16 frames are drawn at their own shape, the token grid stretched over them."""
+    result = llava_scissor.compress(halves(), tau=0.9)  # 4 x 4 grid, left and right halves
+    colors = component_colors(2).astype(float)
+    labels = frame_labels(result)
+    tiles = render_frames(grey(2, h, w), result, cell=10)
+    tw, th = tiles[0].size
+    assert max(tw, th) == 40
+    assert abs(tw / th - w / h) < 0.05, (tw, th)
+    px = np.asarray(tiles[0], dtype=float)  # [th, tw, 3]
+    for row in range(4):
+        y = int((row + 0.5) * th / 4)
+        for col, x in ((0, int(0.5 * tw / 4)), (3, int(3.5 * tw / 4))):
+            np.testing.assert_allclose(px[y, x], 128 * 0.55 + colors[labels[0, row, col]] * 0.45, atol=1.5)
+    middle = tw // 2  # the border between the halves runs down the middle of the frame
+    assert px[th // 2, middle].mean() < 0.5 * px[th // 2, 1].mean()
+
+
+def test_rectangular_grid_over_a_wide_frame():
+    result = llava_scissor.compress(torch.randn(2, 12, 8, generator=torch.Generator().manual_seed(1)), tau=0.5)
+    tiles = render_frames(grey(2, 36, 64), result, grid=(3, 4), cell=12)
+    assert tiles[0].size == (48, 27)
+
+
+def test_png_has_a_legend():
+    from llava_scissor.viz import legend
+
+    result = llava_scissor.compress(halves(), tau=0.9)
+    marks = dict(legend(result))
+    assert set(marks) == {"colour", "line", "tokens"}  # nothing dropped: no grey entry
+    assert "output token" in marks["colour"] and "border" in marks["line"]
+    assert marks["tokens"] == "tokens before -> after: 32 -> 2 (6.2% kept)"
+    pruned = llava_scissor.compress(torch.randn(2, 16, 8), method="vidcom2", retention=0.25)
+    assert (pruned.assignment < 0).any() and "dropped" in dict(legend(pruned))["grey"]
+    img = np.asarray(render(grey(2), result), dtype=int)
+    first = component_colors(2)[0].astype(int)
+    legend_rows = img[62 : 62 + 15 * len(marks)]  # under the title and the summary line
+    assert (np.abs(legend_rows - first).sum(-1) == 0).sum() >= 40  # the colour swatch
+    assert (np.abs(legend_rows - np.array([16, 16, 16])).sum(-1) == 0).sum() >= 10  # the border line

@@ -10,6 +10,6 @@ step and the overall retention.
     save("out.png", clip.frames, result)       # or .gif, .html
 """
 
-from ._draw import component_colors, frame_labels, render, render_frames, save, spatial_counts
+from ._draw import component_colors, frame_labels, legend, render, render_frames, save, spatial_counts
 
-__all__ = ["component_colors", "frame_labels", "render", "render_frames", "save", "spatial_counts"]
+__all__ = ["component_colors", "frame_labels", "legend", "render", "render_frames", "save", "spatial_counts"]

@@ -17,7 +17,7 @@ from .._errors import ScissorError
 if TYPE_CHECKING:
     from ..core.result import CompressionResult
 
-__all__ = ["component_colors", "frame_labels", "render", "render_frames", "save", "spatial_counts"]
+__all__ = ["component_colors", "frame_labels", "legend", "render", "render_frames", "save", "spatial_counts"]
 
 _TINT = 0.45  # weight of the component colour over the frame
 _BORDER = (16, 16, 16)
@@ -104,10 +104,13 @@ def render_frames(
 ) -> list[Any]:
     """One tinted ``PIL.Image`` per frame; frames: [F, H, W, 3] uint8 RGB.
 
-    Each frame is resized to the token grid (gw * cell x gh * cell pixels, the square
-    view a SigLIP tower sees; by default ``cell`` makes the longer side about ``side``
-    pixels), every cell is tinted by its output token's colour and borders between
-    different output tokens are drawn.
+    Each frame keeps its own aspect ratio (a 16:9 frame stays 16:9) and the token grid
+    (gh x gw) is laid over the whole of it, so a cell covers the part of the frame that
+    the vision tower turned into that token (SigLIP resizes the frame to a square, which
+    is why a square grid over a wide frame has wide cells). The longer side is
+    ``cell * max(gh, gw)`` pixels (by default ``cell`` makes it about ``side``); every
+    cell is tinted by its output token's colour and borders between different output
+    tokens are drawn.
     """
     Image = _pil().Image
     frames = _check_frames(frames, result)
@@ -115,12 +118,15 @@ def render_frames(
     gh, gw = labels.shape[1:]
     if cell is None:
         cell = max(4, math.ceil(side / max(gh, gw)))
+    tw, th = _tile_size(frames.shape[2], frames.shape[1], gh, gw, cell)
+    rows = np.arange(th) * gh // th  # [th] grid row under each pixel row
+    cols = np.arange(tw) * gw // tw  # [tw] grid column under each pixel column
     colors = component_colors(result.num_tokens).astype(np.float32)  # [K, 3]
     out = []
     for frame, lab in zip(frames, labels):
-        pixels = Image.fromarray(frame).resize((gw * cell, gh * cell), Image.Resampling.BICUBIC)
-        base = np.asarray(pixels, dtype=np.float32)  # [gh*cell, gw*cell, 3]
-        big = np.repeat(np.repeat(lab, cell, axis=0), cell, axis=1)  # [gh*cell, gw*cell]
+        pixels = Image.fromarray(frame).resize((tw, th), Image.Resampling.BICUBIC)
+        base = np.asarray(pixels, dtype=np.float32)  # [th, tw, 3]
+        big = lab[rows][:, cols]  # [th, tw]
         kept = big >= 0
         tint = colors[np.clip(big, 0, None)]
         img = np.where(kept[..., None], base * (1 - _TINT) + tint * _TINT, base.mean(-1, keepdims=True) * 0.5)
@@ -135,6 +141,53 @@ def render_frames(
         img[edge] = img[edge] * (1 - _BORDER_ALPHA) + border * _BORDER_ALPHA
         out.append(Image.fromarray(np.clip(img + 0.5, 0, 255).astype(np.uint8)))
     return out
+
+
+def _tile_size(width: int, height: int, gh: int, gw: int, cell: int) -> tuple[int, int]:
+    """(width, height) of a drawn frame: the frame's aspect ratio, the longer side
+    ``cell * max(gh, gw)``, and at least one pixel per grid cell each way."""
+    longest = cell * max(gh, gw)
+    if width >= height:
+        return longest, max(gh, round(longest * height / width))
+    return max(gw, round(longest * width / height)), longest
+
+
+def legend(result: CompressionResult) -> list[tuple[str, str]]:
+    """What the picture's marks mean, as (mark, text) pairs, one legend row each:
+    ``colour``, ``line``, ``grey`` (only when tokens were dropped) and ``tokens``."""
+    items = [
+        ("colour", "colour: the output token a cell was merged into (one colour per token, the same in every frame)"),
+        ("line", "dark line: a border between cells of different output tokens"),
+    ]
+    if bool((result.assignment < 0).any()):
+        items.append(("grey", "dark grey: dropped, merged into no output token"))
+    items.append(("tokens", f"tokens before -> after: {result.num_input_tokens:,} -> {result.num_tokens:,} "
+                            f"({result.retention:.1%} kept)"))
+    return items
+
+
+_LEGEND_ROW = 15  # pixels per legend row
+
+
+def _draw_legend(draw: Any, x: int, y: int, result: CompressionResult, font: Any) -> None:
+    """The legend rows at (x, y): a mark (swatches, a border between two cells, a grey
+    cell, an arrow) then its meaning."""
+    colors = component_colors(min(max(result.num_tokens, 1), 3))
+    for row, (mark, text) in enumerate(legend(result)):
+        top = y + row * _LEGEND_ROW
+        if mark == "colour":
+            for j, c in enumerate(colors):
+                draw.rectangle((x + 9 * j, top + 2, x + 9 * j + 8, top + 11), fill=tuple(int(v) for v in c))
+        elif mark == "line":
+            draw.rectangle((x, top + 2, x + 12, top + 11), fill=tuple(int(v) for v in colors[0]))
+            draw.rectangle((x + 13, top + 2, x + 25, top + 11), fill=tuple(int(v) for v in colors[-1]))
+            draw.line((x + 12, top, x + 12, top + 13), fill=_BORDER, width=2)
+        elif mark == "grey":
+            draw.rectangle((x, top + 2, x + 25, top + 11), fill=(64, 64, 64))
+        else:
+            draw.line((x, top + 7, x + 22, top + 7), fill=_INK, width=2)
+            draw.polygon(((x + 25, top + 7), (x + 19, top + 3), (x + 19, top + 11)), fill=_INK)
+        draw.text((x + 34, top + 1), text, font=font, fill=_INK if mark == "tokens" else _MUTED)
 
 
 def render(
@@ -164,13 +217,14 @@ def render(
     margin, gap, caption = 20, 10, 18
     title_font, font, small = _font(20), _font(13), _font(11)
     width = max(2 * margin + columns * tw + (columns - 1) * gap, 760)
-    header = 64
+    header = 64 + _LEGEND_ROW * len(legend(result)) + 6
     panel_h = 200
     height = header + rows * (th + caption + gap) + panel_h + margin
     canvas = PIL.Image.new("RGB", (width, height), _BACKGROUND)
     draw = PIL.ImageDraw.Draw(canvas)
     draw.text((margin, 14), title or "LLaVA-Scissor: semantic connected components", font=title_font, fill=_INK)
     draw.text((margin, 40), _summary(result), font=font, fill=_MUTED)
+    _draw_legend(draw, margin, 62, result, small)
     for i, tile in enumerate(tiles):
         r, c = divmod(i, columns)
         x = margin + c * (tw + gap)
