@@ -83,8 +83,8 @@ class Clip:
     indices: tuple[int, ...]
     timestamps: tuple[float, ...] | None
     info: VideoInfo
-    requested: int = 0
-    available: int = 0
+    requested: int
+    available: int
     note: str | None = None
 
     @property

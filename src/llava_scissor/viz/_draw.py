@@ -369,15 +369,18 @@ def _gif_pages(
     margin = 16
     width = max(tw + 2 * margin, 640)
     font, small = _font(13), _font(11)
+    extra = _LEGEND_ROW * len(legend(result)) + 4
     pages = []
     for i, tile in enumerate(tiles):
-        page = PIL.Image.new("RGB", (width, th + 230), _BACKGROUND)
+        page = PIL.Image.new("RGB", (width, th + 230 + extra), _BACKGROUND)
         draw = PIL.ImageDraw.Draw(page)
         page.paste(tile, ((width - tw) // 2, margin))
         when = f" at {timestamps[i]:.1f} s" if timestamps is not None else ""
         draw.text((margin, th + margin + 6), f"frame {i}{when}: {counts[i]} tokens after the spatial step", font=font, fill=_INK)
         draw.text((margin, th + margin + 24), _summary(result), font=small, fill=_MUTED)
-        _bars(draw, (margin, th + margin + 46, width - margin, th + 222), counts, finals, result, font, small, highlight=i)
+        _draw_legend(draw, margin, th + margin + 42, result, small)
+        box = (margin, th + margin + 46 + extra, width - margin, th + 222 + extra)
+        _bars(draw, box, counts, finals, result, font, small, highlight=i)
         pages.append(page)
     return pages
 
