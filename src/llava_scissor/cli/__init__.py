@@ -117,10 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("video", metavar="VIDEO")
     ask.add_argument("question", metavar="QUESTION")
     ask.add_argument("--frames", type=_positive_int("frames"), default=DEFAULT_FRAMES, metavar="N", help=f"frames sampled uniformly (default {DEFAULT_FRAMES})")
-    ask.add_argument("--repeat-frames", action="store_true", help="repeat frames of a video shorter than N to give N (default: each frame once)")
     ask.add_argument("--compare", action="store_true", help="also answer without compression and compare")
     ask.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     ask.add_argument("--max-new-tokens", type=_positive_int("max-new-tokens"), default=128, metavar="T", help="answer length limit (default 128)")
+    ask.add_argument("--repeat-frames", action="store_true", help="repeat frames of a video shorter than N to give N (default: each frame once)")
 
     comp = sub.add_parser(
         "compress", parents=[common, budget, model], help="write the compressed tokens of a video or a features file",
