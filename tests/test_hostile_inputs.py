@@ -175,3 +175,13 @@ def test_the_real_program(tmp_path, videos, ov_model, video, extra, status, kind
     run = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300, check=False)
     assert run.returncode == status, run.stderr
     assert run.stderr.count("\n") == 1 and run.stderr.startswith(f"llava-scissor: {kind}:"), run.stderr
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_memory_is_refused_before_the_model_loads(capsys, tmp_path, videos, command):
+    """The model folder does not exist: the memory check, which comes first, is what fails."""
+    argv = _argv(command, str(videos / "short.mp4"), str(tmp_path / "no-model"), tmp_path,
+                 ["--frames", "100000000", "--repeat-frames"])
+    assert main(argv) == 2
+    _, stderr = capsys.readouterr()
+    assert stderr.count("\n") == 1 and "GiB of memory once decoded" in stderr, stderr
