@@ -344,3 +344,11 @@ def test_max_side_scales_while_decoding(tmp_path):
     assert read_video(path, 3, max_side=500).frames.shape == full.frames.shape
     with pytest.raises(ScissorError, match="max_side"):
         read_video(path, 3, max_side=0)
+
+
+def test_sample_video_with_more_frames_than_it_has():
+    """The issue's case: --frames 200 on the 120-frame sample gave 200 frames."""
+    path = os.path.join(ROOT, "docs", "sample.mp4")
+    with pytest.warns(ScissorWarning, match="has 120 frames, fewer than the 200 asked"):
+        clip = read_video(path, 200)
+    assert clip.indices == tuple(range(120)) and clip.num_frames == 120
