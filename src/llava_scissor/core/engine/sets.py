@@ -16,8 +16,8 @@ from typing import Callable
 import torch
 
 from .exact import ErrorBound, apriori_halfwidth, band_capacity, error_bound, product_units, resolve_band_, unit_vectors
-from .graph import Components, budget_components, budget_levels, order_components, threshold_components
 from .gram import _TILE, matrix_bytes, product_into, symmetric_gram, to_device, unit_dtype
+from .graph import Components, budget_components, budget_levels, order_components, threshold_components
 from .tiled import tiled_budget_components, tiled_threshold_components
 
 __all__ = [
@@ -254,6 +254,7 @@ def components_of_sets(
     group = None if group is None else to_device(group, device)
     keep = None if keep is None else to_device(keep, device)
     if tiled:
+        assert valid_cpu is not None  # strips size their work on the host
         one_per_group = group_cpu is None or bool((group_cpu == torch.arange(B)).all())
         if keep is None:
             return _tiled_sets(x, valid_cpu, tau, approximate, epsilon, seed, group_cpu, sim_dtype)

@@ -82,7 +82,7 @@ class _Pruner:
         self.full_length = length
         self.keep = torch.nonzero(~drop).flatten()
 
-    def before_scoring(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> Any:
+    def before_scoring(self, module: Any, args: tuple, kwargs: dict) -> Any:
         """Pre-hook of layer K-1's attention: eager attention, with an explicit causal mask, for this call."""
         hidden = _hidden(args, kwargs)
         if self.keep is not None or hidden is None or int(hidden.shape[1]) <= 1 or not self.spans:
@@ -103,7 +103,7 @@ class _Pruner:
             kwargs = dict(kwargs, attention_mask=additive.masked_fill(~mask, torch.finfo(hidden.dtype).min))
         return args, kwargs
 
-    def after_scoring(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+    def after_scoring(self, module: Any, args: tuple, kwargs: dict, output: Any) -> None:
         """Hook of layer K-1's attention: restore its config, rank the visual tokens by its weights."""
         saved = module.__dict__.pop("_fastv_config", None)
         if saved is None:
