@@ -24,7 +24,7 @@ import torch
 from ..._errors import ScissorError
 from ...core.config import ScissorConfig, with_overrides
 from ...methods._common import token_budget
-from ...methods.fastv import FastVOptions, fastv_select
+from ...methods.fastv import FastVOptions, attention_received, fastv_select
 from .hooks import register_prefill_hook
 
 __all__ = ["fastv_pruning", "decoder_layers"]
@@ -68,7 +68,7 @@ class _Pruner:
     def select(self, probs: torch.Tensor) -> None:
         """probs: [B=1, H, L, L] attention of layer K-1 -> the kept positions."""
         length = int(probs.shape[-1])
-        received = probs[0].float().mean(dim=0).mean(dim=0)  # [L]
+        received = attention_received(probs, torch.arange(length, device=probs.device))  # [L]
         drop = torch.zeros(length, dtype=torch.bool, device=probs.device)
         scores = []
         for start, count, budget in self.spans:
