@@ -411,8 +411,11 @@ def _identity_step(flat: list[torch.Tensor], acc: torch.dtype, counts: list[torc
     )
 
 
-def _plan(cfg: ScissorConfig, frames: list[int], N: int, device: torch.device, dtype: torch.dtype) -> _Plan:
-    """What a call over videos of ``frames`` x N tokens knows before any work; refuses what cannot fit."""
+def _compress_videos(videos: list[torch.Tensor], cfg: ScissorConfig) -> list[CompressionResult]:
+    V = len(videos)
+    device, dtype = videos[0].device, videos[0].dtype
+    N, d = videos[0].shape[1], videos[0].shape[2]
+    frames = [int(v.shape[0]) for v in videos]
     sync_free = _sync_free(cfg, device)
     sizes_known = cfg.budgeted and not cfg.approximate
     plan = _Plan(
@@ -425,15 +428,6 @@ def _plan(cfg: ScissorConfig, frames: list[int], N: int, device: torch.device, d
         bounded=sync_free and cfg.spatial and not sizes_known and fits_in_memory(cfg, max(frames) * N),
     )
     check_matrix_memory(plan.sizes, cfg)
-    return plan
-
-
-def _compress_videos(videos: list[torch.Tensor], cfg: ScissorConfig) -> list[CompressionResult]:
-    V = len(videos)
-    dtype = videos[0].dtype
-    N, d = videos[0].shape[1], videos[0].shape[2]
-    frames = [int(v.shape[0]) for v in videos]
-    plan = _plan(cfg, frames, N, videos[0].device, dtype)
     flags: dict[str, torch.Tensor] = {}
     if plan.sync_free:
         flags["finite"] = _finite(videos)
