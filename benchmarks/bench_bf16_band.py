@@ -43,6 +43,7 @@ from llava_scissor.core.engine.exact import (  # noqa: E402
     unit_vectors,
 )
 
+
 def bf16_bound(x: torch.Tensor, level: float) -> float:
     """x: [n, d] raw tokens -> the library's bound on |bfloat16 product - canonical similarity| near level."""
     _, residual = product_units(unit_vectors(x, torch.float32), torch.bfloat16)

@@ -17,13 +17,13 @@ pytest.importorskip("av")
 pytest.importorskip("transformers")
 pytest.importorskip("safetensors")
 
+from hf_models import write_tiny_model  # noqa: E402
 from safetensors import safe_open  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
+from test_video import write_video  # noqa: E402
 
-from hf_models import write_tiny_model  # noqa: E402
 from llava_scissor.cli import main  # noqa: E402
 from llava_scissor.cli._progress import Progress  # noqa: E402
-from test_video import write_video  # noqa: E402
 
 FRAMES = 6
 OV_TOKENS = 9  # tiny LLaVA-OneVision: 3 x 3 tokens per frame
@@ -348,7 +348,14 @@ def test_progress_only_on_a_terminal(monkeypatch):
         for i in range(1, 5):
             bar.update(i)
     text = stream.getvalue()
-    assert "decoding [" in text and "decoding 4/4 done in" in text and text.endswith("\n")
+    assert "decoding" in text and "4/4" in text and text.endswith("\n")
+    with progress.bar("loading") as bar:  # no count: the label and the elapsed time
+        pass
+    assert stream.getvalue()[len(text):].startswith("\rloading ... 00:00")
+    quiet = _Terminal()
+    with Progress(quiet=True, stream=quiet).bar("decoding", 4) as bar:
+        bar.update(4)
+    assert quiet.getvalue() == ""
 
 
 def test_quiet_flag_is_accepted(capsys, tmp_path):

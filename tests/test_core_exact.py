@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_core_invariants import _union_find_labels, canonical, clustered_video
 
 import llava_scissor
 from llava_scissor.core.compress import merge_into
@@ -16,10 +17,7 @@ from llava_scissor.core.engine.exact import (
     unit_vectors,
 )
 from llava_scissor.core.engine.graph import budget_components
-from llava_scissor.core.engine.sets import components_of_sets
-from llava_scissor.core.engine.sets import similarity_graph
-
-from test_core_invariants import _union_find_labels, canonical, clustered_video
+from llava_scissor.core.engine.sets import components_of_sets, similarity_graph
 
 
 def near_tau_tokens(n: int, dim: int, tau: float, seed: int, spread: float = 1e-3) -> torch.Tensor:

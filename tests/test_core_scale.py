@@ -9,8 +9,8 @@ import torch
 
 import llava_scissor
 from llava_scissor import ScissorError
-from llava_scissor.core.engine.sets import components_of_sets
 from llava_scissor.core.engine.exact import unit_vectors
+from llava_scissor.core.engine.sets import components_of_sets
 from llava_scissor.core.engine.tiled import tiled_threshold_components
 
 SMALL = 1 << 20  # 1 MiB: forces strips for sets of more than 512 tokens

@@ -15,13 +15,12 @@ import warnings
 
 import pytest
 import torch
+from test_core_invariants import canonical, clustered_video
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import llava_scissor
 from llava_scissor import ScissorConfig, ScissorError
 from llava_scissor.core.engine.graph import budget_components, rounds, threshold_components
-
-from test_core_invariants import canonical, clustered_video
 
 compress_module = importlib.import_module("llava_scissor.core.compress")
 sets_module = importlib.import_module("llava_scissor.core.engine.sets")

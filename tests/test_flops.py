@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from llava_scissor import ScissorError
-from llava_scissor.flops import LMDims, PRESETS, fastv_flops, flops_table, llm_flops, main, scc_overhead_flops
+from llava_scissor.flops import PRESETS, LMDims, fastv_flops, flops_table, llm_flops, main, scc_overhead_flops
 
 QWEN7B = LMDims(28, 3584, 18944)
 

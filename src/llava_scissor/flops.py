@@ -75,7 +75,7 @@ class LMDims:
                 raise ScissorError(f"{field} must be an int >= 1, got {value!r}")
 
     @classmethod
-    def from_config(cls, config: dict[str, Any] | str | os.PathLike[str]) -> "LMDims":
+    def from_config(cls, config: dict[str, Any] | str | os.PathLike[str]) -> LMDims:
         """From a preset name, a ``config.json`` path, a model folder, or a config dict."""
         if isinstance(config, (str, os.PathLike)):
             key = str(config).lower()

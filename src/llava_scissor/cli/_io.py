@@ -84,7 +84,7 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0]
 
 
-def save_result(path: str, result: "CompressionResult", metadata: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+def save_result(path: str, result: CompressionResult, metadata: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """Write ``result``'s tensors to a safetensors file.
 
     Every ``metadata`` value is stored as a JSON document, except ``format`` (a plain

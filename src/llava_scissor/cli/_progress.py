@@ -1,77 +1,29 @@
-"""A tiny progress display on stderr, shown only on a terminal."""
+"""Progress bars on stderr (tqdm), shown only on a terminal and never with ``--quiet``."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
-import time
+from collections.abc import Iterator
 from typing import IO, Any
+
+from tqdm import tqdm
 
 __all__ = ["Progress", "Bar"]
 
-_WIDTH = 24
-
 
 class Bar:
-    """One step: ``update(done, total)`` redraws; ``close()`` prints the elapsed time.
+    """One step; ``update(done, total)`` sets the count of finished units (and the total, once known)."""
 
-    Does nothing at all when its ``Progress`` is disabled.
-    """
-
-    def __init__(self, owner: "Progress", label: str, total: int | None) -> None:
-        self._owner = owner
-        self._label = label
-        self._total = total
-        self._done = 0
-        self._start = time.perf_counter()
-        self._last = 0.0
-        self._closed = False
-        self._draw(force=True)
+    def __init__(self, bar: tqdm | None) -> None:
+        self._bar = bar
 
     def update(self, done: int, total: int | None = None) -> None:
-        """Set the count of finished units (and the total, when it becomes known)."""
-        self._done = done
-        if total is not None:
-            self._total = total
-        self._draw()
-
-    def advance(self, units: int = 1) -> None:
-        self.update(self._done + units)
-
-    def close(self) -> None:
-        if self._closed:
+        if self._bar is None:
             return
-        self._closed = True
-        if self._owner.enabled:
-            elapsed = time.perf_counter() - self._start
-            count = f" {self._done}/{self._total}" if self._total else ""
-            self._owner.write(f"\r\x1b[2K{self._label}{count} done in {elapsed:.1f} s\n")
-
-    def __enter__(self) -> "Bar":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if exc[0] is None:
-            self.close()
-        elif self._owner.enabled and not self._closed:
-            self._closed = True
-            self._owner.write("\r\x1b[2K")
-
-    def _draw(self, force: bool = False) -> None:
-        if not self._owner.enabled:
-            return
-        now = time.perf_counter()
-        if not force and now - self._last < 0.1:
-            return
-        self._last = now
-        elapsed = now - self._start
-        if self._total:
-            frac = min(max(self._done / self._total, 0.0), 1.0)
-            filled = int(round(frac * _WIDTH))
-            bar = "#" * filled + "." * (_WIDTH - filled)
-            text = f"{self._label} [{bar}] {self._done}/{self._total} {elapsed:.1f} s"
-        else:
-            text = f"{self._label} ... {elapsed:.1f} s"
-        self._owner.write(f"\r\x1b[2K{text}")
+        if total is not None and total != self._bar.total:
+            self._bar.total = total
+        self._bar.update(done - self._bar.n)
 
 
 class Progress:
@@ -79,18 +31,17 @@ class Progress:
 
     def __init__(self, quiet: bool = False, stream: IO[str] | None = None) -> None:
         self.stream = stream if stream is not None else sys.stderr
-        self.enabled = (
-            not quiet
-            and _isatty(sys.stdout)
-            and _isatty(self.stream)
-        )
+        self.enabled = not quiet and _isatty(sys.stdout) and _isatty(self.stream)
 
-    def bar(self, label: str, total: int | None = None) -> Bar:
-        return Bar(self, label, total)
-
-    def write(self, text: str) -> None:
-        self.stream.write(text)
-        self.stream.flush()
+    @contextlib.contextmanager
+    def bar(self, label: str, total: int | None = None) -> Iterator[Bar]:
+        if not self.enabled:
+            yield Bar(None)
+            return
+        # Steps without a count show their label and elapsed time only.
+        fmt = None if total else "{desc} ... {elapsed}"
+        with tqdm(total=total, desc=label, file=self.stream, bar_format=fmt, dynamic_ncols=True) as bar:
+            yield Bar(bar)
 
 
 def _isatty(stream: Any) -> bool:

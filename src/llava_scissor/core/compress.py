@@ -43,10 +43,9 @@ from torch.nn.utils.rnn import pad_sequence
 from .._errors import ScissorError
 from .budget import budget_sizes, check_matrix_memory, final_budget, fits_in_memory
 from .config import ScissorConfig, similarity_dtype, with_overrides
-from .engine.merge import merge
-from .engine.sets import components_of_sets
 from .engine.gram import to_device
-from .engine.sets import segment_mean, segment_sizes
+from .engine.merge import merge
+from .engine.sets import components_of_sets, segment_mean, segment_sizes
 from .result import CompressionResult, SCCResult
 
 __all__ = ["scc", "compress", "merge_into", "check_tokens", "check_videos"]
@@ -318,7 +317,7 @@ def _spatial_step(plan: _Plan, x_all: torch.Tensor, frames: list[int]) -> _StepO
         offsets = offsets - offsets.index_select(0, first)[group_dev] + first[group_dev] * N
         base = [s * N for s in frame_start]
     else:
-        sizes = [s for s, _ in plan.sizes] if plan.sizes_known else _ints(_read_back(sizes=per_video)["sizes"])
+        sizes = [s for s, _ in plan.sizes if s is not None] if plan.sizes_known else _ints(_read_back(sizes=per_video)["sizes"])
         rows = sizes
         base = [sum(sizes[:v]) for v in range(V)]
     total = sum(rows)
@@ -367,7 +366,7 @@ def _temporal_step(plan: _Plan, spatial: list[torch.Tensor], counts: list[torch.
     s_sizes = s_len.tolist()  # a host tensor: no device read
     sizes: list[int] | None
     if plan.sizes_known:
-        sizes = [k for _, k in plan.sizes]
+        sizes = [k for _, k in plan.sizes if k is not None]
     elif plan.sync_free:
         sizes = None
     else:

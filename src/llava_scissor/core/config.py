@@ -129,7 +129,7 @@ class ScissorConfig:
         """True when the output size is fixed by ``retention`` or ``max_tokens``."""
         return self.retention is not None or self.max_tokens is not None
 
-    def replace(self, **overrides: Any) -> "ScissorConfig":
+    def replace(self, **overrides: Any) -> ScissorConfig:
         """A copy with some fields replaced (validated like the constructor)."""
         return with_overrides(self, **overrides)
 

@@ -28,6 +28,7 @@ from typing import Any, Sequence
 import torch
 
 from .._errors import ScissorError
+from ..core.config import ScissorConfig
 from ..methods import available_methods, get_method
 from .metrics import Regions, fidelity, pseudo_regions
 from .synthetic import make_video
@@ -65,9 +66,7 @@ def _evaluate(
             acc["count"] += 1
 
 
-def _config(retention: float) -> Any:
-    from ..core.config import ScissorConfig
-
+def _config(retention: float) -> ScissorConfig:
     return ScissorConfig(retention=retention)
 
 

@@ -98,16 +98,7 @@ def make_video(
 
     Deterministic for a given ``seed``; CPU float32.
     """
-    for name, value in (("frames", frames), ("height", height), ("width", width), ("dim", dim)):
-        if value < 1:
-            raise ScissorError(f"{name} must be >= 1, got {value}")
-    if backgrounds < 1:
-        raise ScissorError(f"backgrounds must be >= 1, got {backgrounds}")
-    if objects < 0 or events < 0:
-        raise ScissorError(f"objects and events must be >= 0, got {objects} and {events}")
-    lo, hi = event_frames
-    if not 1 <= lo <= hi:
-        raise ScissorError(f"event_frames must be (min, max) with 1 <= min <= max, got {event_frames}")
+    _check_sizes(frames, height, width, dim, backgrounds, objects, events, event_frames)
     g = torch.Generator().manual_seed(seed)
     n = height * width
     regions = backgrounds + objects + events
@@ -125,46 +116,8 @@ def make_video(
     bg_texture = torch.randn(n, dim, generator=g) / math.sqrt(dim)
     texture_of = bg_texture.repeat(frames, 1, 1)  # [F, N, d], static texture per position
 
-    # Moving objects: rectangles with a constant velocity, bouncing off the borders.
-    for o in range(objects):
-        region = backgrounds + o
-        oh = int(torch.randint(2, max(3, min(5, height)) + 1, (1,), generator=g)) if height > 2 else 1
-        ow = int(torch.randint(2, max(3, min(5, width)) + 1, (1,), generator=g)) if width > 2 else 1
-        oh, ow = min(oh, height), min(ow, width)
-        obj_texture = torch.randn(oh, ow, dim, generator=g) / math.sqrt(dim)
-        pos = torch.rand(2, generator=g) * torch.tensor([height - oh, width - ow]).clamp(min=0).float()
-        vel = (torch.rand(2, generator=g) - 0.5) * 1.6  # cells per frame
-        for f in range(frames):
-            r0, c0 = int(round(float(pos[0]))), int(round(float(pos[1])))
-            for dr in range(oh):
-                for dc in range(ow):
-                    idx = (r0 + dr) * width + (c0 + dc)
-                    labels[f, idx] = region
-                    texture_of[f, idx] = obj_texture[dr, dc]
-            pos = pos + vel
-            for axis, limit in ((0, height - oh), (1, width - ow)):
-                if pos[axis] < 0 or pos[axis] > limit:
-                    vel[axis] = -vel[axis]
-                    pos[axis] = pos[axis].clamp(0, max(limit, 0))
-
-    # Events: small objects visible for a few frames.
-    present = []
-    for e in range(events):
-        region = backgrounds + objects + e
-        size = 1 if bool(torch.rand(1, generator=g) < 0.5) or min(height, width) < 2 else 2
-        length = int(torch.randint(lo, hi + 1, (1,), generator=g))
-        length = min(length, frames)
-        start = int(torch.randint(0, frames - length + 1, (1,), generator=g))
-        r0 = int(torch.randint(0, height - size + 1, (1,), generator=g))
-        c0 = int(torch.randint(0, width - size + 1, (1,), generator=g))
-        ev_texture = torch.randn(size, size, dim, generator=g) / math.sqrt(dim)
-        for f in range(start, start + length):
-            for dr in range(size):
-                for dc in range(size):
-                    idx = (r0 + dr) * width + (c0 + dc)
-                    labels[f, idx] = region
-                    texture_of[f, idx] = ev_texture[dr, dc]
-        present.append(length)
+    _paint_moving_objects(labels, texture_of, objects, backgrounds, height, width, dim, g)
+    present = _paint_events(labels, texture_of, events, backgrounds + objects, event_frames, height, width, dim, g)
 
     frame_drift = torch.randn(frames, 1, dim, generator=g) / math.sqrt(dim)
     frame_noise = torch.randn(frames, n, dim, generator=g) / math.sqrt(dim)
@@ -189,3 +142,77 @@ def make_video(
         seed=seed,
         frames_present=tuple(present),
     )
+
+
+def _check_sizes(
+    frames: int, height: int, width: int, dim: int, backgrounds: int, objects: int, events: int,
+    event_frames: tuple[int, int],
+) -> None:
+    for name, value in (("frames", frames), ("height", height), ("width", width), ("dim", dim)):
+        if value < 1:
+            raise ScissorError(f"{name} must be >= 1, got {value}")
+    if backgrounds < 1:
+        raise ScissorError(f"backgrounds must be >= 1, got {backgrounds}")
+    if objects < 0 or events < 0:
+        raise ScissorError(f"objects and events must be >= 0, got {objects} and {events}")
+    lo, hi = event_frames
+    if not 1 <= lo <= hi:
+        raise ScissorError(f"event_frames must be (min, max) with 1 <= min <= max, got {event_frames}")
+
+
+def _paint_moving_objects(
+    labels: torch.Tensor, texture_of: torch.Tensor, objects: int, first_region: int,
+    height: int, width: int, dim: int, g: torch.Generator,
+) -> None:
+    """Moving objects: rectangles with a constant velocity, bouncing off the borders.
+
+    labels: [F, N] region of each token, texture_of: [F, N, d], both painted in place.
+    """
+    frames = labels.shape[0]
+    for o in range(objects):
+        region = first_region + o
+        oh = int(torch.randint(2, max(3, min(5, height)) + 1, (1,), generator=g)) if height > 2 else 1
+        ow = int(torch.randint(2, max(3, min(5, width)) + 1, (1,), generator=g)) if width > 2 else 1
+        oh, ow = min(oh, height), min(ow, width)
+        obj_texture = torch.randn(oh, ow, dim, generator=g) / math.sqrt(dim)
+        pos = torch.rand(2, generator=g) * torch.tensor([height - oh, width - ow]).clamp(min=0).float()
+        vel = (torch.rand(2, generator=g) - 0.5) * 1.6  # cells per frame
+        for f in range(frames):
+            r0, c0 = int(round(float(pos[0]))), int(round(float(pos[1])))
+            for dr in range(oh):
+                for dc in range(ow):
+                    idx = (r0 + dr) * width + (c0 + dc)
+                    labels[f, idx] = region
+                    texture_of[f, idx] = obj_texture[dr, dc]
+            pos = pos + vel
+            for axis, limit in ((0, height - oh), (1, width - ow)):
+                if pos[axis] < 0 or pos[axis] > limit:
+                    vel[axis] = -vel[axis]
+                    pos[axis] = pos[axis].clamp(0, max(limit, 0))
+
+
+def _paint_events(
+    labels: torch.Tensor, texture_of: torch.Tensor, events: int, first_region: int,
+    event_frames: tuple[int, int], height: int, width: int, dim: int, g: torch.Generator,
+) -> list[int]:
+    """Events: small objects visible for a few frames, painted in place (as above); returns each one's length."""
+    frames = labels.shape[0]
+    lo, hi = event_frames
+    present = []
+    for e in range(events):
+        region = first_region + e
+        size = 1 if bool(torch.rand(1, generator=g) < 0.5) or min(height, width) < 2 else 2
+        length = int(torch.randint(lo, hi + 1, (1,), generator=g))
+        length = min(length, frames)
+        start = int(torch.randint(0, frames - length + 1, (1,), generator=g))
+        r0 = int(torch.randint(0, height - size + 1, (1,), generator=g))
+        c0 = int(torch.randint(0, width - size + 1, (1,), generator=g))
+        ev_texture = torch.randn(size, size, dim, generator=g) / math.sqrt(dim)
+        for f in range(start, start + length):
+            for dr in range(size):
+                for dc in range(size):
+                    idx = (r0 + dr) * width + (c0 + dc)
+                    labels[f, idx] = region
+                    texture_of[f, idx] = ev_texture[dr, dc]
+        present.append(length)
+    return present

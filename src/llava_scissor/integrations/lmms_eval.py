@@ -99,9 +99,9 @@ def build_model_class() -> type:
             **compression: Any,
         ) -> None:
             super().__init__()
-            from .hf.session import load_model
             from ..methods import get_method
             from .hf import apply
+            from .hf.session import load_model
 
             if int(batch_size) != 1:
                 raise ScissorError(f"the llava_scissor lmms-eval model runs batch_size=1, got {batch_size}")

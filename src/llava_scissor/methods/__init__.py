@@ -141,7 +141,7 @@ def compress_with(
         )
     results = []
     for i, video in enumerate(features):
-        video_side = {}
+        video_side: dict[str, Any] = {}
         for key, value in side.items():
             if value is None:
                 video_side[key] = None

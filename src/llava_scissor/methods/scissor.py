@@ -23,7 +23,9 @@ def scissor_compress(
     features: torch.Tensor, config: ScissorConfig, *, options: Any = None
 ) -> CompressionResult:
     """features: [F, N, d] -> SCC (threshold ``tau`` or an exact budget), see ``llava_scissor.core.compress``."""
-    return core_compress(features, config)  # one tensor in, one result out
+    result = core_compress(features, config)  # one tensor in, one result out
+    assert isinstance(result, CompressionResult)
+    return result
 
 
 register_method(

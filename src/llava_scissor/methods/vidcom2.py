@@ -23,6 +23,7 @@ Output order: frame-major (representatives ascending).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 
@@ -61,7 +62,7 @@ class VidCom2Options:
 
 def _gaussian(x: torch.Tensor, centre: torch.Tensor, bandwidths: tuple[float, ...]) -> torch.Tensor:
     dist = ((x - centre) ** 2).sum(-1)
-    return sum(torch.exp(-dist / (2.0 * a)) for a in bandwidths)
+    return cast(torch.Tensor, sum(torch.exp(-dist / (2.0 * a)) for a in bandwidths))
 
 
 def uniqueness_scores(features: torch.Tensor, options: VidCom2Options) -> tuple[torch.Tensor, torch.Tensor]:

@@ -139,6 +139,10 @@ def _boruvka(
     Returns (labels [B, n], count [B], final max-linkage matrix [B, C, C] between the
     components still open, open [B], weights or None). The ``open[b]`` components still
     in the matrix are labelled 0..open-1 (their row); finished ones open..count-1.
+
+    One function of about 100 lines: a round's dozen tensors of state (labels, the
+    contracted matrix, finished counts, budgets left) are shared by every step of it,
+    and each mode changes a line or two of the round, not its structure.
     """
     B, n, _ = W.shape
     device = W.device

@@ -16,8 +16,8 @@ from typing import Callable
 import torch
 
 from .exact import ErrorBound, apriori_halfwidth, band_capacity, error_bound, product_units, resolve_band_, unit_vectors
-from .graph import Components, budget_components, budget_levels, order_components, threshold_components
 from .gram import _TILE, matrix_bytes, product_into, symmetric_gram, to_device, unit_dtype
+from .graph import Components, budget_components, budget_levels, order_components, threshold_components
 from .tiled import tiled_budget_components, tiled_threshold_components
 
 __all__ = [
@@ -254,65 +254,113 @@ def components_of_sets(
     group = None if group is None else to_device(group, device)
     keep = None if keep is None else to_device(keep, device)
     if tiled:
+        assert valid_cpu is not None  # strips size their work on the host
         one_per_group = group_cpu is None or bool((group_cpu == torch.arange(B)).all())
         if keep is None:
             return _tiled_sets(x, valid_cpu, tau, approximate, epsilon, seed, group_cpu, sim_dtype)
         if not approximate and one_per_group:
             return _tiled_sets(x, valid_cpu, tau, False, epsilon, seed, None, sim_dtype, keep.cpu())
-    W, bound, units = similarity_graph(x, sizes, sim_dtype)
-    exact = sim_dtype != torch.float64  # float64 products decide on their own
-    capacity = None
-    if sync_free and exact:
-        # A budget's band reaches two bounds out (see below).
-        halfwidth = apriori_halfwidth(x.shape[-1], sim_dtype) * (1 if keep is None else 2)
-        capacity = band_capacity(B * n * (n - 1) // 2, halfwidth)
-    in_band = torch.zeros((), dtype=torch.int64, device=device)
-    tau_t = W.new_full((B,), tau)
-    sampled = None
-    if approximate:
-        sampled = to_device(sample_mask(sizes, n, epsilon, seed, group_cpu), device)
-    degree = None
-    comps: Components
-    # Low-precision products: the wide band is narrowed by float32 values first.
-    fine = error_bound(x.shape[-1], torch.float32, device, 0.0).base if sim_dtype == torch.bfloat16 else None
+    sampled = to_device(sample_mask(sizes, n, epsilon, seed, group_cpu), device) if approximate else None
+    graph = _Graph.build(x, sizes, valid, sampled, sim_dtype, keep is not None, sync_free)
     if keep is None:
-        if exact:
-            refine = None if fine is None else (fine, None)
-            in_band = resolve_band_(
-                W, x, tau_t[:, None], bound.at(tau_t)[:, None], capacity=capacity, refine=refine, units=units
-            )
-        edges = W
-        if sampled is not None:
-            # Degrees use every pair and are known before the components: take them,
-            # then drop the unsampled edges in place rather than from a copy of W.
-            degree = degrees(W, tau_t)
-            edges = drop_unsampled_(W, sampled)
-        comps = threshold_components(edges, tau_t, valid, sync_free)
+        comps, degree, in_band = _threshold_search(graph, graph.W.new_full((B,), tau))
     else:
-
-        def cut_edges() -> torch.Tensor:
-            return W if sampled is None else drop_unsampled_(W.clone(), sampled)
-
-        def cut_levels(edges: torch.Tensor) -> torch.Tensor:  # [B, 2]
-            return torch.stack(budget_levels(edges, valid, keep, group, sync_free), dim=1)
-
-        edges = cut_edges()
-        if exact:
-            levels = cut_levels(edges)
-            in_band = _resolve_cut_band_(
-                W, x, units, levels, bound, capacity, fine, lambda: cut_levels(cut_edges())
-            )
-            if sampled is not None and (sync_free or bool(in_band)):
-                edges = cut_edges()
-        comps = budget_components(edges, valid, keep, group, sync_free)
+        comps, in_band = _budget_search(graph, keep, group)
+        degree = None
     if degree is None:
         # Degree = row count of the adjacency, self included (the diagonal is always in A).
-        degree = degrees(W, comps.cut_threshold)
+        degree = degrees(graph.W, comps.cut_threshold)
     labels, reps = order_components(comps, degree, valid, sync_free)
-    unresolved = in_band > capacity if capacity is not None else torch.zeros((), dtype=torch.bool, device=device)
+    unresolved = torch.zeros((), dtype=torch.bool, device=device)
+    if graph.capacity is not None:
+        unresolved = in_band > graph.capacity
     return SetComponents(
         labels, reps, comps.count, degree, comps.keep_threshold, comps.cut_threshold, unresolved
     )
+
+
+@dataclass(frozen=True)
+class _Graph:
+    """The similarity graph of B sets and how its decisions are made exact (``components_of_sets``).
+
+    W: [B, n, n] (written in place); x: [B, n, d] raw tokens; units: their float32 unit
+    vectors or None; bound: the products' ErrorBound, None when they decide on their
+    own (float64); capacity: the band's fixed size (sync-free) or None; fine: the
+    float32 bound when the products are bfloat16; valid: [B]; sampled: [B, n] bool or None.
+    """
+
+    W: torch.Tensor
+    x: torch.Tensor
+    units: torch.Tensor | None
+    bound: ErrorBound | None
+    capacity: int | None
+    fine: torch.Tensor | None
+    valid: torch.Tensor
+    sampled: torch.Tensor | None
+    sync_free: bool
+
+    @staticmethod
+    def build(
+        x: torch.Tensor,
+        sizes: torch.Tensor,
+        valid: torch.Tensor,
+        sampled: torch.Tensor | None,
+        sim_dtype: torch.dtype,
+        budget: bool,
+        sync_free: bool,
+    ) -> _Graph:
+        """The graph of x [B, n, d] (``similarity_graph``, sizes as it takes them) and its band's size."""
+        B, n, d = x.shape
+        W, bound, units = similarity_graph(x, sizes, sim_dtype)
+        exact = sim_dtype != torch.float64  # float64 products decide on their own
+        capacity = None
+        if sync_free and exact:
+            # A budget's band reaches two bounds out (``_budget_search``).
+            capacity = band_capacity(B * n * (n - 1) // 2, apriori_halfwidth(d, sim_dtype) * (2 if budget else 1))
+        # Low-precision products: the wide band is narrowed by float32 values first.
+        fine = error_bound(d, torch.float32, x.device, 0.0).base if sim_dtype == torch.bfloat16 else None
+        return _Graph(W, x, units, bound if exact else None, capacity, fine, valid, sampled, sync_free)
+
+
+def _threshold_search(g: _Graph, tau: torch.Tensor) -> tuple[Components, torch.Tensor | None, torch.Tensor]:
+    """Components of ``W > tau`` ([B]) -> (components, degrees when sampling took them first, pairs in the band)."""
+    in_band = torch.zeros((), dtype=torch.int64, device=g.W.device)
+    if g.bound is not None:
+        refine = None if g.fine is None else (g.fine, None)
+        in_band = resolve_band_(
+            g.W, g.x, tau[:, None], g.bound.at(tau)[:, None], capacity=g.capacity, refine=refine, units=g.units
+        )
+    edges, degree = g.W, None
+    if g.sampled is not None:
+        # Degrees use every pair and are known before the components: take them,
+        # then drop the unsampled edges in place rather than from a copy of W.
+        degree = degrees(g.W, tau)
+        edges = drop_unsampled_(g.W, g.sampled)
+    return threshold_components(edges, tau, g.valid, g.sync_free), degree, in_band
+
+
+def _budget_search(
+    g: _Graph, keep: torch.Tensor, group: torch.Tensor | None
+) -> tuple[Components, torch.Tensor]:
+    """Exactly keep[g] components per group of sets (single-linkage cut) -> (components, pairs in the band)."""
+    sampled = g.sampled
+
+    def cut_edges() -> torch.Tensor:
+        return g.W if sampled is None else drop_unsampled_(g.W.clone(), sampled)
+
+    def cut_levels(edges: torch.Tensor) -> torch.Tensor:  # [B, 2]
+        return torch.stack(budget_levels(edges, g.valid, keep, group, g.sync_free), dim=1)
+
+    in_band = torch.zeros((), dtype=torch.int64, device=g.W.device)
+    edges = cut_edges()
+    if g.bound is not None:
+        levels = cut_levels(edges)
+        in_band = _resolve_cut_band_(
+            g.W, g.x, g.units, levels, g.bound, g.capacity, g.fine, lambda: cut_levels(cut_edges())
+        )
+        if sampled is not None and (g.sync_free or bool(in_band)):
+            edges = cut_edges()
+    return budget_components(edges, g.valid, keep, group, g.sync_free), in_band
 
 
 def _resolve_cut_band_(

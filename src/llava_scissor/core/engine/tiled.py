@@ -27,8 +27,8 @@ from typing import Callable
 import torch
 
 from .exact import ErrorBound, band_limits, canonical_similarity, error_bound, product_units, unit_vectors
-from .graph import Components, _boruvka
 from .gram import _TILE, gram_strips, unit_dtype  # shared with the in-memory path
+from .graph import Components, _boruvka
 
 __all__ = ["tiled_threshold_components", "tiled_budget_components"]
 
@@ -165,7 +165,7 @@ def _spanning_weights(
     hooks form a forest apart from mutual pairs. Returns [E] weights, E <= n - 1.
     """
     labels = torch.arange(n, device=device)
-    weights = []
+    weights: list[torch.Tensor] = []
     while True:
         C = int(labels.max()) + 1
         comp_w, target = choose(labels, C)

@@ -24,7 +24,7 @@ import torch
 from ..._errors import ScissorError
 from ...core.config import ScissorConfig, with_overrides
 from ...methods._common import token_budget
-from ...methods.fastv import FastVOptions, fastv_select
+from ...methods.fastv import FastVOptions, attention_received, fastv_select
 from .hooks import register_prefill_hook
 
 __all__ = ["fastv_pruning", "decoder_layers"]
@@ -68,7 +68,7 @@ class _Pruner:
     def select(self, probs: torch.Tensor) -> None:
         """probs: [B=1, H, L, L] attention of layer K-1 -> the kept positions."""
         length = int(probs.shape[-1])
-        received = probs[0].float().mean(dim=0).mean(dim=0)  # [L]
+        received = attention_received(probs, torch.arange(length, device=probs.device))  # [L]
         drop = torch.zeros(length, dtype=torch.bool, device=probs.device)
         scores = []
         for start, count, budget in self.spans:
@@ -82,7 +82,7 @@ class _Pruner:
         self.full_length = length
         self.keep = torch.nonzero(~drop).flatten()
 
-    def before_scoring(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> Any:
+    def before_scoring(self, module: Any, args: tuple, kwargs: dict) -> Any:
         """Pre-hook of layer K-1's attention: eager attention, with an explicit causal mask, for this call."""
         hidden = _hidden(args, kwargs)
         if self.keep is not None or hidden is None or int(hidden.shape[1]) <= 1 or not self.spans:
@@ -103,7 +103,7 @@ class _Pruner:
             kwargs = dict(kwargs, attention_mask=additive.masked_fill(~mask, torch.finfo(hidden.dtype).min))
         return args, kwargs
 
-    def after_scoring(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+    def after_scoring(self, module: Any, args: tuple, kwargs: dict, output: Any) -> None:
         """Hook of layer K-1's attention: restore its config, rank the visual tokens by its weights."""
         saved = module.__dict__.pop("_fastv_config", None)
         if saved is None:

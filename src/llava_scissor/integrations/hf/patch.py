@@ -100,7 +100,7 @@ class ScissorHandle:
                 state[name] = saved
         self._active = False
 
-    def __enter__(self) -> "ScissorHandle":
+    def __enter__(self) -> ScissorHandle:
         return self
 
     def __exit__(self, *exc: Any) -> None:

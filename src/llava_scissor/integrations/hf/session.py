@@ -255,7 +255,7 @@ def load_model(name: str, *, device: str = "auto", dtype: str = "auto", progress
             )
         try:
             processor = load_processor(source, local_files_only=local_only)
-            model = AutoModelForImageTextToText.from_pretrained(source, dtype=torch_dtype, local_files_only=local_only)
+            model: Any = AutoModelForImageTextToText.from_pretrained(source, dtype=torch_dtype, local_files_only=local_only)
         except OSError as exc:
             if local_only and not os.path.isdir(source):
                 raise _not_found(name) from None
@@ -344,7 +344,7 @@ def answer(
     loaded: Loaded,
     frames: np.ndarray,
     question: str,
-    config: "ScissorConfig | None",
+    config: ScissorConfig | None,
     *,
     max_new_tokens: int = 128,
     progress: Progress | None = None,

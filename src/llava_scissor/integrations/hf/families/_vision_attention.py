@@ -43,7 +43,7 @@ def received_attention_qk(attn: torch.nn.Module, hidden: torch.Tensor) -> torch.
     for name in ("q_proj", "k_proj"):
         if not hasattr(attn, name):
             raise ScissorError(f"{type(attn).__name__} has no {name}; expected a CLIP/SigLIP attention module")
-    heads = int(getattr(attn, "num_heads"))
+    heads = int(attn.num_heads)
     b, p, _ = hidden.shape
     q = attn.q_proj(hidden).view(b, p, heads, -1).transpose(1, 2).float()  # [B, H, P, hd]
     k = attn.k_proj(hidden).view(b, p, heads, -1).transpose(1, 2).float()

@@ -96,7 +96,7 @@ class QwenVLFamily(Family):
         hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]  # [P, dim]
         cu_seqlens = kwargs["cu_seqlens"] if "cu_seqlens" in kwargs else args[1]
         cos, sin = kwargs["position_embeddings"]
-        rotary = getattr(sys.modules[type(attn).__module__], "apply_rotary_pos_emb_vision")
+        rotary = sys.modules[type(attn).__module__].apply_rotary_pos_emb_vision
         with torch.no_grad():
             p = hidden.shape[0]
             q, k, _ = attn.qkv(hidden).reshape(p, 3, attn.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
