@@ -28,9 +28,13 @@ def compress(
     ``config`` / ``overrides`` are ``ScissorConfig`` fields (``tau``, ``retention``,
     ``max_tokens``, ...). ``method`` picks another registered method
     (``llava_scissor.available_methods()``); the default is ``"scissor"``.
+
+    Not differentiable: every method runs under ``torch.no_grad()``; inputs that require
+    grad are accepted and the results carry no gradient.
     """
     if method is None or method == "scissor":
         return _scissor_compress(features, config, **overrides)
     from .methods import compress_with  # lazy: baselines live outside the core
 
-    return compress_with(method, features, config, **overrides)
+    with torch.no_grad():
+        return compress_with(method, features, config, **overrides)

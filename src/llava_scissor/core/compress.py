@@ -40,7 +40,7 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from .._errors import ScissorError
-from .config import ScissorConfig, similarity_dtype, with_overrides
+from .config import ScissorConfig, similarity_dtype, threshold, with_overrides
 from .result import CompressionResult
 from .exact import canonical_similarity, error_bound, product_units
 from .scc import (
@@ -77,6 +77,10 @@ def compress(
 
     Returns a ``CompressionResult`` (a list of them for a list input); ``tokens`` is
     [K, dim] in the input's dtype and device, in the order the LLM receives them.
+
+    Not differentiable: the components are discrete choices, so the call runs under
+    ``torch.no_grad()`` and its tensors carry no gradient, also for inputs that
+    require grad (they are read, never changed).
     """
     cfg = with_overrides(config, **overrides)
     single = isinstance(features, torch.Tensor)
@@ -84,7 +88,8 @@ def compress(
     if not _sync_free(cfg, videos[0].device):
         check_videos(features)  # NaN / Inf now, before any work
     try:
-        results = _compress_videos(videos, cfg)
+        with torch.no_grad():  # in-place products into reused buffers refuse autograd inputs
+            results = _compress_videos(videos, cfg)
     except _NonFinite:
         check_videos(features)  # raises, naming the video and the count
         raise
@@ -426,7 +431,7 @@ def _spatial_step(plan: _Plan, x_all: torch.Tensor, frames: list[int]) -> _StepO
     sc = components_of_sets(
         x_all,
         torch.full((x_all.shape[0],), N),
-        tau=cfg.tau,
+        tau=threshold(cfg),
         keep=torch.tensor([s for s, _ in plan.sizes]) if cfg.budgeted else None,
         group=group,
         approximate=cfg.approximate,
@@ -486,7 +491,7 @@ def _temporal_step(plan: _Plan, spatial: list[torch.Tensor], counts: list[torch.
     tc = components_of_sets(
         xs,
         s_len if counts is None else torch.stack(counts),
-        tau=cfg.tau,
+        tau=threshold(cfg),
         keep=torch.tensor([k for _, k in plan.sizes]) if cfg.budgeted else None,
         approximate=cfg.approximate,
         epsilon=cfg.epsilon,

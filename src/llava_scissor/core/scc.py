@@ -500,7 +500,7 @@ def _budget_from(n: int, retention: float | None, max_tokens: int | None) -> int
 
 def scc(
     tokens: torch.Tensor,
-    tau: float = 0.9,
+    tau: float | None = None,
     *,
     retention: float | None = None,
     max_tokens: int | None = None,
@@ -512,16 +512,18 @@ def scc(
     """Semantic connected components of one token set.
 
     tokens: [n, dim] float (any token set: an image, a frame, a whole video flattened).
-    tau: adjacency is ``cos > tau`` (strict), in [-1, 1]. With ``retention`` or
-    ``max_tokens`` the output has exactly ``round(retention * n)`` / ``min(max_tokens, n)``
-    components instead (single-linkage cut; tau is then ignored).
+    tau: adjacency is ``cos > tau`` (strict), in [-1, 1]; 0.9 when not given. With
+    ``retention`` or ``max_tokens`` the output has exactly ``round(retention * n)`` /
+    ``min(max_tokens, n)`` components instead (single-linkage cut; giving tau as well
+    raises ScissorError).
 
     Returns an ``SCCResult``: labels [n], tokens [c, dim] (component means, input dtype),
-    representatives [c], degree [n], threshold.
+    representatives [c], degree [n], threshold. Not differentiable (runs under
+    ``torch.no_grad()``; inputs that require grad are read, the outputs carry no gradient).
     """
-    from .config import ScissorConfig  # validation of the scalar arguments in one place
+    from .config import ScissorConfig, threshold  # validation of the scalar arguments in one place
 
-    ScissorConfig(tau=tau, epsilon=epsilon, seed=seed, retention=retention, max_tokens=max_tokens)
+    tau = threshold(ScissorConfig(tau=tau, epsilon=epsilon, seed=seed, retention=retention, max_tokens=max_tokens))
     check_tokens(tokens, "tokens", 2, "[n, dim]")
     n = tokens.shape[0]
     acc = torch.float64 if tokens.dtype == torch.float64 else torch.float32
@@ -532,19 +534,20 @@ def scc(
     valid = torch.tensor([n])  # host tensors: components_of_sets copies what it needs
     budget = _budget_from(n, retention, max_tokens)
     keep = None if budget is None else torch.tensor([budget])
-    sc = components_of_sets(
-        tokens[None],
-        valid,
-        tau=tau,
-        keep=keep,
-        approximate=approximate,
-        epsilon=epsilon,
-        seed=seed,
-        sim_dtype=similarity_dtype,
-    )
+    with torch.no_grad():  # not differentiable, as ``compress``
+        sc = components_of_sets(
+            tokens[None],
+            valid,
+            tau=tau,
+            keep=keep,
+            approximate=approximate,
+            epsilon=epsilon,
+            seed=seed,
+            sim_dtype=similarity_dtype,
+        )
     count = int(sc.count[0])
     labels = sc.labels[0]
-    means = segment_mean(tokens, labels, count, acc).to(tokens.dtype)
+    means = segment_mean(tokens.detach(), labels, count, acc).to(tokens.dtype)
     return SCCResult(
         labels=labels,
         tokens=means,

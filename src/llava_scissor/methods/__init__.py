@@ -30,6 +30,7 @@ __all__ = [
     "available_methods",
     "get_method",
     "compress_with",
+    "check_settings",
     "register_method",
 ]
 
@@ -134,21 +135,7 @@ def compress_with(
 
     Returns one ``CompressionResult`` per video (a list for a list input).
     """
-    method = get_method(name)
-    side: dict[str, Any] = {}
-    option_values: dict[str, Any] = {}
-    overrides: dict[str, Any] = {}
-    options = overrides_and_side_inputs.pop("options", None)
-    option_names = set(method.option_names())
-    for key, value in overrides_and_side_inputs.items():
-        if key in method.side_inputs:
-            side[key] = value
-        elif key in option_names:
-            option_values[key] = value
-        else:
-            overrides[key] = value
-    cfg = with_overrides(config, **overrides)
-    options = _build_options(method, options, option_values)
+    method, cfg, options, side = _resolve(name, config, overrides_and_side_inputs)
 
     if isinstance(features, torch.Tensor):
         return method.compress(features, cfg, options=options, **side)
@@ -175,6 +162,47 @@ def compress_with(
     return results
 
 
+def check_settings(name: str, config: ScissorConfig | None = None, **overrides: Any) -> None:
+    """Raise ScissorError now for what ``compress_with(name, ..., config, **overrides)``
+    would refuse at its first call: an unknown method, an unknown or bad setting.
+
+    Side inputs (``Method.side_inputs``) are accepted by name and not checked.
+    """
+    method, cfg, _, _ = _resolve(name, config, dict(overrides))
+    if method.name != "scissor" and not cfg.budgeted:
+        from ._common import token_budget
+
+        token_budget(cfg, 1, 1, method.name)  # raises: the baselines have no threshold mode
+
+
+def _resolve(
+    name: str, config: ScissorConfig | None, kwargs: dict[str, Any]
+) -> tuple[Method, ScissorConfig, Any, dict[str, Any]]:
+    """(method, config, options, side inputs) of ``compress_with``'s arguments, validated."""
+    method = get_method(name)
+    side: dict[str, Any] = {}
+    option_values: dict[str, Any] = {}
+    overrides: dict[str, Any] = {}
+    options = kwargs.pop("options", None)
+    option_names = set(method.option_names())
+    for key, value in kwargs.items():
+        if key in method.side_inputs:
+            side[key] = value
+        elif key in option_names:
+            option_values[key] = value
+        else:
+            overrides[key] = value
+    known = {f.name for f in dataclasses.fields(ScissorConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        own = f"; its options: {sorted(option_names)}" if option_names else ""
+        raise ScissorError(
+            f"unknown setting(s) {unknown} for method {method.name!r}{own}; ScissorConfig fields: {sorted(known)}"
+        )
+    cfg = with_overrides(config, **overrides)
+    return method, cfg, _build_options(method, options, option_values), side
+
+
 def _build_options(method: Method, options: Any, values: dict[str, Any]) -> Any:
     if method.options is None:
         if options is not None:
@@ -188,5 +216,8 @@ def _build_options(method: Method, options: Any, values: dict[str, Any]) -> Any:
             f"got {type(options).__name__}"
         )
     if values:
-        options = dataclasses.replace(options, **values)
+        try:
+            options = dataclasses.replace(options, **values)
+        except TypeError as exc:  # a frozen dataclass without validation of its own
+            raise ScissorError(f"bad options for method {method.name!r}: {exc}") from None
     return options

@@ -133,6 +133,17 @@ def _resolve_method(method: str | None) -> tuple[str, Any]:
     return method, get_method(method)
 
 
+def check_options(config: ScissorConfig | None, method: str | None, overrides: Mapping[str, Any]) -> None:
+    """Raise ScissorError for the settings ``prepare`` would refuse: an unknown method, an
+    unknown or bad setting, a baseline without a budget (``apply`` checks at its call)."""
+    if method is None or method == "scissor":
+        with_overrides(config, **overrides)
+        return
+    from ...methods import check_settings  # lazy: baselines live outside the core
+
+    check_settings(method, config, **overrides)
+
+
 def prepare(
     model: Any,
     inputs: Mapping[str, Any],
