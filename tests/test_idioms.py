@@ -147,6 +147,8 @@ def test_apply_refuses_bad_settings_at_the_call(setup: Any) -> None:
         apply(model, retention=0.1, tau=0.5)
     with pytest.raises(ScissorError, match="needs a token budget"):
         apply(model, method="dycoke")
+    with pytest.raises(ScissorError, match="unknown setting.*'windw'"):
+        apply(model, method="fastv", retention=0.1, windw=3)
     with pytest.raises(ScissorError, match="dominant_ratio must be > 0"):
         apply(model, method="visionzip", retention=0.1, dominant_ratio=-1.0)
     assert "generate" not in model.__dict__  # nothing was installed

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
-from typing import Callable, NoReturn, Sequence
+import threading
+from typing import Any, Callable, NoReturn, Sequence
 
 from .._errors import ScissorError
 
@@ -163,6 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "visualize": _commands.visualize,
         "info": _commands.info,
     }[args.command]
+    previous = _exit_on_sigterm()
     try:
         return handler(args)
     except KeyboardInterrupt:
@@ -180,6 +183,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("LLAVA_SCISSOR_DEBUG"):
             raise
         return _fail(f"unexpected {type(exc).__name__}: {_one_line(exc)} (set LLAVA_SCISSOR_DEBUG=1 for the traceback)", 1)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm() -> Any:
+    """Make SIGTERM raise SystemExit(143), so that ``finally`` blocks run (a half-written
+    output's temporary file is removed); returns the previous handler (None: unchanged)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None  # signal handlers can only be set from the main thread
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    return signal.signal(signal.SIGTERM, terminate)
 
 
 def _one_line(exc: BaseException) -> str:

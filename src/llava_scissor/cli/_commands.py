@@ -15,6 +15,7 @@ import torch
 
 from .. import __version__
 from .._errors import ScissorError
+from .._files import check_output
 from ..core.config import ScissorConfig
 from ..core.result import CompressionResult
 from . import DEFAULT_FRAMES, DEFAULT_MODEL
@@ -48,17 +49,6 @@ def _config_dict(config: ScissorConfig) -> dict[str, Any]:
 
 def _print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2) + "\n")
-
-
-def _check_output(path: str, suffixes: tuple[str, ...]) -> None:
-    """Fail before any work when the output path cannot be written."""
-    if not path.lower().endswith(suffixes):
-        raise ScissorError(f"output must end in {' or '.join(suffixes)}, got {path!r}")
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise ScissorError(f"output folder does not exist: {parent}")
-    if os.path.isdir(path):
-        raise ScissorError(f"output is a directory: {path}")
 
 
 def _compress(features: torch.Tensor, config: ScissorConfig) -> tuple[CompressionResult, float]:
@@ -215,7 +205,7 @@ def compress(args: argparse.Namespace) -> int:
         raise ScissorError("give either VIDEO or --features FILE (exactly one)")
     if args.features is not None and args.model is not None:
         raise ScissorError("--model is for VIDEO; a features file needs no model")
-    _check_output(args.output, (".safetensors",))
+    check_output(args.output, (".safetensors",), inputs=(args.video, args.features))
     config = _config(args)
     progress = Progress(quiet=args.quiet)
     timings: dict[str, float] = {}
@@ -301,7 +291,7 @@ def visualize(args: argparse.Namespace) -> int:
 
     if args.features is not None and args.model is not None:
         raise ScissorError("give --model or --features, not both")
-    _check_output(args.output, (".png", ".gif", ".html"))
+    check_output(args.output, (".png", ".gif", ".html"), inputs=(args.video, args.features))
     config = _config(args)
     progress = Progress(quiet=args.quiet)
     timings: dict[str, float] = {}

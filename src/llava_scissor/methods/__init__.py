@@ -166,10 +166,12 @@ def check_settings(name: str, config: ScissorConfig | None = None, **overrides: 
     """Raise ScissorError now for what ``compress_with(name, ..., config, **overrides)``
     would refuse at its first call: an unknown method, an unknown or bad setting.
 
-    Side inputs (``Method.side_inputs``) are accepted by name and not checked.
+    Side inputs (``Method.side_inputs``) are accepted by name and not checked. A method on
+    the features (not ``in_model``) other than "scissor" must be given a budget.
     """
     method, cfg, _, _ = _resolve(name, config, dict(overrides))
-    if method.name != "scissor" and not cfg.budgeted:
+    # Methods on the features need a budget; an in-model method's hook checks its own.
+    if method.name != "scissor" and not method.in_model and not cfg.budgeted:
         from ._common import token_budget
 
         token_budget(cfg, 1, 1, method.name)  # raises: the baselines have no threshold mode
