@@ -20,7 +20,7 @@ from ._progress import Progress
 if TYPE_CHECKING:
     from ..core.config import ScissorConfig
 
-__all__ = ["Loaded", "Answer", "load_model", "encode", "answer"]
+__all__ = ["Loaded", "Answer", "load_model", "encode", "answer", "vision_attention"]
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$|^[A-Za-z0-9][\w.-]*$")
 
@@ -314,53 +314,88 @@ def answer(
     question: str,
     config: "ScissorConfig | None",
     *,
+    method: str = "scissor",
+    options: dict[str, Any] | None = None,
+    in_model: bool = False,
     max_new_tokens: int = 128,
     progress: Progress | None = None,
 ) -> Answer:
     """Greedy answer to ``question`` about frames [F, H, W, 3] uint8.
 
     ``config`` None answers without compression (the same code path with every token
-    kept as it is). Timings: vision (tower + projector), compression, prefill (up to the
-    first new token), generation (the remaining tokens).
+    kept as it is). ``method`` / ``options``: a registered method and its settings
+    (checked beforehand). Timings: vision (tower + projector), compression, prefill (up
+    to the first new token), generation (the remaining tokens).
+
+    A method on the features is run by ``prepare`` before ``generate``. An ``in_model``
+    method (FastV) acts inside the language model, so it runs under ``apply``: its
+    ``tokens_after`` is the budget kept from its layer on, and the vision tower, which then
+    runs inside ``generate``, is taken out of the prefill time.
     """
-    from ..integrations.hf import prepare
+    from ..integrations.hf import apply, prepare
 
     progress = progress or Progress(quiet=True)
+    options = dict(options or {})
     inputs = _inputs(loaded, frames, _prompt(loaded, question))
-    label = "compressing" if config is not None else "encoding (uncompressed)"
-    with progress.bar(label):
-        prepared = prepare(loaded.model, inputs, config, enabled=config is not None)
-    stats = prepared.stats[0]
-    result = stats.result
-    prompt_length = int(prepared["input_ids"].shape[1])
     tokenizer = getattr(loaded.processor, "tokenizer", None)
     pad = getattr(tokenizer, "pad_token_id", None)
     if pad is None:
         pad = getattr(tokenizer, "eos_token_id", None)
-    label = "generating" + (" (uncompressed)" if config is None else "")
+    generate_kwargs = dict(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
+    in_model = in_model and config is not None
+    if not in_model:
+        label = f"compressing ({method})" if config is not None else "encoding (uncompressed)"
+        with progress.bar(label):
+            prepared = prepare(loaded.model, inputs, config, method=method, enabled=config is not None, **options)
+    label = "generating" + (" (uncompressed)" if config is None else f" ({method})")
     with torch.no_grad(), progress.bar(label, max_new_tokens) as bar:
         timer = _Timer(bar)
         _sync(loaded.device)
         start = time.perf_counter()
-        output = loaded.model.generate(
-            **prepared, max_new_tokens=max_new_tokens, do_sample=False, streamer=timer, pad_token_id=pad
-        )
+        if in_model:
+            with apply(loaded.model, config, method=method, **options) as handle:
+                output = loaded.model.generate(**inputs, streamer=timer, **generate_kwargs)
+            assert handle.last is not None
+            prepared = handle.last
+        else:
+            output = loaded.model.generate(**prepared, streamer=timer, **generate_kwargs)
         _sync(loaded.device)
         end = time.perf_counter()
+    stats = prepared.stats[0]
+    result = stats.result
+    # under apply, generate returns the caller's prompt; prepare's own, otherwise
+    prompt_length = int((inputs if in_model else prepared)["input_ids"].shape[1])
     new_tokens = output[0, prompt_length:]
     text = tokenizer.decode(new_tokens, skip_special_tokens=True).strip() if tokenizer is not None else ""
     first = timer.first if timer.first is not None else end
+    tokens_after = result.num_tokens
+    if in_model:
+        from ..core.compress import budget_sizes
+
+        tokens_after = budget_sizes(result.frames, result.tokens_per_frame, config)[1] or tokens_after
     return Answer(
         answer=text,
         tokens_before=result.num_input_tokens,
-        tokens_after=result.num_tokens,
+        tokens_after=tokens_after,
         tokens_per_frame=result.tokens_per_frame,
         spatial_tokens=result.num_spatial_tokens,
         generated_tokens=int(new_tokens.numel()),
         timings={
             "vision": prepared.encode_seconds,
-            "compression": stats.seconds if config is not None else None,
-            "prefill": first - start,
+            "compression": stats.seconds if config is not None and not in_model else None,
+            # under apply the vision tower runs inside generate: its time is taken out
+            "prefill": first - start - (prepared.encode_seconds if in_model else 0.0),
             "generation": end - first,
         },
     )
+
+
+def vision_attention(loaded: Loaded, frames: np.ndarray) -> torch.Tensor:
+    """[F, N] attention each token of ``encode``'s grid receives in the vision tower
+    (the side input of VisionZip-like methods)."""
+    from ..integrations.hf import get_family
+
+    inputs = _inputs(loaded, frames, _video_token(loaded))
+    with torch.no_grad():
+        attention = get_family(loaded.model).vision_attention(loaded.model, inputs)
+    return attention[0].detach().float()
