@@ -32,6 +32,7 @@ would go strip by strip (not sync-free), so S is read first and sizes the tempor
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -45,6 +46,8 @@ from .result import CompressionResult
 from .exact import canonical_similarity, error_bound, product_units
 from .scc import (
     check_tokens,
+    zero_axis,
+    zero_tokens,
     components_of_sets,
     normalize,
     normalize_into,
@@ -251,15 +254,18 @@ def _merge(
     max_matrix_bytes: int,
     target_count: list[torch.Tensor] | None = None,
     sync_free: bool = False,
+    home: list[torch.Tensor] | None = None,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
     """``merge_into``, plus: target_count, optional B 0-d tensors (only the first
     target_count[i] targets take part, the rest are padding); sync_free, no host reads
-    (fixed-size buffers). The third output: [] bool, a sync-free call met more
-    near-ties than its buffers hold."""
+    (fixed-size buffers); home, optional B tensors [m_i]: the target whose component
+    each original is in, which wins an exact tie (see ``_assign``). The third output:
+    [] bool, a sync-free call met more near-ties than its buffers hold."""
     merged, assignment = [], []
     unresolved = torch.zeros((), dtype=torch.bool, device=originals[0].device)
     for v, (o, t) in enumerate(zip(originals, targets)):
-        a, over = _assign(o, t, sim_dtype, max_matrix_bytes, None if target_count is None else target_count[v], sync_free)
+        count = None if target_count is None else target_count[v]
+        a, over = _assign(o, t, sim_dtype, max_matrix_bytes, count, sync_free, None if home is None else home[v])
         unresolved = unresolved | over
         sums = torch.zeros(t.shape[0], o.shape[-1], dtype=acc, device=o.device).index_add_(0, a, o.to(acc))
         counts = segment_sizes(a, t.shape[0]).to(acc)
@@ -275,10 +281,16 @@ def _assign(
     max_matrix_bytes: int,
     count: torch.Tensor | None = None,
     sync_free: bool = False,
+    home: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """o: [m, d] originals, t: [k, d] targets -> ([m] int64 most similar target, [] bool unresolved).
 
     count: optional 0-d tensor, targets from it on are padding (never chosen).
+    home: optional [m] int64, the target of the component each original is in. Among
+    exactly equally similar targets an original joins its home, else the smallest index.
+    Equal targets (copies of one token, zero tokens split by a budget) would otherwise
+    all send their members to the first of them and leave the others empty; with it
+    every target keeps at least its own members when they tie.
     """
     unit = unit_dtype(sim_dtype)
     t_units = normalize(t, unit)  # [k, d]; near-ties get exact values from these
@@ -302,6 +314,7 @@ def _assign(
         sim = torch.mm(tn, c.mT, out=buf[: k * c.shape[0]].view(k, c.shape[0]))
         if padding is not None:
             sim.masked_fill_(padding, _NEG_INF)
+        c_home = None if home is None else home[start : start + c.shape[0]]
         if exact and k > 1:
             # Two best per column: a column whose runner-up is more than two bounds
             # below its best is decided (its best is unique, so topk's pick is the argmax);
@@ -312,12 +325,15 @@ def _assign(
             floor = best_w.float() - (2 * bound.at(best_w.abs().max())).float()
             if sync_free:
                 room = _MERGE_CANDIDATES * c.shape[0]
-                best, over = _exact_argmax(sim, floor, best, t_units, c_units, room)
+                best, over = _exact_argmax(sim, floor, best, t_units, c_units, room, c_home)
                 unresolved = unresolved | over
             elif bool((top_w[1].float() >= floor).any()):
-                best, _ = _exact_argmax(sim, floor, best, t_units, c_units)
+                best, _ = _exact_argmax(sim, floor, best, t_units, c_units, home=c_home)
         else:
-            best = sim.argmax(dim=0)  # ties go to the smaller index
+            best = sim.argmax(dim=0)  # ties go to the smaller index ...
+            if c_home is not None:  # ... or to the original's own component
+                at_home = sim.gather(0, c_home[None])[0]
+                best = torch.where(at_home >= sim.gather(0, best[None])[0], c_home, best)
         a[start : start + c.shape[0]] = best
     return a, unresolved
 
@@ -329,13 +345,15 @@ def _exact_argmax(
     t: torch.Tensor,
     o: torch.Tensor,
     capacity: int | None = None,
+    home: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """sim: [k, c] products, floor: [c] column max - 2 bounds, best: [c] argmax -> ([c] canonical argmax, [] bool).
 
     t: [k, d], o: [c, d] the float32 unit vectors of the targets and of the originals.
 
     Targets at or above the floor are the only candidates for the canonical best;
-    columns with one candidate are decided. Canonical ties go to the smaller index.
+    columns with one candidate are decided. Canonical ties go to ``home`` ([c], the
+    original's own component) when it is among them, else to the smaller index.
     capacity: None sizes the work from the data (host reads); an int fixes it (no host
     reads), and the flag returned says whether the candidates did not fit.
     """
@@ -358,6 +376,11 @@ def _exact_argmax(
         winner = torch.where(used, winner, k)
     first = torch.full((c,), k, dtype=torch.int64, device=sim.device)
     first.scatter_reduce_(0, col, winner, "amin")
+    if home is not None:
+        # winner is k except at the tied best targets, and home < k: a match is a tie won by home
+        at_home = (winner == home[col]).to(torch.int64)
+        home_won = torch.zeros(c, dtype=torch.int64, device=sim.device).scatter_reduce_(0, col, at_home, "amax")
+        first = torch.where(home_won > 0, home, first)
     unresolved = torch.zeros((), dtype=torch.bool, device=sim.device) if used is None else found > capacity
     return torch.where(first < k, first, best), unresolved
 
@@ -548,12 +571,34 @@ def _identity_step(flat: list[torch.Tensor], acc: torch.dtype, counts: list[torc
     )
 
 
+def _zero_flag(videos: list[torch.Tensor]) -> torch.Tensor:
+    """[] bool on the device: some video has a zero token (``scc.zero_tokens``)."""
+    return torch.stack([zero_tokens(v).any() for v in videos]).any()
+
+
+def _with_zero_axis(videos: list[torch.Tensor], cfg: ScissorConfig) -> list[CompressionResult]:
+    """The compression of videos that hold zero tokens: similarities of ``scc.zero_axis``,
+    means of the tokens themselves (the extra coordinate is dropped again)."""
+    d = videos[0].shape[-1]
+    results = _compress_videos([zero_axis(v) for v in videos], cfg)  # has no zero token: no loop
+    return [
+        dataclasses.replace(
+            r,
+            tokens=r.tokens[:, :d].contiguous(),
+            spatial_tokens=None if r.spatial_tokens is None else r.spatial_tokens[:, :d].contiguous(),
+        )
+        for r in results
+    ]
+
+
 def _compress_videos(videos: list[torch.Tensor], cfg: ScissorConfig) -> list[CompressionResult]:
     V = len(videos)
     device, dtype = videos[0].device, videos[0].dtype
     N, d = videos[0].shape[1], videos[0].shape[2]
     frames = [int(v.shape[0]) for v in videos]
     sync_free = _sync_free(cfg, device)
+    if not sync_free and bool(_zero_flag(videos)):  # a sync-free call learns it at its one read
+        return _with_zero_axis(videos, cfg)
     sizes_known = cfg.budgeted and not cfg.approximate
     plan = _Plan(
         cfg=cfg,
@@ -568,6 +613,7 @@ def _compress_videos(videos: list[torch.Tensor], cfg: ScissorConfig) -> list[Com
     flags: dict[str, torch.Tensor] = {}
     if plan.sync_free:
         flags["finite"] = _finite(videos)
+        flags["zero"] = _zero_flag(videos)
     x_all = videos[0] if V == 1 else torch.cat(videos, dim=0)  # [sum F, N, d]
     if plan.sync_free:
         # NaN / Inf are only known at the end; until then the call must not index out of
@@ -587,8 +633,9 @@ def _compress_videos(videos: list[torch.Tensor], cfg: ScissorConfig) -> list[Com
     if cfg.merge:
         # Padded rows (K only on the device) are masked out of the argmax.
         count = temporal.count if temporal.sizes is None else None
+        home = [temporal.labels[v][spatial.labels[v]] for v in range(V)]  # each original's component
         tokens, assignment, flags["merge"] = _merge(
-            originals, temporal.tokens, plan.acc, plan.sim_dtype, cfg.max_matrix_bytes, count, plan.sync_free
+            originals, temporal.tokens, plan.acc, plan.sim_dtype, cfg.max_matrix_bytes, count, plan.sync_free, home
         )
     else:
         tokens = temporal.tokens
@@ -605,7 +652,9 @@ def _compress_videos(videos: list[torch.Tensor], cfg: ScissorConfig) -> list[Com
     if plan.sync_free:
         if not host["flag_finite"][0]:
             raise _NonFinite
-        if any(host[f"flag_{name}"][0] for name in flags if name != "finite"):
+        if host["flag_zero"][0]:
+            return _with_zero_axis(videos, cfg)  # the rare input with zero tokens runs again
+        if any(host[f"flag_{name}"][0] for name in flags if name not in ("finite", "zero")):
             # More near-ties than the fixed buffers hold: the data-sized path decides them.
             return _compress_videos(videos, cfg.replace(sync_free=False))
     k_sizes = _ints(host["k"]) if temporal.sizes is None else temporal.sizes

@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 
 from .._errors import ScissorError
-from .exact import ErrorBound, apriori_halfwidth, band_capacity, error_bound, product_units, resolve_band_, unit_vectors
+from .exact import _NORM_EPS, ErrorBound, apriori_halfwidth, band_capacity, error_bound, product_units, resolve_band_, unit_vectors
 from .graph import Components, budget_components, budget_levels, order_components, threshold_components
 from .result import SCCResult
 
@@ -25,6 +25,8 @@ __all__ = [
     "components_of_sets",
     "normalize",
     "normalize_into",
+    "zero_axis",
+    "zero_tokens",
     "segment_mean",
     "segment_sizes",
     "check_tokens",
@@ -42,10 +44,35 @@ _CHUNK_BYTES = 2 << 20
 def normalize(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """x: [..., d] -> [..., d] unit vectors in ``dtype``; zero vectors stay zero.
 
-    A zero vector therefore has cosine 0 with every token (itself included), so it is
-    adjacent to nothing when tau >= 0 and never produces NaN (``exact.unit_vectors``).
+    A zero vector therefore has cosine 0 with every token, itself included, and never
+    produces NaN (``exact.unit_vectors``). ``compress`` and ``scc`` give zero tokens a
+    direction of their own first (``zero_axis``).
     """
     return unit_vectors(x, dtype)
+
+
+def zero_tokens(x: torch.Tensor) -> torch.Tensor:
+    """x: [..., d] -> [...] bool: the zero tokens, whose norm is below 1e-12.
+
+    Below that norm a token has no direction that unit vectors can represent (it is
+    where ``F.normalize`` and ``exact.unit_vectors`` stop scaling).
+    """
+    wide = torch.float64 if x.dtype == torch.float64 else torch.float32  # half types: in float32
+    return torch.linalg.vector_norm(x, dim=-1, dtype=wide) < _NORM_EPS
+
+
+def zero_axis(x: torch.Tensor) -> torch.Tensor:
+    """x: [..., d] -> [..., d + 1]: x with one more coordinate, 1 on zero tokens, 0 elsewhere.
+
+    The definition of a zero token's similarity: a zero token is equal to every other zero
+    token (cosine 1) and orthogonal to every other token (cosine 0, to within its
+    norm of at most 1e-12). So the zero tokens of a frame form one component (tau < 1),
+    those of all frames one output token, and no output token is a lone zero vector that
+    no original joins. The other tokens' unit vectors are unchanged (their extra
+    coordinate is 0); every product and exact value is then taken as for any input.
+    The caller drops the extra coordinate from the means.
+    """
+    return torch.cat([x, zero_tokens(x).to(x.dtype)[..., None]], dim=-1)
 
 
 def normalize_into(x: torch.Tensor, buf: torch.Tensor) -> torch.Tensor:
@@ -535,8 +562,9 @@ def scc(
     budget = _budget_from(n, retention, max_tokens)
     keep = None if budget is None else torch.tensor([budget])
     with torch.no_grad():  # not differentiable, as ``compress``
+        units = zero_axis(tokens) if bool(zero_tokens(tokens).any()) else tokens  # see zero_axis
         sc = components_of_sets(
-            tokens[None],
+            units[None],
             valid,
             tau=tau,
             keep=keep,
