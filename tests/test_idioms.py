@@ -140,7 +140,7 @@ def test_generate_under_apply_dict_output_and_several_sequences(setup: Any) -> N
 
 
 def test_apply_refuses_bad_settings_at_the_call(setup: Any) -> None:
-    model, _ = setup
+    model, inputs = setup
     with pytest.raises(ScissorError, match="unknown method 'nope'; available methods"):
         apply(model, method="nope")
     with pytest.raises(ScissorError, match="not both"):
@@ -152,3 +152,6 @@ def test_apply_refuses_bad_settings_at_the_call(setup: Any) -> None:
     with pytest.raises(ScissorError, match="dominant_ratio must be > 0"):
         apply(model, method="visionzip", retention=0.1, dominant_ratio=-1.0)
     assert "generate" not in model.__dict__  # nothing was installed
+    text = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask")}
+    with pytest.raises(ScissorError, match="unknown method 'nope'"):
+        prepare(model, text, method="nope")  # refused even where there is no video to compress

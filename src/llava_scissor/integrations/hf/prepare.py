@@ -183,6 +183,7 @@ def prepare(
         raise ScissorError(f"inputs must be a mapping (the processor's output), got {type(inputs).__name__}")
     if padding_side not in (None, "left", "right"):
         raise ScissorError(f"padding_side must be 'left', 'right' or None, got {padding_side!r}")
+    check_options(config, method, overrides)  # also for inputs without video
     if inputs.get("pixel_values_videos") is None:
         return PreparedInputs(inputs)
     if inputs.get("input_ids") is None:
