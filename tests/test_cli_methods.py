@@ -124,7 +124,7 @@ BAD = {
     "baseline with tau": (["compress", "--features", "{feats}", "--method", "uniform", "--tau", "0.5", "-o", "{o}"],
                           "needs a budget"),
     "unknown option": (["compress", "--features", "{feats}", "--method", "dycoke", "--retention", "0.2", "--option",
-                        "windw=3", "-o", "{o}"], "unknown setting(s) ['windw']"),
+                        "windw=3", "-o", "{o}"], "or option(s) ['windw']"),
     "bad option value": (["compress", "--features", "{feats}", "--method", "visionzip", "--retention", "0.2",
                           "--option", "dominant_ratio=-1", "-o", "{o}"], "dominant_ratio must be > 0"),
     "option not NAME=VALUE": (["compress", "--features", "{feats}", "--option", "dominant", "-o", "{o}"],

@@ -64,7 +64,7 @@ def test_baselines_refuse_tau_and_unknown_settings() -> None:
         llava_scissor.compress(x, method="uniform", tau=0.5)
     with pytest.raises(ScissorError, match="unknown method 'nope'; available methods: .*scissor"):
         llava_scissor.compress(x, method="nope", retention=0.1)
-    with pytest.raises(ScissorError, match="unknown setting.*'dominant_ration'.*dominant_ratio"):
+    with pytest.raises(ScissorError, match="unknown ScissorConfig field.*'dominant_ration'.*dominant_ratio"):
         llava_scissor.compress(x, method="visionzip", retention=0.1, dominant_ration=2.0)
 
 
@@ -147,7 +147,7 @@ def test_apply_refuses_bad_settings_at_the_call(setup: Any) -> None:
         apply(model, retention=0.1, tau=0.5)
     with pytest.raises(ScissorError, match="needs a token budget"):
         apply(model, method="dycoke")
-    with pytest.raises(ScissorError, match="unknown setting.*'windw'"):
+    with pytest.raises(ScissorError, match="unknown ScissorConfig field.*'windw'"):
         apply(model, method="fastv", retention=0.1, windw=3)
     with pytest.raises(ScissorError, match="dominant_ratio must be > 0"):
         apply(model, method="visionzip", retention=0.1, dominant_ratio=-1.0)

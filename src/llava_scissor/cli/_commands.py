@@ -76,7 +76,8 @@ def _method(args: argparse.Namespace, name: str | None = None, options: list[tup
     pairs = list(args.option if options is None else options)
     values = dict(pairs)
     if len(values) != len(pairs):
-        raise ScissorError(f"--option names given twice: {sorted({k for k, _ in pairs if [p[0] for p in pairs].count(k) > 1})}")
+        names = [k for k, _ in pairs]
+        raise ScissorError(f"--option given twice for {sorted({k for k in names if names.count(k) > 1})}")
     mode = sorted(set(values) & set(_MODE_FIELDS))
     if mode:
         raise ScissorError(f"--option {mode[0]}=... is a budget: use --{mode[0].replace('_', '-')}")

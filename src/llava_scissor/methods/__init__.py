@@ -197,9 +197,10 @@ def _resolve(
     known = {f.name for f in dataclasses.fields(ScissorConfig)}
     unknown = sorted(set(overrides) - known)
     if unknown:
-        own = f"; its options: {sorted(option_names)}" if option_names else ""
+        own = f"its options: {sorted(option_names)}" if option_names else "it has no options of its own"
         raise ScissorError(
-            f"unknown setting(s) {unknown} for method {method.name!r}{own}; ScissorConfig fields: {sorted(known)}"
+            f"unknown ScissorConfig field(s) or option(s) {unknown} for method {method.name!r} ({own}); "
+            f"ScissorConfig fields: {sorted(known)}"
         )
     cfg = with_overrides(config, **overrides)
     return method, cfg, _build_options(method, options, option_values), side
