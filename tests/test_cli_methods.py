@@ -145,7 +145,7 @@ BAD = {
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_bad_method_is_one_line_before_any_work(capsys, monkeypatch, tmp_path, video, case) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    import llava_scissor.cli._model as model_module
+    import llava_scissor.integrations.hf.session as model_module
 
     def no_model(*_a, **_k):
         raise AssertionError("a model was loaded before the options were checked")

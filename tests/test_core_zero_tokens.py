@@ -1,6 +1,6 @@
 """Zero (and near-zero) tokens: what they do, and that no output token is ever empty.
 
-The definition (``core/scc.py: zero_axis``): a token whose norm is below 1e-12 is a zero
+The definition (``core/compress.py: zero_axis``): a token whose norm is below 1e-12 is a zero
 token; zero tokens are equal to each other (cosine 1) and orthogonal to every other
 token (cosine 0). Among exactly equally similar targets the merge step keeps an original
 in its own component, so equal targets split by a budget each keep their members.
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import llava_scissor
-from llava_scissor.core.scc import zero_tokens
+from llava_scissor.core.engine.exact import zero_tokens
 
 F, N, D = 4, 16, 32
 MODES = [dict(tau=0.9), dict(tau=0.5), dict(tau=1.0), dict(retention=0.3), dict(max_tokens=5), dict(retention=1.0)]

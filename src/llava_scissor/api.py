@@ -1,4 +1,4 @@
-"""The public verbs that dispatch to the core or to another registered method."""
+"""The public verbs, and the one dispatch between SCC and another registered method."""
 
 from __future__ import annotations
 
@@ -8,8 +8,17 @@ import torch
 
 from .core import CompressionResult, ScissorConfig
 from .core import compress as _scissor_compress
+from .methods import Method, compress_with, get_method
 
-__all__ = ["compress"]
+__all__ = ["compress", "resolve_method", "SCISSOR"]
+
+#: The registry name of SCC, the default method everywhere.
+SCISSOR = "scissor"
+
+
+def resolve_method(method: str | None) -> Method:
+    """The registered ``Method`` called ``method``; None means SCC (``"scissor"``)."""
+    return get_method(SCISSOR if method is None else method)
 
 
 def compress(
@@ -32,9 +41,8 @@ def compress(
     Not differentiable: every method runs under ``torch.no_grad()``; inputs that require
     grad are accepted and the results carry no gradient.
     """
-    if method is None or method == "scissor":
-        return _scissor_compress(features, config, **overrides)
-    from .methods import compress_with  # lazy: baselines live outside the core
-
+    name = resolve_method(method).name
+    if name == SCISSOR:
+        return _scissor_compress(features, config, **overrides)  # all videos in one batched call
     with torch.no_grad():
-        return compress_with(method, features, config, **overrides)
+        return compress_with(name, features, config, **overrides)

@@ -20,6 +20,7 @@ from ..core.config import ScissorConfig
 from ..core.result import CompressionResult
 from . import DEFAULT_FRAMES, DEFAULT_MODEL
 from ._io import load_features, save_result
+from .._timing import synchronize
 from ._progress import Progress
 
 __all__ = ["ask", "compress", "visualize", "info"]
@@ -125,16 +126,13 @@ def _print_json(obj: Any) -> None:
 def _compress(features: torch.Tensor, method: _Method, side: dict[str, Any] | None = None) -> tuple[CompressionResult, float]:
     from ..api import compress as compress_tokens
 
-    cuda = features.device.type == "cuda"
-    if cuda:
-        torch.cuda.synchronize(features.device)
+    synchronize(features.device)
     start = time.perf_counter()
     if method.name == "scissor":
         result = compress_tokens(features, method.config)
     else:
         result = compress_tokens(features, method.config, method=method.name, **method.options, **(side or {}))
-    if cuda:
-        torch.cuda.synchronize(features.device)
+    synchronize(features.device)
     assert isinstance(result, CompressionResult)
     return result, time.perf_counter() - start
 
@@ -178,7 +176,7 @@ def _read_clip(path: str, frames: int, progress: Progress) -> Any:
 
 
 def _load(args: argparse.Namespace, progress: Progress) -> Any:
-    from ._model import load_model
+    from ..integrations.hf.session import load_model
 
     return load_model(args.model or DEFAULT_MODEL, device=args.device, dtype=args.dtype, progress=progress)
 
@@ -188,7 +186,7 @@ def _load(args: argparse.Namespace, progress: Progress) -> Any:
 
 def ask(args: argparse.Namespace) -> int:
     """Answer QUESTION about VIDEO with compressed video tokens (and, with --compare, without)."""
-    from ._model import answer
+    from ..integrations.hf.session import answer
 
     method = _method(args)
     other = _compare_method(args)
@@ -209,7 +207,7 @@ def ask(args: argparse.Namespace) -> int:
             return answer(loaded, clip.frames, args.question, None, max_new_tokens=args.max_new_tokens,
                           progress=progress)
         return answer(loaded, clip.frames, args.question, m.config, method=m.name, options=m.options,
-                      in_model=m.in_model, max_new_tokens=args.max_new_tokens, progress=progress)
+                      max_new_tokens=args.max_new_tokens, progress=progress)
 
     run = run_with(method)
     baseline = run_with(other) if args.compare is not None else None
@@ -351,7 +349,7 @@ def _encode_video(
     Returns (loaded model, clip, features [F, N, D], the method's side inputs); stage
     times go into ``timings``.
     """
-    from ._model import encode, vision_attention
+    from ..integrations.hf.session import encode, vision_attention
 
     _check_video(args.video)
     start = time.perf_counter()

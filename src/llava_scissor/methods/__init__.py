@@ -31,6 +31,7 @@ __all__ = [
     "get_method",
     "compress_with",
     "check_settings",
+    "resolve_arguments",
     "register_method",
 ]
 
@@ -48,24 +49,18 @@ class Method:
             receives inside the vision tower.
         in_model: True when the method acts inside the language model (FastV); its
             ``compress`` then needs the language model's attention and is normally
-            driven by the model integration (``llava_scissor.prepare/apply``).
-        description: one line for listings.
+            driven by the model integration (``llava_scissor.prepare/apply``, which
+            enters the prefill hook registered for it: ``integrations/hf/hooks.py``).
         options: the frozen dataclass of the method's own hyperparameters (paper
             defaults), or None. Keyword arguments named like its fields are accepted
             by ``compress_with`` / ``llava_scissor.compress``.
-        paper: citation of the method's paper.
-        prefill_hook: for in-model methods, ``(model, prepared) -> context manager`` that
-            the HF integration's ``apply`` enters around each call with video.
     """
 
     name: str
     compress: Callable[..., CompressionResult]
     side_inputs: tuple[str, ...] = ()
     in_model: bool = False
-    description: str = ""
     options: type | None = None
-    paper: str = ""
-    prefill_hook: Callable[..., Any] | None = None
 
     def option_names(self) -> tuple[str, ...]:
         """Names of the method's own hyperparameters (fields of ``options``)."""
@@ -135,7 +130,8 @@ def compress_with(
 
     Returns one ``CompressionResult`` per video (a list for a list input).
     """
-    method, cfg, options, side = _resolve(name, config, overrides_and_side_inputs)
+    method = get_method(name)
+    cfg, options, side = resolve_arguments(method, config, overrides_and_side_inputs)
 
     if isinstance(features, torch.Tensor):
         return method.compress(features, cfg, options=options, **side)
@@ -169,7 +165,8 @@ def check_settings(name: str, config: ScissorConfig | None = None, **overrides: 
     Side inputs (``Method.side_inputs``) are accepted by name and not checked. A method on
     the features (not ``in_model``) other than "scissor" must be given a budget.
     """
-    method, cfg, _, _ = _resolve(name, config, dict(overrides))
+    method = get_method(name)
+    cfg, _, _ = resolve_arguments(method, config, overrides)
     # Methods on the features need a budget; an in-model method's hook checks its own.
     if method.name != "scissor" and not method.in_model and not cfg.budgeted:
         from ._common import token_budget
@@ -177,14 +174,19 @@ def check_settings(name: str, config: ScissorConfig | None = None, **overrides: 
         token_budget(cfg, 1, 1, method.name)  # raises: the baselines have no threshold mode
 
 
-def _resolve(
-    name: str, config: ScissorConfig | None, kwargs: dict[str, Any]
-) -> tuple[Method, ScissorConfig, Any, dict[str, Any]]:
-    """(method, config, options, side inputs) of ``compress_with``'s arguments, validated."""
-    method = get_method(name)
+def resolve_arguments(
+    method: Method, config: ScissorConfig | None, kwargs: dict[str, Any]
+) -> tuple[ScissorConfig, Any, dict[str, Any]]:
+    """Split a call's keyword arguments for ``method``: (config, options, side inputs).
+
+    Names in ``Method.side_inputs`` are side inputs; names of the method's ``options``
+    fields are its hyperparameters (or ``options=<that dataclass>``); everything else
+    must be a ``ScissorConfig`` field. Everything is validated here.
+    """
     side: dict[str, Any] = {}
     option_values: dict[str, Any] = {}
     overrides: dict[str, Any] = {}
+    kwargs = dict(kwargs)
     options = kwargs.pop("options", None)
     option_names = set(method.option_names())
     for key, value in kwargs.items():
@@ -202,8 +204,7 @@ def _resolve(
             f"unknown ScissorConfig field(s) or option(s) {unknown} for method {method.name!r} ({own}); "
             f"ScissorConfig fields: {sorted(known)}"
         )
-    cfg = with_overrides(config, **overrides)
-    return method, cfg, _build_options(method, options, option_values), side
+    return with_overrides(config, **overrides), _build_options(method, options, option_values), side
 
 
 def _build_options(method: Method, options: Any, values: dict[str, Any]) -> Any:

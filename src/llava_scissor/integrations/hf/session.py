@@ -1,28 +1,74 @@
-"""Loading a transformers video LLM and running it for the command line.
+"""A transformers video LLM in one session: loading, prompts, encoding, answering.
 
-The only module of the command line that imports transformers (lazily, on first use).
+What the command line, ``eval.fidelity`` and the lmms-eval plugin share: load a
+supported model and its processor from a folder or a hub id (``load_model``), build its
+video inputs and chat prompt, run its vision tower (``encode``), answer a question with
+compression (``answer``). transformers is imported on first use.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ContextManager, Iterator, Protocol
 
 import numpy as np
 import torch
 
-from .._errors import ScissorError
-from ._progress import Progress
+from ..._errors import ScissorError
+from ..._timing import synchronize as _sync
+from ...core.budget import final_budget
+from .families import get_family, supported_model_types
+from .inputs import build_video_inputs, load_processor, video_token_for
+from .hooks import prefill_hook_for
+from .prepare import prepare
 
 if TYPE_CHECKING:
-    from ..core.config import ScissorConfig
+    from ...core.config import ScissorConfig
 
-__all__ = ["Loaded", "Answer", "load_model", "encode", "answer", "vision_attention"]
+__all__ = [
+    "Progress",
+    "Loaded",
+    "Answer",
+    "load_model",
+    "video_token",
+    "chat_prompt",
+    "video_inputs",
+    "encode",
+    "answer",
+    "vision_attention",
+]
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$|^[A-Za-z0-9][\w.-]*$")
+
+
+class Progress(Protocol):
+    """Where a session reports its steps (the command line passes its progress bars).
+
+    ``bar(label, total)`` is a context manager around one step; what it yields has
+    ``update(done)``. ``enabled``: whether anything is shown (library progress bars follow it).
+    """
+
+    enabled: bool
+
+    def bar(self, label: str, total: int | None = None) -> ContextManager[Any]: ...
+
+
+class _Silent:
+    """No progress shown."""
+
+    enabled = False
+
+    @contextlib.contextmanager
+    def bar(self, label: str, total: int | None = None) -> Iterator[Any]:
+        yield self
+
+    def update(self, done: int, total: int | None = None) -> None:
+        pass
 
 
 @dataclass
@@ -174,8 +220,6 @@ def _chat_template(source: str, local_only: bool, processor: Any) -> str | None:
             text = fh.read()
         if filename.endswith(".jinja"):
             return text
-        import json
-
         value = json.loads(text).get("chat_template")
         if isinstance(value, str):
             return value
@@ -192,9 +236,7 @@ def load_model(name: str, *, device: str = "auto", dtype: str = "auto", progress
         raise ScissorError("models need transformers: pip install 'llava-scissor[hf]'") from None
     from transformers import AutoConfig, AutoModelForImageTextToText
 
-    from ..integrations.hf import load_processor, supported_model_types
-
-    progress = progress or Progress(quiet=True)
+    progress = progress or _Silent()
     _quiet_libraries(progress)
     target = _resolve_device(device)
     torch_dtype = _resolve_dtype(dtype, target)
@@ -227,14 +269,15 @@ def load_model(name: str, *, device: str = "auto", dtype: str = "auto", progress
                   device=target, chat_template=template)
 
 
-def _video_token(loaded: Loaded) -> str:
+def video_token(loaded: Loaded) -> str:
+    """The placeholder string of one video in the model's prompts (``<video>``, ``<|video_pad|>``)."""
     token = getattr(loaded.processor, "video_token", None)
     if isinstance(token, str):
         return token
-    return {"qwen2_vl": "<|video_pad|>", "qwen2_5_vl": "<|video_pad|>"}.get(loaded.model_type, "<video>")
+    return video_token_for(loaded.model_type)
 
 
-def _prompt(loaded: Loaded, question: str) -> str:
+def chat_prompt(loaded: Loaded, question: str) -> str:
     """The chat prompt with one video and the question, ending where the answer starts."""
     messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
     tokenizer = getattr(loaded.processor, "tokenizer", None)
@@ -243,12 +286,11 @@ def _prompt(loaded: Loaded, question: str) -> str:
             messages, chat_template=loaded.chat_template, tokenize=False, add_generation_prompt=True
         )
     # No template anywhere: the Qwen2 chat format that every supported family's LLM uses.
-    return f"<|im_start|>user\n{_video_token(loaded)}\n{question}<|im_end|>\n<|im_start|>assistant\n"
+    return f"<|im_start|>user\n{video_token(loaded)}\n{question}<|im_end|>\n<|im_start|>assistant\n"
 
 
-def _inputs(loaded: Loaded, frames: np.ndarray, text: str) -> dict[str, Any]:
-    from ..integrations.hf import build_video_inputs
-
+def video_inputs(loaded: Loaded, frames: np.ndarray, text: str) -> dict[str, Any]:
+    """Model inputs for one video (frames [F, H, W, 3] uint8) and its prompt ``text``, on the model's device."""
     batch = build_video_inputs(loaded.processor, text, [frames])
     dtype = loaded.model.dtype
     out: dict[str, Any] = {}
@@ -263,20 +305,13 @@ def _inputs(loaded: Loaded, frames: np.ndarray, text: str) -> dict[str, Any]:
     return out
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def encode(loaded: Loaded, frames: np.ndarray) -> tuple[torch.Tensor, float]:
     """([F, N, dim] float32 tokens (on the model's device) after vision tower and projector, seconds).
 
     frames: [F, H, W, 3] uint8. For Qwen models F is the number of temporal steps (two
     frames each). Sets ``loaded.grid`` to the (h, w) token grid of one frame.
     """
-    from ..integrations.hf import get_family
-
-    inputs = _inputs(loaded, frames, _video_token(loaded))
+    inputs = video_inputs(loaded, frames, video_token(loaded))
     _sync(loaded.device)
     start = time.perf_counter()
     with torch.no_grad():
@@ -316,7 +351,6 @@ def answer(
     *,
     method: str = "scissor",
     options: dict[str, Any] | None = None,
-    in_model: bool = False,
     max_new_tokens: int = 128,
     progress: Progress | None = None,
 ) -> Answer:
@@ -324,55 +358,44 @@ def answer(
 
     ``config`` None answers without compression (the same code path with every token
     kept as it is). ``method`` / ``options``: a registered method and its settings
-    (checked beforehand). Timings: vision (tower + projector), compression, prefill (up
-    to the first new token), generation (the remaining tokens).
+    (keyword arguments of ``prepare``). Timings: vision (tower + projector), compression,
+    prefill (up to the first new token), generation (the remaining tokens).
 
-    A method on the features is run by ``prepare`` before ``generate``. An ``in_model``
-    method (FastV) acts inside the language model, so it runs under ``apply``: its
-    ``tokens_after`` is the budget kept from its layer on, and the vision tower, which then
-    runs inside ``generate``, is taken out of the prefill time.
+    A method that acts inside the language model (FastV) runs in its prefill hook
+    during ``generate``: ``tokens_after`` is then the budget it keeps from its layer on,
+    and its compression time is part of the prefill.
     """
-    from ..integrations.hf import apply, prepare
-
-    progress = progress or Progress(quiet=True)
-    options = dict(options or {})
-    inputs = _inputs(loaded, frames, _prompt(loaded, question))
+    progress = progress or _Silent()
+    inputs = video_inputs(loaded, frames, chat_prompt(loaded, question))
+    label = f"compressing ({method})" if config is not None else "encoding (uncompressed)"
+    with progress.bar(label):
+        prepared = prepare(loaded.model, inputs, config, method=method, enabled=config is not None, **(options or {}))
+    stats = prepared.stats[0]
+    result = stats.result
+    prompt_length = int(prepared["input_ids"].shape[1])  # generate returns prepared's prompt first
+    hook = prefill_hook_for(prepared.method)
     tokenizer = getattr(loaded.processor, "tokenizer", None)
     pad = getattr(tokenizer, "pad_token_id", None)
     if pad is None:
         pad = getattr(tokenizer, "eos_token_id", None)
-    generate_kwargs = dict(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
-    in_model = in_model and config is not None
-    if not in_model:
-        label = f"compressing ({method})" if config is not None else "encoding (uncompressed)"
-        with progress.bar(label):
-            prepared = prepare(loaded.model, inputs, config, method=method, enabled=config is not None, **options)
     label = "generating" + (" (uncompressed)" if config is None else f" ({method})")
     with torch.no_grad(), progress.bar(label, max_new_tokens) as bar:
         timer = _Timer(bar)
         _sync(loaded.device)
         start = time.perf_counter()
-        if in_model:
-            with apply(loaded.model, config, method=method, **options) as handle:
-                output = loaded.model.generate(**inputs, streamer=timer, **generate_kwargs)
-            assert handle.last is not None
-            prepared = handle.last
-        else:
-            output = loaded.model.generate(**prepared, streamer=timer, **generate_kwargs)
+        with hook(loaded.model, prepared) if hook is not None else contextlib.nullcontext():
+            output = loaded.model.generate(
+                **prepared, max_new_tokens=max_new_tokens, do_sample=False, streamer=timer, pad_token_id=pad
+            )
         _sync(loaded.device)
         end = time.perf_counter()
-    stats = prepared.stats[0]
-    result = stats.result
-    # under apply, generate returns the caller's prompt; prepare's own, otherwise
-    prompt_length = int((inputs if in_model else prepared)["input_ids"].shape[1])
     new_tokens = output[0, prompt_length:]
     text = tokenizer.decode(new_tokens, skip_special_tokens=True).strip() if tokenizer is not None else ""
     first = timer.first if timer.first is not None else end
     tokens_after = result.num_tokens
-    if in_model:
-        from ..core.compress import budget_sizes
-
-        tokens_after = budget_sizes(result.frames, result.tokens_per_frame, config)[1] or tokens_after
+    if prepared.method is not None and prepared.config is not None:  # in the language model
+        tokens_after = final_budget(result.num_input_tokens, prepared.config.retention,
+                                    prepared.config.max_tokens) or tokens_after
     return Answer(
         answer=text,
         tokens_before=result.num_input_tokens,
@@ -382,9 +405,8 @@ def answer(
         generated_tokens=int(new_tokens.numel()),
         timings={
             "vision": prepared.encode_seconds,
-            "compression": stats.seconds if config is not None and not in_model else None,
-            # under apply the vision tower runs inside generate: its time is taken out
-            "prefill": first - start - (prepared.encode_seconds if in_model else 0.0),
+            "compression": stats.seconds if config is not None and prepared.method is None else None,
+            "prefill": first - start,
             "generation": end - first,
         },
     )
@@ -393,9 +415,7 @@ def answer(
 def vision_attention(loaded: Loaded, frames: np.ndarray) -> torch.Tensor:
     """[F, N] attention each token of ``encode``'s grid receives in the vision tower
     (the side input of VisionZip-like methods)."""
-    from ..integrations.hf import get_family
-
-    inputs = _inputs(loaded, frames, _video_token(loaded))
+    inputs = video_inputs(loaded, frames, video_token(loaded))
     with torch.no_grad():
         attention = get_family(loaded.model).vision_attention(loaded.model, inputs)
     return attention[0].detach().float()
