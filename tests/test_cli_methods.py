@@ -12,13 +12,13 @@ pytest.importorskip("av")
 pytest.importorskip("transformers")
 pytest.importorskip("safetensors")
 
+from hf_models import write_tiny_model  # noqa: E402
 from safetensors import safe_open  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
-
-import llava_scissor  # noqa: E402
-from hf_models import write_tiny_model  # noqa: E402
 from test_cli import features_file, run  # noqa: E402
 from test_video import write_video  # noqa: E402
+
+import llava_scissor  # noqa: E402
 
 FRAMES = 4
 OV_TOKENS = 9

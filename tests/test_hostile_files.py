@@ -27,10 +27,10 @@ pytest.importorskip("safetensors")
 pytest.importorskip("PIL")
 
 from safetensors.torch import save_file  # noqa: E402
+from test_video import write_video  # noqa: E402
 
 from llava_scissor import ScissorError  # noqa: E402
 from llava_scissor.cli import main  # noqa: E402
-from test_video import write_video  # noqa: E402
 
 FRAMES, TOKENS, DIM = 4, 16, 8
 ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False

@@ -16,11 +16,11 @@ import torch
 from .. import __version__
 from .._errors import ScissorError
 from .._files import check_output
+from .._timing import synchronize
 from ..core.config import ScissorConfig
 from ..core.result import CompressionResult
 from . import DEFAULT_FRAMES, DEFAULT_MODEL
 from ._io import load_features, save_result
-from .._timing import synchronize
 from ._progress import Progress
 
 __all__ = ["ask", "compress", "visualize", "info"]

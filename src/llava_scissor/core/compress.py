@@ -34,10 +34,9 @@ would go strip by strip (not sync-free), so S is read first and sizes the tempor
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Sequence
-
-import dataclasses
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
@@ -46,10 +45,9 @@ from .._errors import ScissorError
 from .budget import budget_sizes, check_matrix_memory, final_budget, fits_in_memory
 from .config import ScissorConfig, similarity_dtype, threshold, with_overrides
 from .engine.exact import zero_tokens
-from .engine.merge import merge
-from .engine.sets import components_of_sets
 from .engine.gram import to_device
-from .engine.sets import segment_mean, segment_sizes
+from .engine.merge import merge
+from .engine.sets import components_of_sets, segment_mean, segment_sizes
 from .result import CompressionResult, SCCResult
 
 __all__ = ["scc", "compress", "merge_into", "zero_axis", "check_tokens", "check_videos"]

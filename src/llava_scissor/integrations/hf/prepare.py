@@ -29,9 +29,9 @@ from ..._timing import synchronize as _sync
 from ...api import resolve_method
 from ...core.config import ScissorConfig
 from ...core.result import CompressionResult
+from ...methods import Method, check_settings, resolve_arguments
 from .families import Family, VideoFeatures, get_family
 from .families._base import base_model
-from ...methods import Method, check_settings, resolve_arguments
 from .hooks import prefill_hook_for
 
 __all__ = ["prepare", "PreparedInputs", "VideoStats", "supports_precomputed_features"]

@@ -23,8 +23,8 @@ from ..._errors import ScissorError
 from ..._timing import synchronize as _sync
 from ...core.budget import final_budget
 from .families import get_family, supported_model_types
-from .inputs import build_video_inputs, load_processor, video_token_for
 from .hooks import prefill_hook_for
+from .inputs import build_video_inputs, load_processor, video_token_for
 from .prepare import prepare
 
 if TYPE_CHECKING:
@@ -347,7 +347,7 @@ def answer(
     loaded: Loaded,
     frames: np.ndarray,
     question: str,
-    config: "ScissorConfig | None",
+    config: ScissorConfig | None,
     *,
     method: str = "scissor",
     options: dict[str, Any] | None = None,
