@@ -24,6 +24,7 @@ import torch
 from .._errors import ScissorError
 from ..core.config import ScissorConfig, with_overrides
 from ..core.result import CompressionResult
+from ._common import token_budget
 
 __all__ = [
     "Method",
@@ -169,8 +170,6 @@ def check_settings(name: str, config: ScissorConfig | None = None, **overrides: 
     cfg, _, _ = resolve_arguments(method, config, overrides)
     # Methods on the features need a budget; an in-model method's hook checks its own.
     if method.name != "scissor" and not method.in_model and not cfg.budgeted:
-        from ._common import token_budget
-
         token_budget(cfg, 1, 1, method.name)  # raises: the baselines have no threshold mode
 
 
