@@ -152,7 +152,10 @@ def prepare(
     length (padding on the side the inputs used, left when there was none),
     ``mm_encoder_outputs={"video": ...}`` holding the compressed features instead of the
     video pixels, and for Qwen ``position_ids`` [4, B, L'] (text channel + t, h, w).
-    Inputs without video come back unchanged.
+    Inputs without video come back unchanged. ``model.generate(**prepared)`` returns the
+    prepared prompt [B, L'] followed by the new tokens, so the answer is
+    ``out[:, prepared["input_ids"].shape[1]:]`` (under ``apply``, ``generate`` returns the
+    caller's own prompt instead).
 
     Options: ``config`` / ``overrides`` are ``ScissorConfig`` fields (``tau=``,
     ``retention=``, ...); ``method`` selects a registered baseline (default "scissor");
