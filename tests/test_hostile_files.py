@@ -1,6 +1,7 @@
 """Bad output files on purpose: nothing a user owns is lost.
 
-A table of outputs that must be refused, run through the command line: exit status 2,
+A table of outputs, options and input files that must be refused, run through the command
+line: exit status 2,
 exactly one line on stderr, no traceback, no file of the user's changed (contents, mode,
 and no file added). Then the writes themselves: atomic (a reader or an interrupted write
 never sees a partial file), temporary files removed on every exit path, permissions
@@ -62,6 +63,9 @@ def user(tmp_path: Path) -> dict[str, str]:
     readonly = tmp_path / "readonly.png"
     readonly.write_bytes(b"not yours to replace")
     readonly.chmod(0o444)
+    (tmp_path / "earlier.safetensors").write_bytes(b"an earlier result")  # must survive every refusal
+    (tmp_path / "earlier.png").write_bytes(b"an earlier picture")
+    (tmp_path / "corrupt.safetensors").write_bytes(os.urandom(256))
     return {"root": str(tmp_path), "features": str(features), "gif": str(gif)}
 
 
@@ -92,6 +96,24 @@ BAD = {
         ["visualize", "{gif}", "--features", "{features}", "-o", "{root}/fifo.png"], "not a regular file"),
     "output with a wrong suffix": (
         ["compress", "--features", "{features}", "-o", "{root}/out.bin"], ".safetensors"),
+    # bad options and inputs next to an existing output: refused, the output untouched
+    "unknown method": (
+        ["compress", "--features", "{features}", "--method", "nope", "-o", "{root}/earlier.safetensors"],
+        "unknown method 'nope'"),
+    "baseline without a budget": (
+        ["visualize", "{gif}", "--features", "{features}", "--method", "dycoke", "-o", "{root}/earlier.png"],
+        "needs a budget"),
+    "bad method option": (
+        ["compress", "--features", "{features}", "--method", "visionzip", "--retention", "0.2", "--option",
+         "dominant_ratio=0", "-o", "{root}/earlier.safetensors"], "dominant_ratio must be > 0"),
+    "retention out of range": (
+        ["compress", "--features", "{features}", "--retention", "2", "-o", "{root}/earlier.safetensors"],
+        "retention must be in (0, 1]"),
+    "corrupt features file": (
+        ["compress", "--features", "{root}/corrupt.safetensors", "-o", "{root}/earlier.safetensors"],
+        "cannot read features file"),
+    "features that do not fit the video's grid": (
+        ["visualize", "{gif}", "--features", "{features}", "--grid", "3x3", "-o", "{root}/earlier.png"], "grid"),
 }
 if not ROOT:  # root may write anything: permissions cannot refuse it
     BAD["output is read-only"] = (
