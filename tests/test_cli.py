@@ -30,7 +30,7 @@ OV_TOKENS = 9  # tiny LLaVA-OneVision: 3 x 3 tokens per frame
 ASK_KEYS = {
     "model", "model_type", "device", "video", "question", "answer", "frames", "frame_indices",
     "tokens_per_frame", "tokens_before", "tokens_after", "spatial_tokens", "retention", "config",
-    "generated_tokens", "timings", "compare",
+    "generated_tokens", "timings", "compare", "method", "options",
 }
 STAGES = ("decode", "vision", "compression", "prefill", "generation")
 

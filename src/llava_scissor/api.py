@@ -37,8 +37,12 @@ def compress(
     ``config`` / ``overrides`` are ``ScissorConfig`` fields (``tau``, ``retention``,
     ``max_tokens``, ...). ``method`` picks another registered method
     (``llava_scissor.available_methods()``); the default is ``"scissor"``.
+
+    Not differentiable: every method runs under ``torch.no_grad()``; inputs that require
+    grad are accepted and the results carry no gradient.
     """
     name = resolve_method(method).name
     if name == SCISSOR:
         return _scissor_compress(features, config, **overrides)  # all videos in one batched call
-    return compress_with(name, features, config, **overrides)
+    with torch.no_grad():
+        return compress_with(name, features, config, **overrides)

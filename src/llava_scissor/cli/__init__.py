@@ -1,8 +1,11 @@
 """The ``llava-scissor`` command line (also ``python -m llava_scissor``).
 
-    llava-scissor ask VIDEO QUESTION [--model ID_OR_FOLDER] [--retention R | --tau T] [--frames N] [--compare] [--json]
-    llava-scissor compress (VIDEO [--model ...] | --features FILE) [--retention R | --tau T] -o OUT.safetensors
-    llava-scissor visualize VIDEO [--model ... | --features FILE] [--retention R | --tau T] -o OUT.png|.gif|.html
+    llava-scissor ask VIDEO QUESTION [--model ID_OR_FOLDER] [--method NAME] [--retention R | --tau T]
+                      [--frames N] [--compare [METHOD]] [--json]
+    llava-scissor compress (VIDEO [--model ...] | --features FILE) [--method NAME] [--retention R | --tau T]
+                      -o OUT.safetensors
+    llava-scissor visualize VIDEO [--model ... | --features FILE] [--method NAME] [--retention R | --tau T]
+                      -o OUT.png|.gif|.html
     llava-scissor info
 
 Every error is one line on stderr, ``llava-scissor: error: ...``, and exit status 2
@@ -15,8 +18,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
-from typing import Callable, NoReturn, Sequence
+import threading
+from typing import Any, Callable, NoReturn, Sequence
 
 from .._errors import ScissorError
 
@@ -72,6 +77,23 @@ def _positive_int(name: str) -> Callable[[str], int]:
     return parse
 
 
+def _option(text: str) -> tuple[str, object]:
+    """NAME=VALUE -> (name, value): an int, a float, true/false, or the text as it is."""
+    name, sep, value = text.partition("=")
+    name = name.strip().replace("-", "_")
+    if not sep or not name.isidentifier():
+        raise argparse.ArgumentTypeError(f"option must look like NAME=VALUE (e.g. dominant_ratio=3), got {text!r}")
+    lowered = value.strip().lower()
+    if lowered in ("true", "false"):
+        return name, lowered == "true"
+    for kind in (int, float):
+        try:
+            return name, kind(value)
+        except ValueError:
+            pass
+    return name, value
+
+
 def _grid(text: str) -> tuple[int, int]:
     parts = text.lower().split("x")
     try:
@@ -91,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
     budget = argparse.ArgumentParser(add_help=False)
+    budget.add_argument("--method", default="scissor", metavar="NAME",
+                        help="compression method (default scissor; the others: baselines, which need "
+                        "--retention or --max-tokens); 'llava-scissor info' lists them")
+    budget.add_argument("--option", action="append", type=_option, default=[], metavar="NAME=VALUE",
+                        help="a hyperparameter of --method (repeatable), e.g. dominant_ratio=3 for visionzip, "
+                        "layer=2 for fastv, or a ScissorConfig field such as similarity_dtype=bfloat16")
     group = budget.add_mutually_exclusive_group()
     group.add_argument("--retention", type=_fraction, metavar="R", help="keep this fraction of the video tokens, in (0, 1]")
     group.add_argument("--tau", type=_tau, metavar="T", help="similarity threshold in [-1, 1] (default 0.9, the paper's); the token count follows from the video")
@@ -117,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("video", metavar="VIDEO")
     ask.add_argument("question", metavar="QUESTION")
     ask.add_argument("--frames", type=_positive_int("frames"), default=DEFAULT_FRAMES, metavar="N", help=f"frames sampled uniformly (default {DEFAULT_FRAMES})")
-    ask.add_argument("--compare", action="store_true", help="also answer without compression and compare")
+    ask.add_argument("--compare", nargs="?", const="none", default=None, metavar="METHOD",
+                     help="also answer without compression (no METHOD, or 'none'), or with METHOD at the same "
+                     "budget (its default options), and show both answers side by side")
     ask.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     ask.add_argument("--max-new-tokens", type=_positive_int("max-new-tokens"), default=128, metavar="T", help="answer length limit (default 128)")
     ask.add_argument("--repeat-frames", action="store_true", help="repeat frames of a video shorter than N to give N (default: each frame once)")
@@ -168,6 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "visualize": _commands.visualize,
         "info": _commands.info,
     }[args.command]
+    previous = _exit_on_sigterm()
     try:
         return handler(args)
     except KeyboardInterrupt:
@@ -185,6 +216,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("LLAVA_SCISSOR_DEBUG"):
             raise
         return _fail(f"unexpected {type(exc).__name__}: {_one_line(exc)} (set LLAVA_SCISSOR_DEBUG=1 for the traceback)", 1)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm() -> Any:
+    """Make SIGTERM raise SystemExit(143), so that ``finally`` blocks run (a half-written
+    output's temporary file is removed); returns the previous handler (None: unchanged)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None  # signal handlers can only be set from the main thread
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    return signal.signal(signal.SIGTERM, terminate)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -16,6 +16,7 @@ import torch
 
 from .. import __version__
 from .._errors import ScissorError, ScissorWarning
+from .._files import check_output
 from .._timing import synchronize
 from ..core.config import ScissorConfig
 from ..core.result import CompressionResult
@@ -48,27 +49,90 @@ def _config_dict(config: ScissorConfig) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Method:
+    """A method of the command line, checked before any work."""
+
+    name: str
+    config: ScissorConfig  # the budget options with the ScissorConfig fields of --option applied
+    options: dict[str, Any]  # the method's own hyperparameters (--option)
+    in_model: bool  # acts inside the language model (only ``ask`` can run it)
+    side_inputs: tuple[str, ...]
+
+    def describe(self) -> dict[str, Any]:
+        return {"method": self.name, "options": dict(self.options)}
+
+
+_MODE_FIELDS = ("tau", "retention", "max_tokens")
+
+
+def _method(args: argparse.Namespace, name: str | None = None, options: list[tuple[str, Any]] | None = None) -> _Method:
+    """--method NAME (or ``name``) with its --option values and the budget options.
+
+    Raises ScissorError, before any file is read, for an unknown method or option, a
+    bad value, or a baseline without a budget (only scissor has --tau).
+    """
+    from ..methods import check_settings, get_method
+
+    method = get_method(args.method if name is None else name)
+    pairs = list(args.option if options is None else options)
+    values = dict(pairs)
+    if len(values) != len(pairs):
+        names = [k for k, _ in pairs]
+        raise ScissorError(f"--option given twice for {sorted({k for k in names if names.count(k) > 1})}")
+    mode = sorted(set(values) & set(_MODE_FIELDS))
+    if mode:
+        raise ScissorError(f"--option {mode[0]}=... is a budget: use --{mode[0].replace('_', '-')}")
+    base = _config(args)
+    if method.name != "scissor" and not base.budgeted:
+        raise ScissorError(
+            f"method {method.name!r} needs a budget: --retention R or --max-tokens K (only scissor has --tau)"
+        )
+    check_settings(method.name, base, **values)
+    fields = {f.name for f in dataclasses.fields(ScissorConfig)}
+    config = base.replace(**{k: v for k, v in values.items() if k in fields})
+    own = {k: v for k, v in values.items() if k not in fields}
+    return _Method(method.name, config, own, method.in_model, tuple(method.side_inputs))
+
+
+def _compare_method(args: argparse.Namespace) -> _Method | None:
+    """The method of ``ask --compare METHOD`` (its default options, the same budget); None
+    for the uncompressed answer."""
+    if args.compare is None or args.compare.strip().lower() == "none":
+        return None
+    return _method(args, args.compare, options=[])
+
+
+def _features_method(method: _Method, command: str, from_file: bool) -> None:
+    """Refuse a method that cannot run on features (before any work)."""
+    if method.in_model:
+        raise ScissorError(
+            f"method {method.name!r} prunes inside the language model, so it has no compressed tokens to "
+            f"{'write' if command == 'compress' else 'draw'}; 'ask --method {method.name}' runs it"
+        )
+    unknown = sorted(set(method.side_inputs) - {"vision_attention"})
+    if unknown:
+        raise ScissorError(f"method {method.name!r} needs {unknown}, which the command line cannot supply")
+    if from_file and method.side_inputs:
+        raise ScissorError(
+            f"method {method.name!r} needs the vision tower's attention, which a features file does not hold; "
+            "run it on VIDEO through a model (without --features)"
+        )
+
+
 def _print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2) + "\n")
 
 
-def _check_output(path: str, suffixes: tuple[str, ...]) -> None:
-    """Fail before any work when the output path cannot be written."""
-    if not path.lower().endswith(suffixes):
-        raise ScissorError(f"output must end in {' or '.join(suffixes)}, got {path!r}")
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise ScissorError(f"output folder does not exist: {parent}")
-    if os.path.isdir(path):
-        raise ScissorError(f"output is a directory: {path}")
-
-
-def _compress(features: torch.Tensor, config: ScissorConfig) -> tuple[CompressionResult, float]:
+def _compress(features: torch.Tensor, method: _Method, side: dict[str, Any] | None = None) -> tuple[CompressionResult, float]:
     from ..api import compress as compress_tokens
 
     synchronize(features.device)
     start = time.perf_counter()
-    result = compress_tokens(features, config)
+    if method.name == "scissor":
+        result = compress_tokens(features, method.config)
+    else:
+        result = compress_tokens(features, method.config, method=method.name, **method.options, **(side or {}))
     synchronize(features.device)
     assert isinstance(result, CompressionResult)
     return result, time.perf_counter() - start
@@ -139,7 +203,9 @@ def ask(args: argparse.Namespace) -> int:
     """Answer QUESTION about VIDEO with compressed video tokens (and, with --compare, without)."""
     from ..integrations.hf.session import answer
 
-    config = _config(args)
+    method = _method(args)
+    other = _compare_method(args)
+    config = method.config
     _check_video(args.video, args.frames, args.repeat_frames)
     progress = Progress(quiet=args.quiet)
     timings: dict[str, float] = {}
@@ -151,10 +217,15 @@ def ask(args: argparse.Namespace) -> int:
     clip = _read_clip(args.video, args.frames, args.repeat_frames, progress)
     timings["decode"] = time.perf_counter() - start
 
-    run = answer(loaded, clip.frames, args.question, config, max_new_tokens=args.max_new_tokens, progress=progress)
-    baseline = None
-    if args.compare:
-        baseline = answer(loaded, clip.frames, args.question, None, max_new_tokens=args.max_new_tokens, progress=progress)
+    def run_with(m: _Method | None) -> Any:
+        if m is None:
+            return answer(loaded, clip.frames, args.question, None, max_new_tokens=args.max_new_tokens,
+                          progress=progress)
+        return answer(loaded, clip.frames, args.question, m.config, method=m.name, options=m.options,
+                      max_new_tokens=args.max_new_tokens, progress=progress)
+
+    run = run_with(method)
+    baseline = run_with(other) if args.compare is not None else None
 
     report = {
         "model": loaded.name,
@@ -170,6 +241,7 @@ def ask(args: argparse.Namespace) -> int:
         "tokens_after": run.tokens_after,
         "spatial_tokens": run.spatial_tokens,
         "retention": run.retention,
+        **method.describe(),
         "config": _config_dict(config),
         "generated_tokens": run.generated_tokens,
         "timings": {"load": timings["load"], "decode": timings["decode"], **run.timings},
@@ -177,6 +249,7 @@ def ask(args: argparse.Namespace) -> int:
     }
     if baseline is not None:
         report["compare"] = {
+            "method": "none" if other is None else other.name,
             "answer": baseline.answer,
             "tokens": baseline.tokens_after,
             "generated_tokens": baseline.generated_tokens,
@@ -195,12 +268,14 @@ def _print_ask(report: dict[str, Any]) -> None:
     if compare is None:
         out.write(f"{report['answer'] or '(empty answer)'}\n\n")
     else:
-        out.write(f"compressed ({report['tokens_after']:,} video tokens):\n  {report['answer'] or '(empty answer)'}\n")
-        out.write(f"uncompressed ({compare['tokens']:,} video tokens):\n  {compare['answer'] or '(empty answer)'}\n\n")
+        other = "uncompressed" if compare["method"] == "none" else compare["method"]
+        out.write(f"{report['method']} ({report['tokens_after']:,} video tokens):\n  {report['answer'] or '(empty answer)'}\n")
+        out.write(f"{other} ({compare['tokens']:,} video tokens):\n  {compare['answer'] or '(empty answer)'}\n\n")
     t = report["timings"]
     rows = [
         ("model", f"{report['model']} ({report['model_type']}, {report['device']})"),
         ("frames", f"{report['frames']}"),
+        ("method", report["method"] + "".join(f" {k}={v}" for k, v in report["options"].items())),
         ("video tokens", f"{report['tokens_before']:,} -> {report['tokens_after']:,}"),
         ("retention", f"{report['retention']:.1%}"),
     ]
@@ -210,11 +285,11 @@ def _print_ask(report: dict[str, Any]) -> None:
         rows += [(label, _seconds(t.get(key))) for key, label in stages.items()]
     else:
         c = compare["timings"]
-        rows += [(label, f"{_seconds(t.get(key)):>8}   (uncompressed {_seconds(c.get(key))})")
+        rows += [(label, f"{_seconds(t.get(key)):>8}   ({other} {_seconds(c.get(key))})")
                  for key, label in stages.items()]
     generated = f"{report['generated_tokens']} tokens"
     if compare is not None:
-        generated = f"{generated:>8}   (uncompressed {compare['generated_tokens']} tokens)"
+        generated = f"{generated:>8}   ({other} {compare['generated_tokens']} tokens)"
     rows.append(("generated", generated))
     out.write(_rows(rows) + "\n")
 
@@ -228,11 +303,14 @@ def compress(args: argparse.Namespace) -> int:
         raise ScissorError("give either VIDEO or --features FILE (exactly one)")
     if args.features is not None and args.model is not None:
         raise ScissorError("--model is for VIDEO; a features file needs no model")
-    _check_output(args.output, (".safetensors",))
-    config = _config(args)
+    method = _method(args)
+    _features_method(method, "compress", from_file=args.features is not None)
+    check_output(args.output, (".safetensors",), inputs=(args.video, args.features))
+    config = method.config
     progress = Progress(quiet=args.quiet)
     timings: dict[str, float] = {}
     source: dict[str, Any]
+    side: dict[str, Any] = {}
     if args.features is not None:
         if args.frames is not None:
             raise ScissorError("--frames is for VIDEO; a features file has its own frame count")
@@ -241,12 +319,13 @@ def compress(args: argparse.Namespace) -> int:
         timings["load"] = time.perf_counter() - start
         source = {"features": args.features}
     else:
-        features, source, timings = _video_features(args, progress)
-    with progress.bar("compressing"):
-        result, timings["compression"] = _compress(features, config)
+        features, source, timings, side = _video_features(args, progress, method)
+    with progress.bar(f"compressing ({method.name})"):
+        result, timings["compression"] = _compress(features, method, side)
     metadata = {
         "format": "llava-scissor.compressed/1",
         "llava_scissor_version": __version__,
+        **method.describe(),
         "config": _config_dict(config),
         "source": source,
         "dim": int(features.shape[-1]),
@@ -259,12 +338,13 @@ def compress(args: argparse.Namespace) -> int:
                      "tensors": {k: list(v.shape) for k, v in tensors.items()}})
         return 0
     sys.stdout.write(f"wrote {args.output}\n")
-    sys.stdout.write(_rows(_summary_rows(result, timings)) + "\n")
+    sys.stdout.write(_rows(_summary_rows(result, timings, method)) + "\n")
     return 0
 
 
-def _summary_rows(result: CompressionResult, timings: dict[str, float]) -> list[tuple[str, str]]:
+def _summary_rows(result: CompressionResult, timings: dict[str, float], method: _Method) -> list[tuple[str, str]]:
     rows = [
+        ("method", method.name + "".join(f" {k}={v}" for k, v in method.options.items())),
         ("frames", f"{result.frames}"),
         ("tokens per frame", f"{result.tokens_per_frame}"),
         ("video tokens", f"{result.num_input_tokens:,} -> {result.num_tokens:,}"),
@@ -276,12 +356,15 @@ def _summary_rows(result: CompressionResult, timings: dict[str, float]) -> list[
     return rows
 
 
-def _encode_video(args: argparse.Namespace, progress: Progress, timings: dict[str, float]) -> tuple[Any, Any, torch.Tensor]:
+def _encode_video(
+    args: argparse.Namespace, progress: Progress, timings: dict[str, float], method: _Method
+) -> tuple[Any, Any, torch.Tensor, dict[str, Any]]:
     """Load the model, decode VIDEO's sampled frames and run the vision tower.
 
-    Returns (loaded model, clip, features [F, N, D]); stage times go into ``timings``.
+    Returns (loaded model, clip, features [F, N, D], the method's side inputs); stage
+    times go into ``timings``.
     """
-    from ..integrations.hf.session import encode
+    from ..integrations.hf.session import encode, vision_attention
 
     frames = args.frames or DEFAULT_FRAMES
     _check_video(args.video, frames, args.repeat_frames)
@@ -293,16 +376,22 @@ def _encode_video(args: argparse.Namespace, progress: Progress, timings: dict[st
     timings["decode"] = time.perf_counter() - start
     with progress.bar("vision tower"):
         features, timings["vision"] = encode(loaded, clip.frames)
-    return loaded, clip, features
+    side: dict[str, Any] = {}
+    if "vision_attention" in method.side_inputs:
+        with progress.bar("vision attention"):
+            side["vision_attention"] = vision_attention(loaded, clip.frames)
+    return loaded, clip, features, side
 
 
-def _video_features(args: argparse.Namespace, progress: Progress) -> tuple[torch.Tensor, dict[str, Any], dict[str, float]]:
-    """[F, N, D] projected tokens of VIDEO's sampled frames, the source record and timings."""
+def _video_features(
+    args: argparse.Namespace, progress: Progress, method: _Method
+) -> tuple[torch.Tensor, dict[str, Any], dict[str, float], dict[str, Any]]:
+    """[F, N, D] projected tokens of VIDEO's sampled frames, the source record, timings, side inputs."""
     timings: dict[str, float] = {}
-    loaded, clip, features = _encode_video(args, progress, timings)
+    loaded, clip, features, side = _encode_video(args, progress, timings, method)
     source = {"video": args.video, "model": loaded.name, "model_type": loaded.model_type,
               "frame_indices": list(clip.indices)}
-    return features, source, timings
+    return features, source, timings, side
 
 
 # --------------------------------------------------------------------------- visualize
@@ -315,10 +404,13 @@ def visualize(args: argparse.Namespace) -> int:
 
     if args.features is not None and args.model is not None:
         raise ScissorError("give --model or --features, not both")
-    _check_output(args.output, (".png", ".gif", ".html"))
-    config = _config(args)
+    method = _method(args)
+    _features_method(method, "visualize", from_file=args.features is not None)
+    check_output(args.output, (".png", ".gif", ".html"), inputs=(args.video, args.features))
+    config = method.config
     progress = Progress(quiet=args.quiet)
     timings: dict[str, float] = {}
+    side: dict[str, Any] = {}
     grid = args.grid
     if args.features is not None:
         features = load_features(args.features)  # [F, N, D]
@@ -335,24 +427,25 @@ def visualize(args: argparse.Namespace) -> int:
         timings["decode"] = time.perf_counter() - start
         source = f"features {os.path.basename(args.features)}"
     else:
-        loaded, clip, features = _encode_video(args, progress, timings)
+        loaded, clip, features, side = _encode_video(args, progress, timings, method)
         if grid is None:
             grid = loaded.grid
         source = loaded.name
         clip = _frames_per_step(clip, int(features.shape[0]))
-    with progress.bar("compressing"):
-        result, timings["compression"] = _compress(features, config)
+    with progress.bar(f"compressing ({method.name})"):
+        result, timings["compression"] = _compress(features, method, side)
     start = time.perf_counter()
     with progress.bar("drawing"):
-        title = args.title or f"LLaVA-Scissor on {os.path.basename(args.video)} ({source})"
+        who = "LLaVA-Scissor" if method.name == "scissor" else method.name
+        title = args.title or f"{who} on {os.path.basename(args.video)} ({source})"
         save(args.output, clip.frames, result, grid=grid, timestamps=clip.timestamps, title=title)
     timings["drawing"] = time.perf_counter() - start
     if args.json:
-        _print_json({"output": args.output, "video": args.video, "source": source,
+        _print_json({"output": args.output, "video": args.video, "source": source, **method.describe(),
                      "config": _config_dict(config), **_stats(result), "timings": timings})
         return 0
     sys.stdout.write(f"wrote {args.output}\n")
-    sys.stdout.write(_rows(_summary_rows(result, timings)) + "\n")
+    sys.stdout.write(_rows(_summary_rows(result, timings, method)) + "\n")
     return 0
 
 
@@ -388,6 +481,7 @@ def info(args: argparse.Namespace) -> int:
     out.write(("  " + ", ".join(families) if isinstance(families, list) else f"  unavailable: {families}") + "\n")
     out.write("optional pieces\n")
     out.write(_rows([(k, v) for k, v in report["optional"].items()]) + "\n")
+    out.write(f"methods (--method): {', '.join(report['methods'])}\n")
     out.write(f"default model: {report['default_model']}\n")
     return 0
 
@@ -418,6 +512,8 @@ def _info() -> dict[str, Any]:
     mps = getattr(torch.backends, "mps", None)
     device["mps"] = bool(mps is not None and mps.is_available())
     device["default"] = "cuda" if device["cuda"] else ("mps" if device["mps"] else "cpu")
+    from ..methods import available_methods
+
     model_types: list[str] | str
     try:
         from ..integrations.hf import supported_model_types
@@ -437,5 +533,6 @@ def _info() -> dict[str, Any]:
         "device": device,
         "model_types": model_types,
         "optional": optional,
+        "methods": available_methods(),
         "default_model": DEFAULT_MODEL,
     }

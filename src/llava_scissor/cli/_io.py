@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import torch
 
 from .._errors import ScissorError
+from .._files import atomic_output
 
 if TYPE_CHECKING:
     from ..core.result import CompressionResult
@@ -85,7 +86,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def save_result(path: str, result: CompressionResult, metadata: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """Write ``result``'s tensors to a safetensors file.
+    """Write ``result``'s tensors to a safetensors file (atomically: ``_files.atomic_output``).
 
     Every ``metadata`` value is stored as a JSON document, except ``format`` (a plain
     string, as safetensors' own ``format`` entry).
@@ -94,9 +95,6 @@ def save_result(path: str, result: CompressionResult, metadata: Mapping[str, Any
     """
     if not path.lower().endswith(".safetensors"):
         raise ScissorError(f"output must end in .safetensors, got {path!r}")
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise ScissorError(f"output folder does not exist: {parent}")
     from safetensors.torch import save_file
 
     tensors = {}
@@ -105,5 +103,6 @@ def save_result(path: str, result: CompressionResult, metadata: Mapping[str, Any
         if value is not None:
             tensors[name] = value.detach().to("cpu").contiguous()
     meta = {key: value if key == "format" else json.dumps(value) for key, value in metadata.items()}
-    save_file(tensors, path, metadata=meta)
+    with atomic_output(path) as tmp:
+        save_file(tensors, tmp, metadata=meta)
     return tensors

@@ -34,6 +34,7 @@ would go strip by strip (not sync-free), so S is read first and sizes the tempor
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -42,20 +43,21 @@ from torch.nn.utils.rnn import pad_sequence
 
 from .._errors import ScissorError
 from .budget import budget_sizes, check_matrix_memory, final_budget, fits_in_memory
-from .config import ScissorConfig, similarity_dtype, with_overrides
+from .config import ScissorConfig, similarity_dtype, threshold, with_overrides
+from .engine.exact import zero_tokens
 from .engine.gram import to_device
 from .engine.merge import merge
 from .engine.sets import components_of_sets, segment_mean, segment_sizes
 from .result import CompressionResult, SCCResult
 
-__all__ = ["scc", "compress", "merge_into", "check_tokens", "check_videos"]
+__all__ = ["scc", "compress", "merge_into", "zero_axis", "check_tokens", "check_videos"]
 
 _SIM_DTYPES = (torch.float32, torch.bfloat16, torch.float64)
 
 
 def scc(
     tokens: torch.Tensor,
-    tau: float = 0.9,
+    tau: float | None = None,
     *,
     retention: float | None = None,
     max_tokens: int | None = None,
@@ -67,14 +69,16 @@ def scc(
     """Semantic connected components of one token set.
 
     tokens: [n, dim] float (any token set: an image, a frame, a whole video flattened).
-    tau: adjacency is ``cos > tau`` (strict), in [-1, 1]. With ``retention`` or
-    ``max_tokens`` the output has exactly ``round(retention * n)`` / ``min(max_tokens, n)``
-    components instead (single-linkage cut; tau is then ignored).
+    tau: adjacency is ``cos > tau`` (strict), in [-1, 1]; 0.9 when not given. With
+    ``retention`` or ``max_tokens`` the output has exactly ``round(retention * n)`` /
+    ``min(max_tokens, n)`` components instead (single-linkage cut; giving tau as well
+    raises ScissorError). Zero tokens: see ``zero_axis``.
 
     Returns an ``SCCResult``: labels [n], tokens [c, dim] (component means, input dtype),
-    representatives [c], degree [n], threshold.
+    representatives [c], degree [n], threshold. Not differentiable (runs under
+    ``torch.no_grad()``; inputs that require grad are read, the outputs carry no gradient).
     """
-    ScissorConfig(tau=tau, epsilon=epsilon, seed=seed, retention=retention, max_tokens=max_tokens)
+    tau = threshold(ScissorConfig(tau=tau, epsilon=epsilon, seed=seed, retention=retention, max_tokens=max_tokens))
     check_tokens(tokens, "tokens", 2, "[n, dim]")
     n = tokens.shape[0]
     acc = torch.float64 if tokens.dtype == torch.float64 else torch.float32
@@ -85,19 +89,21 @@ def scc(
     valid = torch.tensor([n])  # host tensors: components_of_sets copies what it needs
     budget = final_budget(n, retention, max_tokens)
     keep = None if budget is None else torch.tensor([budget])
-    sc = components_of_sets(
-        tokens[None],
-        valid,
-        tau=tau,
-        keep=keep,
-        approximate=approximate,
-        epsilon=epsilon,
-        seed=seed,
-        sim_dtype=similarity_dtype,
-    )
+    with torch.no_grad():  # not differentiable, as ``compress``
+        units = zero_axis(tokens) if bool(zero_tokens(tokens).any()) else tokens
+        sc = components_of_sets(
+            units[None],
+            valid,
+            tau=tau,
+            keep=keep,
+            approximate=approximate,
+            epsilon=epsilon,
+            seed=seed,
+            sim_dtype=similarity_dtype,
+        )
     count = int(sc.count[0])
     labels = sc.labels[0]
-    means = segment_mean(tokens, labels, count, acc).to(tokens.dtype)
+    means = segment_mean(tokens.detach(), labels, count, acc).to(tokens.dtype)
     return SCCResult(
         labels=labels,
         tokens=means,
@@ -120,6 +126,11 @@ def compress(
 
     Returns a ``CompressionResult`` (a list of them for a list input); ``tokens`` is
     [K, dim] in the input's dtype and device, in the order the LLM receives them.
+
+    Zero tokens (norm below 1e-12) are equal to each other and orthogonal to every other
+    token (``zero_axis``). Not differentiable: the components are discrete choices, so
+    the call runs under ``torch.no_grad()`` and its tensors carry no gradient, also for
+    inputs that require grad (they are read, never changed).
     """
     cfg = with_overrides(config, **overrides)
     single = isinstance(features, torch.Tensor)
@@ -127,7 +138,8 @@ def compress(
     if not _sync_free(cfg, videos[0].device):
         check_videos(features)  # NaN / Inf now, before any work
     try:
-        results = _compress_videos(videos, cfg)
+        with torch.no_grad():  # in-place products into reused buffers refuse autograd inputs
+            results = _compress_videos(videos, cfg)
     except _NonFinite:
         check_videos(features)  # raises, naming the video and the count
         raise
@@ -294,7 +306,7 @@ def _spatial_step(plan: _Plan, x_all: torch.Tensor, frames: list[int]) -> _StepO
     sc = components_of_sets(
         x_all,
         torch.full((x_all.shape[0],), N),
-        tau=cfg.tau,
+        tau=threshold(cfg),
         keep=torch.tensor([s for s, _ in plan.sizes]) if cfg.budgeted else None,
         group=group,
         approximate=cfg.approximate,
@@ -354,7 +366,7 @@ def _temporal_step(plan: _Plan, spatial: list[torch.Tensor], counts: list[torch.
     tc = components_of_sets(
         xs,
         s_len if counts is None else torch.stack(counts),
-        tau=cfg.tau,
+        tau=threshold(cfg),
         keep=torch.tensor([k for _, k in plan.sizes]) if cfg.budgeted else None,
         approximate=cfg.approximate,
         epsilon=cfg.epsilon,
@@ -411,12 +423,48 @@ def _identity_step(flat: list[torch.Tensor], acc: torch.dtype, counts: list[torc
     )
 
 
+def zero_axis(x: torch.Tensor) -> torch.Tensor:
+    """x: [..., d] -> [..., d + 1]: x with one more coordinate, 1 on zero tokens, 0 elsewhere.
+
+    The definition of a zero token's similarity (``engine.exact.zero_tokens``: norm below
+    1e-12, no direction): a zero token is equal to every other zero token (cosine 1) and
+    orthogonal to every other token (cosine 0, to within its norm). So the zero tokens of
+    a frame form one component (tau < 1), those of all frames one output token, and no
+    output token is a lone zero vector that no original joins. The other tokens' unit
+    vectors are unchanged (their extra coordinate is 0), and every product and exact
+    value is taken as for any input. The caller drops the extra coordinate from the means.
+    """
+    return torch.cat([x, zero_tokens(x).to(x.dtype)[..., None]], dim=-1)
+
+
+def _zero_flag(videos: list[torch.Tensor]) -> torch.Tensor:
+    """[] bool on the device: some video has a zero token."""
+    return torch.stack([zero_tokens(v).any() for v in videos]).any()
+
+
+def _with_zero_axis(videos: list[torch.Tensor], cfg: ScissorConfig) -> list[CompressionResult]:
+    """The compression of videos that hold zero tokens: similarities of ``zero_axis``,
+    means of the tokens themselves (the extra coordinate is dropped again)."""
+    d = videos[0].shape[-1]
+    results = _compress_videos([zero_axis(v) for v in videos], cfg)  # has no zero token: no loop
+    return [
+        dataclasses.replace(
+            r,
+            tokens=r.tokens[:, :d].contiguous(),
+            spatial_tokens=None if r.spatial_tokens is None else r.spatial_tokens[:, :d].contiguous(),
+        )
+        for r in results
+    ]
+
+
 def _compress_videos(videos: list[torch.Tensor], cfg: ScissorConfig) -> list[CompressionResult]:
     V = len(videos)
     device, dtype = videos[0].device, videos[0].dtype
     N, d = videos[0].shape[1], videos[0].shape[2]
     frames = [int(v.shape[0]) for v in videos]
     sync_free = _sync_free(cfg, device)
+    if not sync_free and bool(_zero_flag(videos)):  # a sync-free call learns it at its one read
+        return _with_zero_axis(videos, cfg)
     sizes_known = cfg.budgeted and not cfg.approximate
     plan = _Plan(
         cfg=cfg,
@@ -431,6 +479,7 @@ def _compress_videos(videos: list[torch.Tensor], cfg: ScissorConfig) -> list[Com
     flags: dict[str, torch.Tensor] = {}
     if plan.sync_free:
         flags["finite"] = _finite(videos)
+        flags["zero"] = _zero_flag(videos)
     x_all = videos[0] if V == 1 else torch.cat(videos, dim=0)  # [sum F, N, d]
     if plan.sync_free:
         # NaN / Inf are only known at the end; until then the call must not index out of
@@ -450,8 +499,9 @@ def _compress_videos(videos: list[torch.Tensor], cfg: ScissorConfig) -> list[Com
     if cfg.merge:
         # Padded rows (K only on the device) are masked out of the argmax.
         count = temporal.count if temporal.sizes is None else None
+        home = [temporal.labels[v][spatial.labels[v]] for v in range(V)]  # each original's component
         tokens, assignment, flags["merge"] = merge(
-            originals, temporal.tokens, plan.acc, plan.sim_dtype, cfg.max_matrix_bytes, count, plan.sync_free
+            originals, temporal.tokens, plan.acc, plan.sim_dtype, cfg.max_matrix_bytes, count, plan.sync_free, home
         )
     else:
         tokens = temporal.tokens
@@ -468,7 +518,9 @@ def _compress_videos(videos: list[torch.Tensor], cfg: ScissorConfig) -> list[Com
     if plan.sync_free:
         if not host["flag_finite"][0]:
             raise _NonFinite
-        if any(host[f"flag_{name}"][0] for name in flags if name != "finite"):
+        if host["flag_zero"][0]:
+            return _with_zero_axis(videos, cfg)  # the rare input with zero tokens runs again
+        if any(host[f"flag_{name}"][0] for name in flags if name not in ("finite", "zero")):
             # More near-ties than the fixed buffers hold: the data-sized path decides them.
             return _compress_videos(videos, cfg.replace(sync_free=False))
     k_sizes = _ints(host["k"]) if temporal.sizes is None else temporal.sizes

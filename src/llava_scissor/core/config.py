@@ -11,7 +11,10 @@ import torch
 
 from .._errors import ScissorError
 
-__all__ = ["ScissorConfig"]
+__all__ = ["ScissorConfig", "DEFAULT_TAU"]
+
+#: the paper's similarity threshold, used in threshold mode when ``tau`` is not given
+DEFAULT_TAU = 0.9
 
 _SIM_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
@@ -20,17 +23,23 @@ _SIM_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": 
 class ScissorConfig:
     """How to compress one video's tokens with Semantic Connected Components.
 
-    Two ways to size the output, never both:
+    Two ways to size the output, never both (giving ``tau`` together with
+    ``retention`` or ``max_tokens`` raises ScissorError):
 
     * threshold mode (default, the paper): ``tau`` decides which tokens are similar
       (cosine > tau, strict); the number of tokens is an outcome of the video.
     * budget mode: ``retention`` (fraction of ``frames * tokens_per_frame``) or
       ``max_tokens`` (a cap) gives exactly ``K`` output tokens, by cutting the
       single-linkage (maximum spanning tree) hierarchy, the same family of
-      components a threshold gives.
+      components a threshold gives. ``tau`` is then None.
+
+    ``replace`` (and the keyword overrides of ``compress`` / ``apply``) switch modes:
+    a budget given there clears ``tau``, a ``tau`` clears the budget.
 
     Attributes:
-        tau: similarity threshold in [-1, 1] (threshold mode). Paper default 0.9.
+        tau: similarity threshold in [-1, 1] (threshold mode); 0.9 (the paper's
+            default, ``DEFAULT_TAU``) when neither tau nor a budget is given, None
+            in budget mode.
         epsilon: approximation parameter of the paper's sampled components (Eq. 2);
             only used when ``approximate`` is True. Must be > 0.
         approximate: use the epsilon-sampled components (seeded) instead of exact ones.
@@ -68,7 +77,7 @@ class ScissorConfig:
             sets beyond ``max_matrix_bytes`` (strips) are never sync-free.
     """
 
-    tau: float = 0.9
+    tau: float | None = None
     epsilon: float = 0.05
     approximate: bool = False
     seed: int = 0
@@ -84,9 +93,18 @@ class ScissorConfig:
     sync_free: bool | None = None
 
     def __post_init__(self) -> None:
-        _check_real("tau", self.tau)
-        if not -1.0 <= self.tau <= 1.0:
-            raise ScissorError(f"tau must be in [-1, 1], got {self.tau}")
+        if self.tau is not None and self.budgeted:
+            budget = f"retention={self.retention}" if self.retention is not None else f"max_tokens={self.max_tokens}"
+            raise ScissorError(
+                f"give tau (threshold mode) or a budget (retention / max_tokens), not both: got tau={self.tau} "
+                f"and {budget}; a budget fixes the token count, so tau would be ignored"
+            )
+        if self.tau is None and not self.budgeted:
+            object.__setattr__(self, "tau", DEFAULT_TAU)  # threshold mode, the paper's default
+        if self.tau is not None:
+            _check_real("tau", self.tau)
+            if not -1.0 <= self.tau <= 1.0:
+                raise ScissorError(f"tau must be in [-1, 1], got {self.tau}")
         _check_real("epsilon", self.epsilon)
         if not self.epsilon > 0 or math.isinf(self.epsilon):
             raise ScissorError(f"epsilon must be a finite number > 0, got {self.epsilon}")
@@ -152,12 +170,24 @@ def with_overrides(config: ScissorConfig | None, **overrides: Any) -> ScissorCon
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise ScissorError(f"unknown ScissorConfig field(s) {unknown}; known fields: {sorted(known)}")
-    # A budget given as an override replaces a budget of the base config.
-    if "retention" in overrides and "max_tokens" not in overrides:
-        overrides["max_tokens"] = None
-    if "max_tokens" in overrides and "retention" not in overrides:
-        overrides["retention"] = None
+    # An override of the mode replaces the base config's mode: a budget clears tau and
+    # the other budget, a tau clears the budget. Both in one call are refused by
+    # the constructor (which names them).
+    budget_given = overrides.get("retention") is not None or overrides.get("max_tokens") is not None
+    tau_given = overrides.get("tau") is not None
+    if budget_given and not tau_given:
+        overrides.setdefault("tau", None)
+        overrides.setdefault("retention", None)
+        overrides.setdefault("max_tokens", None)
+    if tau_given and not budget_given:
+        overrides.setdefault("retention", None)
+        overrides.setdefault("max_tokens", None)
     return dataclasses.replace(base, **overrides)
+
+
+def threshold(config: ScissorConfig) -> float:
+    """The tau the steps are given: the config's in threshold mode; unused (the default) with a budget."""
+    return DEFAULT_TAU if config.tau is None else config.tau
 
 
 def similarity_dtype(config: ScissorConfig) -> torch.dtype:

@@ -7,8 +7,9 @@ which also checks both against the authors' outputs in ``tests/data``). No batch
 no strips, no budgets, no sampling: none of that changes what is computed.
 
 The similarities are the ones the library decides by (``engine/exact.py``): cosines of
-float32 unit vectors, computed in float64 and rounded once to float32. A zero vector
-has cosine 0 with every token, itself included.
+float32 unit vectors, computed in float64 and rounded once to float32. A zero token
+(norm below 1e-12, no direction) points along an axis of its own: cosine 1 with every
+other zero token, 0 with the rest (``compress.zero_axis``).
 """
 
 from __future__ import annotations
@@ -31,10 +32,16 @@ class ReferenceResult:
     assignment: torch.Tensor
 
 
+def _with_zero_axis(x: torch.Tensor) -> torch.Tensor:
+    """x: [m, d] -> [m, d + 1] float32: one more coordinate, 1 for a zero token (norm < 1e-12)."""
+    x = x.float()
+    return torch.cat([x, (x.norm(dim=-1, keepdim=True) < 1e-12).float()], dim=-1)
+
+
 def cosine_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a: [m, d], b: [n, d] -> [m, n] float32, cos(a_i, b_j) = <a_i, b_j> / (|a_i| |b_j|)."""
-    ua = torch.nn.functional.normalize(a.float(), dim=-1).double()
-    ub = torch.nn.functional.normalize(b.float(), dim=-1).double()
+    ua = torch.nn.functional.normalize(_with_zero_axis(a), dim=-1).double()
+    ub = torch.nn.functional.normalize(_with_zero_axis(b), dim=-1).double()
     return (ua @ ub.T).float()
 
 
@@ -87,10 +94,14 @@ def reference_compress(video: torch.Tensor, tau: float) -> ReferenceResult:
     s_tokens = torch.cat(spatial)  # [S, d]
     # 2. Temporal: one SCC over the S tokens -> K tokens.
     temporal_labels, k_tokens = reference_scc(s_tokens, tau)  # [S], [K, d]
-    # 3. Merge: every original token joins its most similar of the K tokens (argmax, ties to the
-    #    smaller index); output token j = (temporal token j + sum of its originals) / (1 + count).
+    # 3. Merge: every original token joins its most similar of the K tokens (argmax; ties to its
+    #    own component's token, else to the smaller index); output token j = (temporal token j +
+    #    sum of its originals) / (1 + count).
     originals = video.reshape(frames * n, d).float()
-    assignment = cosine_similarity(originals, k_tokens).argmax(dim=1)  # [F*N]
+    sims = cosine_similarity(originals, k_tokens)  # [F*N, K]
+    home = temporal_labels[torch.cat(spatial_labels)]  # [F*N] the token of each original's component
+    at_home = sims.gather(1, home[:, None])[:, 0] == sims.max(dim=1).values
+    assignment = torch.where(at_home, home, sims.argmax(dim=1))  # [F*N]
     tokens = torch.stack(
         [(k_tokens[j] + originals[assignment == j].sum(dim=0)) / (1 + int((assignment == j).sum()))
          for j in range(k_tokens.shape[0])]

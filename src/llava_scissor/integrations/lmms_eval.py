@@ -148,8 +148,8 @@ def build_model_class() -> type:
                     kwargs["do_sample"] = False
                 with torch.no_grad():
                     out = self.model.generate(**inputs, **kwargs)
-                prompt_length = self._prompt_length(inputs)
-                text = self.tokenizer.decode(out[0, prompt_length:], skip_special_tokens=True)
+                # under apply, generate returns the caller's prompt followed by the new tokens
+                text = self.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
                 for stop in until:
                     if stop:
                         text = text.split(stop)[0]
@@ -240,12 +240,6 @@ def build_model_class() -> type:
                              for v in value]
                 out[key] = value
             return out, prompt
-
-        def _prompt_length(self, inputs: dict[str, Any]) -> int:
-            last = self.handle.last
-            if last is not None and inputs.get("pixel_values_videos") is not None:
-                return int(last["input_ids"].shape[1])
-            return int(inputs["input_ids"].shape[1])
 
         def _pad_id(self) -> int:
             pad = getattr(self.tokenizer, "pad_token_id", None)

@@ -24,12 +24,14 @@ import torch
 from .._errors import ScissorError
 from ..core.config import ScissorConfig, with_overrides
 from ..core.result import CompressionResult
+from ._common import token_budget
 
 __all__ = [
     "Method",
     "available_methods",
     "get_method",
     "compress_with",
+    "check_settings",
     "resolve_arguments",
     "register_method",
 ]
@@ -157,6 +159,20 @@ def compress_with(
     return results
 
 
+def check_settings(name: str, config: ScissorConfig | None = None, **overrides: Any) -> None:
+    """Raise ScissorError now for what ``compress_with(name, ..., config, **overrides)``
+    would refuse at its first call: an unknown method, an unknown or bad setting.
+
+    Side inputs (``Method.side_inputs``) are accepted by name and not checked. A method on
+    the features (not ``in_model``) other than "scissor" must be given a budget.
+    """
+    method = get_method(name)
+    cfg, _, _ = resolve_arguments(method, config, overrides)
+    # Methods on the features need a budget; an in-model method's hook checks its own.
+    if method.name != "scissor" and not method.in_model and not cfg.budgeted:
+        token_budget(cfg, 1, 1, method.name)  # raises: the baselines have no threshold mode
+
+
 def resolve_arguments(
     method: Method, config: ScissorConfig | None, kwargs: dict[str, Any]
 ) -> tuple[ScissorConfig, Any, dict[str, Any]]:
@@ -179,6 +195,14 @@ def resolve_arguments(
             option_values[key] = value
         else:
             overrides[key] = value
+    known = {f.name for f in dataclasses.fields(ScissorConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        own = f"its options: {sorted(option_names)}" if option_names else "it has no options of its own"
+        raise ScissorError(
+            f"unknown ScissorConfig field(s) or option(s) {unknown} for method {method.name!r} ({own}); "
+            f"ScissorConfig fields: {sorted(known)}"
+        )
     return with_overrides(config, **overrides), _build_options(method, options, option_values), side
 
 
@@ -195,5 +219,8 @@ def _build_options(method: Method, options: Any, values: dict[str, Any]) -> Any:
             f"got {type(options).__name__}"
         )
     if values:
-        options = dataclasses.replace(options, **values)
+        try:
+            options = dataclasses.replace(options, **values)
+        except TypeError as exc:  # a frozen dataclass without validation of its own
+            raise ScissorError(f"bad options for method {method.name!r}: {exc}") from None
     return options

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from .._errors import ScissorError
+from .._files import atomic_output
 
 if TYPE_CHECKING:
     from ..core.result import CompressionResult
@@ -252,14 +253,20 @@ def save(
     suffix = os.path.splitext(path)[1].lower()
     if suffix not in _FORMATS:
         raise ScissorError(f"picture must end in one of {', '.join(_FORMATS)}, got {path!r}")
+    # Drawn first, then written whole to a temporary file renamed over ``path``.
     if suffix == ".png":
-        render(frames, result, grid=grid, timestamps=timestamps, title=title).save(path, optimize=True)
+        image = render(frames, result, grid=grid, timestamps=timestamps, title=title)
+        with atomic_output(path) as tmp:
+            image.save(tmp, format="PNG", optimize=True)
     elif suffix == ".gif":
         pages = _gif_pages(frames, result, grid=grid, timestamps=timestamps)
-        pages[0].save(path, save_all=True, append_images=pages[1:], duration=600, loop=0, optimize=True)
+        with atomic_output(path) as tmp:
+            pages[0].save(tmp, format="GIF", save_all=True, append_images=pages[1:], duration=600, loop=0,
+                          optimize=True)
     else:
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(_html(frames, result, grid=grid, timestamps=timestamps, title=title))
+        page = _html(frames, result, grid=grid, timestamps=timestamps, title=title)
+        with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(page)
     return path
 
 

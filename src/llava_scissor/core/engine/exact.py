@@ -31,6 +31,7 @@ __all__ = [
     "canonical_similarity",
     "float32_similarity",
     "unit_vectors",
+    "zero_tokens",
     "product_units",
     "error_bound",
     "band_limits",
@@ -69,6 +70,16 @@ def _tree_sum_(p: torch.Tensor) -> torch.Tensor:
 
 def _pow2(d: int) -> int:
     return 1 << max(0, (d - 1).bit_length())
+
+
+def zero_tokens(x: torch.Tensor) -> torch.Tensor:
+    """x: [..., d] -> [...] bool: the zero tokens, whose norm is below 1e-12.
+
+    Below that norm a token has no direction that unit vectors can represent: it is
+    where ``unit_vectors`` (and ``F.normalize``) stop scaling.
+    """
+    wide = torch.float64 if x.dtype == torch.float64 else torch.float32  # half types: in float32
+    return torch.linalg.vector_norm(x, dim=-1, dtype=wide) < _NORM_EPS
 
 
 def unit_vectors(x: torch.Tensor, dtype: torch.dtype, out: torch.Tensor | None = None) -> torch.Tensor:

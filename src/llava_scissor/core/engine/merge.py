@@ -31,12 +31,15 @@ def merge(
     max_matrix_bytes: int,
     target_count: list[torch.Tensor] | None = None,
     sync_free: bool = False,
+    home: list[torch.Tensor] | None = None,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
     """The merge step for B videos: each original joins its most similar target.
 
-    originals: B tensors [m_i, d]; targets: B tensors [k_i, d]. Cosine argmax, ties to
-    the smaller index, decided exactly; output j = (target j + sum of its originals) /
-    (1 + count). target_count: optional B 0-d tensors (only the first target_count[i]
+    originals: B tensors [m_i, d]; targets: B tensors [k_i, d]. Cosine argmax, decided
+    exactly; output j = (target j + sum of its originals) / (1 + count). Exact ties go to
+    the original's ``home`` (optional B tensors [m_i]: the target of its own component)
+    when it is among them, else to the smaller index (see ``_assign``).
+    target_count: optional B 0-d tensors (only the first target_count[i]
     targets take part, the rest are padding); sync_free: no host reads (fixed-size
     buffers). Returns (merged: B tensors [k_i, d] in ``acc``, assignment: B tensors
     [m_i] int64, [] bool: a sync-free call met more near-ties than its buffers hold).
@@ -44,7 +47,8 @@ def merge(
     merged, assignment = [], []
     unresolved = torch.zeros((), dtype=torch.bool, device=originals[0].device)
     for v, (o, t) in enumerate(zip(originals, targets)):
-        a, over = _assign(o, t, sim_dtype, max_matrix_bytes, None if target_count is None else target_count[v], sync_free)
+        count = None if target_count is None else target_count[v]
+        a, over = _assign(o, t, sim_dtype, max_matrix_bytes, count, sync_free, None if home is None else home[v])
         unresolved = unresolved | over
         sums = torch.zeros(t.shape[0], o.shape[-1], dtype=acc, device=o.device).index_add_(0, a, o.to(acc))
         counts = segment_sizes(a, t.shape[0]).to(acc)
@@ -60,10 +64,15 @@ def _assign(
     max_matrix_bytes: int,
     count: torch.Tensor | None = None,
     sync_free: bool = False,
+    home: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """o: [m, d] originals, t: [k, d] targets -> ([m] int64 most similar target, [] bool unresolved).
 
     count: optional 0-d tensor, targets from it on are padding (never chosen).
+    home: optional [m] int64, the target of the component each original is in. Among
+    exactly equally similar targets an original joins its home, else the smallest index.
+    Equal targets (copies of one token kept apart, zero tokens split by a budget) would
+    otherwise all send their members to the first of them and leave the others empty.
     """
     unit = unit_dtype(sim_dtype)
     t_units = unit_vectors(t, unit)  # [k, d]; near-ties get exact values from these
@@ -87,6 +96,7 @@ def _assign(
         sim = torch.mm(tn, c.mT, out=buf[: k * c.shape[0]].view(k, c.shape[0]))
         if padding is not None:
             sim.masked_fill_(padding, _NEG_INF)
+        c_home = None if home is None else home[start : start + c.shape[0]]
         if exact and k > 1:
             # Two best per column: a column whose runner-up is more than two bounds
             # below its best is decided (its best is unique, so topk's pick is the argmax);
@@ -97,12 +107,15 @@ def _assign(
             floor = best_w.float() - (2 * bound.at(best_w.abs().max())).float()
             if sync_free:
                 room = _MERGE_CANDIDATES * c.shape[0]
-                best, over = _exact_argmax(sim, floor, best, t_units, c_units, room)
+                best, over = _exact_argmax(sim, floor, best, t_units, c_units, room, c_home)
                 unresolved = unresolved | over
             elif bool((top_w[1].float() >= floor).any()):
-                best, _ = _exact_argmax(sim, floor, best, t_units, c_units)
+                best, _ = _exact_argmax(sim, floor, best, t_units, c_units, home=c_home)
         else:
-            best = sim.argmax(dim=0)  # ties go to the smaller index
+            best = sim.argmax(dim=0)  # ties go to the smaller index ...
+            if c_home is not None:  # ... or to the original's own component
+                at_home = sim.gather(0, c_home[None])[0]
+                best = torch.where(at_home >= sim.gather(0, best[None])[0], c_home, best)
         a[start : start + c.shape[0]] = best
     return a, unresolved
 
@@ -114,13 +127,15 @@ def _exact_argmax(
     t: torch.Tensor,
     o: torch.Tensor,
     capacity: int | None = None,
+    home: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """sim: [k, c] products, floor: [c] column max - 2 bounds, best: [c] argmax -> ([c] canonical argmax, [] bool).
 
     t: [k, d], o: [c, d] the float32 unit vectors of the targets and of the originals.
 
     Targets at or above the floor are the only candidates for the canonical best;
-    columns with one candidate are decided. Canonical ties go to the smaller index.
+    columns with one candidate are decided. Canonical ties go to ``home`` ([c], the
+    original's own component) when it is among them, else to the smaller index.
     capacity: None sizes the work from the data (host reads); an int fixes it (no host
     reads), and the flag returned says whether the candidates did not fit.
     """
@@ -143,5 +158,10 @@ def _exact_argmax(
         winner = torch.where(used, winner, k)
     first = torch.full((c,), k, dtype=torch.int64, device=sim.device)
     first.scatter_reduce_(0, col, winner, "amin")
+    if home is not None:
+        # winner is k except at the tied best targets, and home < k: a match is a tie won by home
+        at_home = (winner == home[col]).to(torch.int64)
+        home_won = torch.zeros(c, dtype=torch.int64, device=sim.device).scatter_reduce_(0, col, at_home, "amax")
+        first = torch.where(home_won > 0, home, first)
     unresolved = torch.zeros((), dtype=torch.bool, device=sim.device) if used is None else found > capacity
     return torch.where(first < k, first, best), unresolved

@@ -14,13 +14,13 @@ import functools
 import inspect
 from typing import Any, Callable
 
+import torch
+
 from ..._errors import ScissorError
-from ...api import resolve_method
 from ...core.config import ScissorConfig
-from ...methods import resolve_arguments
 from .families import get_family
 from .hooks import prefill_hook_for
-from .prepare import PreparedInputs, VideoStats, prepare, supports_precomputed_features
+from .prepare import PreparedInputs, VideoStats, check_options, prepare, supports_precomputed_features
 
 __all__ = ["apply", "ScissorHandle", "get_handle"]
 
@@ -76,7 +76,10 @@ class ScissorHandle:
             prepared = prepare(handle.model, kwargs, **handle.options)
             handle.last = prepared
             with _in_model_hook(handle.model, prepared):
-                return original(**prepared)
+                output = original(**prepared)
+            if name == "generate":
+                return _with_caller_prompt(output, kwargs["input_ids"], prepared["input_ids"])
+            return output
 
         setattr(wrapper, _MARK, self)
         return wrapper
@@ -129,6 +132,36 @@ def _named(signature: inspect.Signature, args: tuple, kwargs: dict[str, Any], na
     return out
 
 
+def _with_caller_prompt(output: Any, caller_ids: Any, prepared_ids: Any) -> Any:
+    """``generate``'s output with the compressed prompt replaced by the caller's prompt.
+
+    ``generate`` returns its ``input_ids`` followed by the new tokens; under ``apply`` its
+    ``input_ids`` are the compressed ones (shorter), so the usual
+    ``out[:, inputs["input_ids"].shape[1]:]`` would cut into the answer. The caller gets
+    its own prompt ids [B, L] followed by the new tokens, as without compression; rows
+    repeated for ``num_return_sequences`` repeat the prompt alike. ``handle.last`` keeps
+    the compressed inputs. Scores, attentions and the cache are about the compressed
+    sequence and stay as they are.
+    """
+    sequences = getattr(output, "sequences", output)
+    if not isinstance(sequences, torch.Tensor) or sequences.dim() != 2 or prepared_ids.dim() != 2:
+        return output
+    rows, length = sequences.shape
+    batch, prompt = prepared_ids.shape
+    if batch == 0 or rows % batch or length < prompt:
+        return output
+    repeat = rows // batch
+    expected = prepared_ids.repeat_interleave(repeat, dim=0).to(sequences.device)
+    if not torch.equal(sequences[:, :prompt], expected):
+        return output  # not prompt + new tokens (an encoder-decoder model): leave it
+    caller = caller_ids.repeat_interleave(repeat, dim=0).to(sequences.device, sequences.dtype)
+    full = torch.cat([caller, sequences[:, prompt:]], dim=1)
+    if sequences is output:
+        return full
+    output.sequences = full
+    return output
+
+
 @contextlib.contextmanager
 def _in_model_hook(model: Any, prepared: PreparedInputs) -> Any:
     """Enter the prefill hook of an in-model method (see ``hooks.py``) around a call."""
@@ -156,6 +189,10 @@ def apply(
 ) -> ScissorHandle:
     """Make ``model.generate(**inputs)`` and ``model(**inputs)`` compress videos.
 
+    ``generate`` then returns the caller's own prompt ids followed by the new tokens, as
+    without compression, so ``out[:, inputs["input_ids"].shape[1]:]`` is the answer;
+    ``handle.last`` holds the compressed inputs the model actually saw.
+
     Takes the options of ``prepare`` (``config`` / ScissorConfig overrides, ``method``,
     ``keep_newline``, ``enabled``). Only this instance is affected; applying again
     replaces the previous configuration; ``handle.remove()`` (or leaving a ``with``
@@ -167,7 +204,7 @@ def apply(
             f"{type(model).__name__}.forward does not accept mm_encoder_outputs; llava-scissor needs a "
             "transformers release with precomputed multimodal encoder outputs (5.18 or later; tested 5.18.0 and 5.23.0)"
         )
-    resolve_arguments(resolve_method(method), config, overrides)  # validate now rather than at the first call
+    check_options(config, method, overrides)  # fail now rather than at the first call
     previous = get_handle(model)
     if previous is not None:
         previous.remove()

@@ -29,7 +29,7 @@ from ..._timing import synchronize as _sync
 from ...api import resolve_method
 from ...core.config import ScissorConfig
 from ...core.result import CompressionResult
-from ...methods import Method, resolve_arguments
+from ...methods import Method, check_settings, resolve_arguments
 from .families import Family, VideoFeatures, get_family
 from .families._base import base_model
 from .hooks import prefill_hook_for
@@ -123,6 +123,12 @@ def _identity_result(features: torch.Tensor, method: str) -> CompressionResult:
     )
 
 
+def check_options(config: ScissorConfig | None, method: str | None, overrides: Mapping[str, Any]) -> None:
+    """Raise ScissorError for the settings ``prepare`` would refuse: an unknown method, an
+    unknown or bad setting, a baseline without a budget (``apply`` checks at its call)."""
+    check_settings(resolve_method(method).name, config, **overrides)
+
+
 def prepare(
     model: Any,
     inputs: Mapping[str, Any],
@@ -146,7 +152,10 @@ def prepare(
     length (padding on the side the inputs used, left when there was none),
     ``mm_encoder_outputs={"video": ...}`` holding the compressed features instead of the
     video pixels, and for Qwen ``position_ids`` [4, B, L'] (text channel + t, h, w).
-    Inputs without video come back unchanged.
+    Inputs without video come back unchanged. ``model.generate(**prepared)`` returns the
+    prepared prompt [B, L'] followed by the new tokens, so the answer is
+    ``out[:, prepared["input_ids"].shape[1]:]`` (under ``apply``, ``generate`` returns the
+    caller's own prompt instead).
 
     Options: ``config`` / ``overrides`` are ``ScissorConfig`` fields (``tau=``,
     ``retention=``, ...); ``method`` selects a registered baseline (default "scissor");
@@ -162,6 +171,7 @@ def prepare(
         raise ScissorError(f"inputs must be a mapping (the processor's output), got {type(inputs).__name__}")
     if padding_side not in (None, "left", "right"):
         raise ScissorError(f"padding_side must be 'left', 'right' or None, got {padding_side!r}")
+    check_options(config, method, overrides)  # also for inputs without video
     if inputs.get("pixel_values_videos") is None:
         return PreparedInputs(inputs)
     if inputs.get("input_ids") is None:

@@ -21,7 +21,9 @@ import torch
 
 from ..._errors import ScissorError
 from ..._timing import synchronize as _sync
+from ...core.budget import final_budget
 from .families import get_family, supported_model_types
+from .hooks import prefill_hook_for
 from .inputs import build_video_inputs, load_processor, video_token_for
 from .prepare import prepare
 
@@ -38,6 +40,7 @@ __all__ = [
     "video_inputs",
     "encode",
     "answer",
+    "vision_attention",
 ]
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$|^[A-Za-z0-9][\w.-]*$")
@@ -346,51 +349,73 @@ def answer(
     question: str,
     config: ScissorConfig | None,
     *,
+    method: str = "scissor",
+    options: dict[str, Any] | None = None,
     max_new_tokens: int = 128,
     progress: Progress | None = None,
 ) -> Answer:
     """Greedy answer to ``question`` about frames [F, H, W, 3] uint8.
 
     ``config`` None answers without compression (the same code path with every token
-    kept as it is). Timings: vision (tower + projector), compression, prefill (up to the
-    first new token), generation (the remaining tokens).
+    kept as it is). ``method`` / ``options``: a registered method and its settings
+    (keyword arguments of ``prepare``). Timings: vision (tower + projector), compression,
+    prefill (up to the first new token), generation (the remaining tokens).
+
+    A method that acts inside the language model (FastV) runs in its prefill hook
+    during ``generate``: ``tokens_after`` is then the budget it keeps from its layer on,
+    and its compression time is part of the prefill.
     """
     progress = progress or _Silent()
     inputs = video_inputs(loaded, frames, chat_prompt(loaded, question))
-    label = "compressing" if config is not None else "encoding (uncompressed)"
+    label = f"compressing ({method})" if config is not None else "encoding (uncompressed)"
     with progress.bar(label):
-        prepared = prepare(loaded.model, inputs, config, enabled=config is not None)
+        prepared = prepare(loaded.model, inputs, config, method=method, enabled=config is not None, **(options or {}))
     stats = prepared.stats[0]
     result = stats.result
-    prompt_length = int(prepared["input_ids"].shape[1])
+    prompt_length = int(prepared["input_ids"].shape[1])  # generate returns prepared's prompt first
+    hook = prefill_hook_for(prepared.method)
     tokenizer = getattr(loaded.processor, "tokenizer", None)
     pad = getattr(tokenizer, "pad_token_id", None)
     if pad is None:
         pad = getattr(tokenizer, "eos_token_id", None)
-    label = "generating" + (" (uncompressed)" if config is None else "")
+    label = "generating" + (" (uncompressed)" if config is None else f" ({method})")
     with torch.no_grad(), progress.bar(label, max_new_tokens) as bar:
         timer = _Timer(bar)
         _sync(loaded.device)
         start = time.perf_counter()
-        output = loaded.model.generate(
-            **prepared, max_new_tokens=max_new_tokens, do_sample=False, streamer=timer, pad_token_id=pad
-        )
+        with hook(loaded.model, prepared) if hook is not None else contextlib.nullcontext():
+            output = loaded.model.generate(
+                **prepared, max_new_tokens=max_new_tokens, do_sample=False, streamer=timer, pad_token_id=pad
+            )
         _sync(loaded.device)
         end = time.perf_counter()
     new_tokens = output[0, prompt_length:]
     text = tokenizer.decode(new_tokens, skip_special_tokens=True).strip() if tokenizer is not None else ""
     first = timer.first if timer.first is not None else end
+    tokens_after = result.num_tokens
+    if prepared.method is not None and prepared.config is not None:  # in the language model
+        tokens_after = final_budget(result.num_input_tokens, prepared.config.retention,
+                                    prepared.config.max_tokens) or tokens_after
     return Answer(
         answer=text,
         tokens_before=result.num_input_tokens,
-        tokens_after=result.num_tokens,
+        tokens_after=tokens_after,
         tokens_per_frame=result.tokens_per_frame,
         spatial_tokens=result.num_spatial_tokens,
         generated_tokens=int(new_tokens.numel()),
         timings={
             "vision": prepared.encode_seconds,
-            "compression": stats.seconds if config is not None else None,
+            "compression": stats.seconds if config is not None and prepared.method is None else None,
             "prefill": first - start,
             "generation": end - first,
         },
     )
+
+
+def vision_attention(loaded: Loaded, frames: np.ndarray) -> torch.Tensor:
+    """[F, N] attention each token of ``encode``'s grid receives in the vision tower
+    (the side input of VisionZip-like methods)."""
+    inputs = video_inputs(loaded, frames, video_token(loaded))
+    with torch.no_grad():
+        attention = get_family(loaded.model).vision_attention(loaded.model, inputs)
+    return attention[0].detach().float()
