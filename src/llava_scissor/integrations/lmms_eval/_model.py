@@ -225,9 +225,10 @@ class LlavaScissor(lmms):  # type: ignore[misc]
             self._rank = rank
             self._world_size = world_size
         self.model = self.loaded.model
-        self.tokenizer = getattr(self.loaded.processor, "tokenizer", None)
-        if self.tokenizer is None:
+        tokenizer = getattr(self.loaded.processor, "tokenizer", None)
+        if tokenizer is None:
             raise ScissorError(f"{pretrained}: the processor has no tokenizer")
+        self.tokenizer: Any = tokenizer
         self.records: list[SampleRecord] = []
         self._started = time.time()
         if self.method == "none":
