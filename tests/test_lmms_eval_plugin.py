@@ -78,12 +78,16 @@ def test_sidecar_written_atomically_next_to_results(tmp_path):
     assert find_results_file(tmp_path, start) is None
     new = tmp_path / "model" / "2026-12-01T09-00-00.123_results.json"
     new.write_text("{}")
+    later = tmp_path / "model" / "2026-12-01T09-05-00.456_results.json"  # the next run's, into the same folder
+    later.write_text("{}")
+    os.utime(later, (start + 300, start + 300))
     assert find_results_file(tmp_path, start) == new
+    assert find_results_file(tmp_path, start + 200) == later
     side = sidecar_path(new)
     assert side == new.with_name("2026-12-01T09-00-00.123_llava_scissor.json")
     write_json_atomic(side, {"x": 1})
     assert json.loads(side.read_text()) == {"x": 1}
-    assert sorted(p.name for p in side.parent.iterdir()) == sorted([old.name, new.name, side.name])  # no temp left
+    assert sorted(p.name for p in side.parent.iterdir()) == sorted([old.name, new.name, later.name, side.name])  # no temp left
     with pytest.raises(FileExistsError):
         write_json_atomic(side, {"x": 2})
     assert json.loads(side.read_text()) == {"x": 1}

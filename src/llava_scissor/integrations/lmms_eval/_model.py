@@ -230,7 +230,6 @@ class LlavaScissor(lmms):  # type: ignore[misc]
             raise ScissorError(f"{pretrained}: the processor has no tokenizer")
         self.tokenizer: Any = tokenizer
         self.records: list[SampleRecord] = []
-        self._started = time.time()
         if self.method == "none":
             self.handle = apply(self.model, enabled=False, keep_newline=bool(keep_newline))
         else:
@@ -506,12 +505,12 @@ class LlavaScissor(lmms):  # type: ignore[misc]
         root = _cli_output_path()
         if root is None:
             return  # lmms-eval writes no results file either
-        started = self._started
+        ended = time.time()
         payload = self._sidecar_payload(records, None)
 
         def write() -> None:
             # lmms-eval writes its results after the evaluation returns, so this runs at exit.
-            results = find_results_file(Path(root), started)
+            results = find_results_file(Path(root), ended)
             if results is None:
                 return
             try:

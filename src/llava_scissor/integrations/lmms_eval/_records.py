@@ -127,13 +127,14 @@ def write_json_atomic(path: Path, payload: Any) -> None:
 
 
 def find_results_file(root: Path, since: float) -> Path | None:
-    """The newest ``*_results.json`` under ``root`` modified at or after ``since`` (a
-    ``time.time()`` value), or None: the file lmms-eval wrote for this run."""
+    """The first ``*_results.json`` under ``root`` written at or after ``since`` (a
+    ``time.time()`` value), or None: the file lmms-eval wrote for the run that ended at
+    ``since`` (a later run into the same folder writes a later file)."""
     root = Path(root)
     if not root.exists():
         return None
-    candidates = [p for p in root.rglob(f"*{_RESULTS_SUFFIX}") if p.is_file() and p.stat().st_mtime >= since - 1]
-    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
+    candidates = [p for p in root.rglob(f"*{_RESULTS_SUFFIX}") if p.is_file() and p.stat().st_mtime >= since]
+    return min(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
 
 
 def sidecar_path(results_file: Path) -> Path:
