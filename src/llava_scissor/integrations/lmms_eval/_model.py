@@ -265,7 +265,10 @@ class LlavaScissor(lmms):  # type: ignore[misc]
             members = [work[b] for b in batch]
             for i, result in zip(members, self._generate([requests[i] for i in members], [visuals[i] for i in members])):
                 outputs[i] = result
-        return [o if o is not None else GenerationResult(text="") for o in outputs]
+        done = [o for o in outputs if o is not None]
+        if len(done) != len(requests):  # every request answered once, in order
+            raise RuntimeError(f"{len(requests) - len(done)} generate_until requests got no answer")
+        return done
 
     def loglikelihood(self, requests: list[Instance]) -> list[Any]:
         """Per request ``GenerationResult(text=(nll, greedy), ...)``.
@@ -343,13 +346,17 @@ class LlavaScissor(lmms):  # type: ignore[misc]
         stops = [until] if isinstance(until, str) else list(until or [])
         kwargs: dict[str, Any] = {"max_new_tokens": int(gen.pop("max_new_tokens", self.max_new_tokens)),
                                   "pad_token_id": self._pad_id()}
+        # lmms-eval's task settings: sampling only with a positive temperature (tasks write
+        # temperature 0 for greedy); beams as given.
         temperature = float(gen.pop("temperature", 0) or 0)
-        if temperature > 0:
+        if temperature > 0 and gen.get("do_sample", True):
             kwargs.update(do_sample=True, temperature=temperature)
             if gen.get("top_p") is not None:
                 kwargs["top_p"] = float(gen["top_p"])
         else:
             kwargs["do_sample"] = False
+        if gen.get("num_beams") is not None:
+            kwargs["num_beams"] = int(gen["num_beams"])
         inputs = self._batch_inputs(contexts, [self._read_videos(v) for v in visuals])
         self.handle.last = None
         with torch.no_grad():
