@@ -120,10 +120,18 @@ def write_json_atomic(path: Path, payload: Any) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(payload, fh, indent=2, ensure_ascii=False)
             fh.write("\n")
-        # link(2) fails when the name exists, unlike rename: no race with another writer.
-        os.link(tmp, path)
+        try:
+            # link(2) fails when the name exists, unlike rename: no race with another writer.
+            os.link(tmp, path)
+        except FileExistsError:
+            raise FileExistsError(f"{path} exists; not overwriting it") from None
+        except OSError:  # a file system without hard links
+            if path.exists():
+                raise FileExistsError(f"{path} exists; not overwriting it") from None
+            os.replace(tmp, path)
     finally:
-        os.unlink(tmp)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def find_results_file(root: Path, since: float) -> Path | None:
