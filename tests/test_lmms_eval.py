@@ -379,8 +379,13 @@ def test_in_process_requests_and_records(setup):
     # 4 frames x 9 tokens + newline -> 9 kept + newline
     assert (log[0]["video_tokens_before"], log[0]["video_tokens_after"]) == (37, 10)
     assert log[1]["output_tokens"] is None and log[1]["input_tokens"] == scored.token_counts.input_tokens
+    # bad settings fail before the model loads (the folder here does not exist)
     with pytest.raises(ValueError, match="unknown method"):
-        cls(pretrained=str(setup["model"]), method="nope", device="cpu")
+        cls(pretrained="/nonexistent", method="nope", device="cpu")
+    with pytest.raises(ValueError, match="takes no compression options"):
+        cls(pretrained="/nonexistent", method="none", retention=0.1)
+    with pytest.raises(ValueError, match="retension"):
+        cls(pretrained="/nonexistent", method="visionzip", retension=0.1)
     with pytest.raises(ValueError, match="batch_size"):
         cls(pretrained=str(setup["model"]), device="cpu", batch_size="big")
 

@@ -41,7 +41,7 @@ from lmms_eval.api.model import lmms
 from lmms_eval.api.registry import register_model
 
 from ..._errors import ScissorError
-from ...cli._model import load_model
+from ..hf.session import load_model, video_token
 from . import AUTO_BATCH_SIZE, MODEL_NAME
 from ._records import (
     SampleRecord,
@@ -77,14 +77,6 @@ class CompressionTokenCounts(TokenCounts):
             if value is not None:
                 out[key] = value
         return out
-
-
-def _config_fields() -> set[str]:
-    import dataclasses
-
-    from ...core.config import ScissorConfig
-
-    return {f.name for f in dataclasses.fields(ScissorConfig)}
 
 
 def _world() -> tuple[int, int, int]:
@@ -199,7 +191,8 @@ class LlavaScissor(lmms):  # type: ignore[misc]
         **compression: Any,
     ) -> None:
         super().__init__()
-        from ...methods import get_method
+        from ...api import resolve_method
+        from ...methods import resolve_arguments
         from ..hf import apply
 
         self.method = str(method).strip().lower()
@@ -209,12 +202,14 @@ class LlavaScissor(lmms):  # type: ignore[misc]
         self.batch_sizes = {"generate_until": self.batch_size_per_gpu}  # lmms-eval logs these
         self.compression = dict(compression)
         self.sidecar = str(sidecar)
-        if self.method != "none":
-            get_method(self.method)  # unknown names fail here, listing the known ones
-            if self.method == "scissor":
-                unknown = sorted(set(self.compression) - _config_fields())
-                if unknown:
-                    raise ScissorError(f"unknown model_args for method 'scissor': {unknown}")
+        # Bad names and options fail here, before the model loads, by the library's own rules.
+        if self.method == "none":
+            if self.compression:
+                raise ScissorError(
+                    f"method=none keeps every token and takes no compression options; got {sorted(self.compression)}"
+                )
+        else:
+            resolve_arguments(resolve_method(self.method), None, dict(self.compression))
 
         rank, local_rank, world_size = _world()
         self.loaded = load_model(str(pretrained), device=_rank_device(str(device or "auto"), local_rank, world_size),
@@ -419,10 +414,7 @@ class LlavaScissor(lmms):  # type: ignore[misc]
             return str(self.tokenizer.apply_chat_template([{"role": "user", "content": content}],
                                                           chat_template=template, tokenize=False,
                                                           add_generation_prompt=True))
-        token = getattr(self.loaded.processor, "video_token", None) or (
-            "<|video_pad|>" if self.loaded.model_type in ("qwen2_vl", "qwen2_5_vl") else "<video>"
-        )
-        marks = "".join(token for _ in range(videos))
+        marks = "".join(video_token(self.loaded) for _ in range(videos))
         return f"<|im_start|>user\n{marks}\n{context}<|im_end|>\n<|im_start|>assistant\n"
 
     def _batch_inputs(self, contexts: Sequence[str], videos: Sequence[list[Any]]) -> dict[str, Any]:
