@@ -34,6 +34,8 @@ pytest.importorskip("lmms_eval")
 sys.path.insert(0, str(Path(__file__).parent))
 from hf_models import write_tiny_model  # noqa: E402
 
+#: documents of the generation task: odd, so 2 ranks get 4 and 3 and lmms-eval pads the second
+DOCS = 7
 QUESTIONS = ["what happens in the video", "describe the video", "what is shown", "is the cat left or right",
              "what color is the dog", "please answer briefly what runs"]
 
@@ -201,7 +203,7 @@ def _model_args(model: Path, method: str, extra: str = "") -> str:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("lmms")
-    videos = _write_videos(tmp / "videos", 6)
+    videos = _write_videos(tmp / "videos", DOCS)
     _write_task(tmp / "tasks", videos)
     _write_mc_task(tmp / "mc_tasks", videos[:3])
     # seed 2: a tiny model whose greedy answers differ between prompts (seed 0 stops at once)
@@ -236,7 +238,7 @@ def test_cli_scores_with_token_counts(single):
     assert set(res["results"]["tiny_video_qa"]) >= {"exact,none", "length,none"}
     assert "method=scissor" in json.dumps(res["config"])
     samples = single.samples["tiny_video_qa"]
-    assert [s["doc_id"] for s in samples] == list(range(6))
+    assert [s["doc_id"] for s in samples] == list(range(DOCS))
     for s in samples:
         (counts,) = s["token_counts"]
         assert counts["video_tokens_before"] == 6 * 9 + 1  # 6 frames x 9 tokens + the newline
@@ -246,7 +248,7 @@ def test_cli_scores_with_token_counts(single):
         assert 1 <= counts["output_tokens"] <= 4
         assert counts["input_tokens"] > counts["video_tokens_after"]
     eff = res["efficiency"]["by_task"]["tiny_video_qa"]
-    assert eff["docs_with_token_counts"] == 6
+    assert eff["docs_with_token_counts"] == DOCS
     assert eff["total_input_tokens"] == sum(s["token_counts"][0]["input_tokens"] for s in samples)
     assert eff["total_output_tokens"] == sum(s["token_counts"][0]["output_tokens"] for s in samples)
 
@@ -256,33 +258,34 @@ def test_cli_scores_with_token_counts(single):
     assert side["results_file"] == single.results_file.name
     assert side["method"] == "scissor" and side["compression"] == {"retention": 0.5} and side["batch_size"] == 2
     rows = side["samples"]
-    assert [(r["task"], r["doc_id"]) for r in rows] == [("tiny_video_qa", i) for i in range(6)]
+    assert [(r["task"], r["doc_id"]) for r in rows] == [("tiny_video_qa", i) for i in range(DOCS)]
     for row, s in zip(rows, samples):
         for key, value in s["token_counts"][0].items():
             assert row[key] == pytest.approx(value)
     summary = side["tasks"]["tiny_video_qa"]
-    assert summary["docs"] == 6
+    assert summary["docs"] == DOCS
     assert summary["mean_retention"] == pytest.approx(np.mean([r["retention"] for r in rows]))
     assert summary["mean_video_tokens_after"] == pytest.approx(np.mean([r["video_tokens_after"] for r in rows]))
 
 
 def test_data_parallel_two_processes_match_one(setup, single):
-    """accelerate launch, 2 CPU processes (gloo): lmms-eval shards the documents, gathers
-    on rank 0; every sample's answer, score and token counts equal the 1-process run's."""
+    """accelerate launch, 2 CPU processes (gloo): lmms-eval shards the documents (4 and 3,
+    plus one padding request on rank 1), gathers on rank 0; every sample's answer, score and
+    token counts equal the 1-process run's."""
     dp = _lmms_eval(setup["tmp"], "dp2", _model_args(setup["model"], "scissor", "retention=0.5"), "tiny_video_qa",
                     setup["tasks"], batch_size="2", processes=2)
     assert isinstance(dp, Run)
     one, two = single.samples["tiny_video_qa"], dp.samples["tiny_video_qa"]
-    assert [s["doc_id"] for s in two] == [s["doc_id"] for s in one] == list(range(6))
+    assert [s["doc_id"] for s in two] == [s["doc_id"] for s in one] == list(range(DOCS))
     for a, b in zip(one, two):
         assert (a["filtered_resps"], a["exact"], a["length"]) == (b["filtered_resps"], b["exact"], b["length"])
         strip = [{k: v for k, v in c.items() if k != "compression_seconds"} for c in a["token_counts"]]
         assert strip == [{k: v for k, v in c.items() if k != "compression_seconds"} for c in b["token_counts"]]
     for metric in ("exact,none", "length,none"):
         assert dp.results["results"]["tiny_video_qa"][metric] == single.results["results"]["tiny_video_qa"][metric]
-    assert dp.results["efficiency"]["overall"]["docs_with_token_counts"] == 6
+    assert dp.results["efficiency"]["overall"]["docs_with_token_counts"] == DOCS
     assert dp.sidecar is not None and dp.sidecar["world_size"] == 2
-    assert [r["doc_id"] for r in dp.sidecar["samples"]] == list(range(6))  # both ranks' records, on rank 0
+    assert [r["doc_id"] for r in dp.sidecar["samples"]] == list(range(DOCS))  # both ranks' records, on rank 0
 
 
 def test_multiple_choice_through_cli(setup):
