@@ -412,3 +412,15 @@ def test_each_rank_takes_its_own_device(monkeypatch):
     assert _model._batch_size("auto:4", 3) == 3 and _model._batch_size("4", None) == 4
     with pytest.raises(ValueError, match="batch_size"):
         _model._batch_size(0, None)
+
+
+def test_in_model_method_runs_one_request_at_a_time(setup):
+    """FastV prunes inside the language model, one sequence per call: batch size 4 falls
+    back to 1 (the evaluation runs instead of failing at the first batch)."""
+    video = sorted((setup["tmp"] / "videos").glob("clip*.mp4"))[0]
+    lm = plugin.model_class()(pretrained=str(setup["model"]), method="fastv", retention=0.5, layer=1,
+                              max_frames_num=4, device="cpu", dtype="float32", batch_size=4)
+    assert lm.batch_size_per_gpu == 1 and lm.batch_sizes == {"generate_until": 1}
+    docs, reqs = _instances([video, video], {"max_new_tokens": 2})
+    lm.task_dict = {"t": {"test": docs}}
+    assert len(lm.generate_until(reqs)) == 2

@@ -39,6 +39,7 @@ import torch
 from lmms_eval.api.instance import GenerationResult, Instance, TokenCounts
 from lmms_eval.api.model import lmms
 from lmms_eval.api.registry import register_model
+from loguru import logger
 
 from ..._errors import ScissorError
 from ..hf.session import load_model, video_token
@@ -199,7 +200,6 @@ class LlavaScissor(lmms):  # type: ignore[misc]
         self.max_frames_num = int(max_frames_num)
         self.max_new_tokens = int(max_new_tokens)
         self.batch_size_per_gpu = _batch_size(batch_size, max_batch_size)
-        self.batch_sizes = {"generate_until": self.batch_size_per_gpu}  # lmms-eval logs these
         self.compression = dict(compression)
         self.sidecar = str(sidecar)
         # Bad names and options fail here, before the model loads, by the library's own rules.
@@ -209,7 +209,14 @@ class LlavaScissor(lmms):  # type: ignore[misc]
                     f"method=none keeps every token and takes no compression options; got {sorted(self.compression)}"
                 )
         else:
-            resolve_arguments(resolve_method(self.method), None, dict(self.compression))
+            method_obj = resolve_method(self.method)
+            resolve_arguments(method_obj, None, dict(self.compression))
+            if method_obj.in_model and self.batch_size_per_gpu > 1:
+                # Pruning inside the language model (FastV) runs one sequence per call.
+                logger.warning(f"llava_scissor: method {self.method!r} acts inside the language model and runs "
+                               f"one request at a time; batch_size {self.batch_size_per_gpu} -> 1")
+                self.batch_size_per_gpu = 1
+        self.batch_sizes = {"generate_until": self.batch_size_per_gpu}  # lmms-eval logs these
 
         rank, local_rank, world_size = _world()
         self.loaded = load_model(str(pretrained), device=_rank_device(str(device or "auto"), local_rank, world_size),
