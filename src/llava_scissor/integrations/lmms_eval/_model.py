@@ -42,6 +42,7 @@ from lmms_eval.api.registry import register_model
 from loguru import logger
 
 from ..._errors import ScissorError
+from ...video import Clip, read_video
 from ..hf.session import load_model, video_token
 from . import AUTO_BATCH_SIZE, MODEL_NAME
 from ._records import (
@@ -408,10 +409,8 @@ class LlavaScissor(lmms):  # type: ignore[misc]
                 )
         return flat
 
-    def _read_videos(self, paths: list[str]) -> list[Any]:
-        from ...video import read_video
-
-        return [read_video(p, self.max_frames_num).frames for p in paths]
+    def _read_videos(self, paths: list[str]) -> list[Clip]:
+        return [read_video(p, self.max_frames_num) for p in paths]
 
     def _prompt(self, context: str, videos: int) -> str:
         content: list[dict[str, Any]] = [{"type": "video"} for _ in range(videos)]
@@ -424,12 +423,12 @@ class LlavaScissor(lmms):  # type: ignore[misc]
         marks = "".join(video_token(self.loaded) for _ in range(videos))
         return f"<|im_start|>user\n{marks}\n{context}<|im_end|>\n<|im_start|>assistant\n"
 
-    def _batch_inputs(self, contexts: Sequence[str], videos: Sequence[list[Any]]) -> dict[str, Any]:
+    def _batch_inputs(self, contexts: Sequence[str], videos: Sequence[list[Clip]]) -> dict[str, Any]:
         """Processor outputs on this rank's device for prompts with their videos, left-padded."""
         from ..hf import build_video_inputs
 
         prompts = [self._prompt(c, len(v)) for c, v in zip(contexts, videos)]
-        flat = [frames for per_prompt in videos for frames in per_prompt]
+        flat = [clip.frames for per_prompt in videos for clip in per_prompt]
         if flat:
             batch = dict(build_video_inputs(self.loaded.processor, prompts, flat, padding_side="left"))
         else:
