@@ -23,8 +23,9 @@ requires lmms-eval.
 * ``device`` (``auto``: the local rank's GPU under ``accelerate launch``, else ``cuda``
   when there is one, else ``cpu``), ``dtype`` (``auto``), ``max_new_tokens`` (default for
   tasks that set none: 128).
-* ``batch_size`` (also ``--batch_size``): requests per ``generate`` call; ``auto`` is
-  ``AUTO_BATCH_SIZE`` (capped by ``--max_batch_size``).
+* ``batch_size`` (also ``--batch_size``): generation requests per ``generate`` call;
+  ``auto`` is ``AUTO_BATCH_SIZE`` (capped by ``--max_batch_size``). Methods that act inside
+  the language model (FastV) run one request at a time.
 * ``sidecar`` (``auto``): where the per-sample compression records and per-task means go;
   ``auto`` writes ``<date>_llava_scissor.json`` next to lmms-eval's ``<date>_results.json``
   (under ``--output_path``), a path writes there, ``none`` writes nothing.
