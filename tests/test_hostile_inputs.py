@@ -27,8 +27,9 @@ pytest.importorskip("safetensors")
 pytest.importorskip("PIL")
 
 from hf_models import write_tiny_model  # noqa: E402
-from llava_scissor.cli import main  # noqa: E402
 from test_video import write_video  # noqa: E402
+
+from llava_scissor.cli import main  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "docs" / "sample.mp4"
