@@ -83,9 +83,13 @@ def load_processor(name_or_path: str, **kwargs: Any) -> Any:
         processor = AutoProcessor.from_pretrained(name_or_path, **kwargs)
         if _has_video_processor(processor):
             return processor
-    except (ImportError, ValueError, OSError):
-        # ImportError: the video processor needs torchvision; the others: no processor
-        # config in the folder. Either way the parts below still work.
+    except (ImportError, ValueError, OSError, RecursionError):
+        # ImportError: the video processor needs torchvision; ValueError / OSError: no
+        # processor config in the folder; RecursionError: a folder without
+        # video_preprocessor_config.json whose image processor is named like the model's
+        # processor (LLaVA-NeXT-Video: "LlavaNextImageProcessor" -> "LlavaNextVideoProcessor"),
+        # which transformers' AutoVideoProcessor then loads as itself, endlessly. In every
+        # case the parts below still work.
         processor = None
     config = AutoConfig.from_pretrained(name_or_path, **kwargs)
     if config.model_type not in _VIDEO_TOKENS:
