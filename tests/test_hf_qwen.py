@@ -113,3 +113,55 @@ def test_images_in_the_same_prompt_are_untouched(qwen: Any) -> None:
     assert torch.equal(old_pos, new_pos)
     # and with compression off, the whole generation is unchanged
     assert torch.equal(_generate(model, prepare(model, inputs, enabled=False)), _generate(model, inputs))
+
+
+class _SampledVideos:
+    """Stands in for transformers' video processor (which needs torchvision): returns our
+    pixels, grid and the given metadata, so that the real Qwen2.5-VL processor code
+    derives ``second_per_grid_ts`` from them."""
+
+    merge_size = 2
+    temporal_patch_size = 2
+
+    def __init__(self, data: Any, metadata: list[Any]) -> None:
+        self.data, self.metadata = data, metadata
+
+    def __call__(self, videos: Any, **kwargs: Any) -> dict[str, Any]:
+        return {"pixel_values_videos": self.data["pixel_values_videos"],
+                "video_grid_thw": self.data["video_grid_thw"], "video_metadata": self.metadata}
+
+
+@pytest.mark.parametrize("fps", [1.0, 4.0])
+def test_qwen25_temporal_positions_follow_the_real_frame_rate(fps: float) -> None:
+    """Frames decoded at ``fps`` (their timestamps say so) get the temporal positions the
+    model's own processor computes for that rate, not those of the 2 fps default."""
+    from transformers import Qwen2_5_VLProcessor
+    from transformers.video_utils import VideoMetadata
+
+    model = H.tiny_model("qwen2_5_vl")
+    parts = H.tiny_parts("qwen2_5_vl", model)
+    video = H.random_video(8, 56, 84, seed=2)
+    times = [i / fps for i in range(8)]
+    ours = build_video_inputs(parts, [H.prompt("qwen2_5_vl")], [video], timestamps=[times])
+
+    processor = object.__new__(Qwen2_5_VLProcessor)  # the real _process_videos, our stand-in sampler
+    metadata = VideoMetadata(total_num_frames=64, fps=8 * fps, frames_indices=list(range(0, 64, 8)))
+    processor.video_processor = _SampledVideos(ours, [metadata])
+    processor.video_token = "<|video_pad|>"
+    theirs, _ = Qwen2_5_VLProcessor._process_videos(processor, [list(video)])
+    assert metadata.sampled_fps == pytest.approx(fps)
+    expected = torch.tensor(theirs["second_per_grid_ts"], dtype=torch.float32)
+    torch.testing.assert_close(ours["second_per_grid_ts"], expected)
+
+    family = get_family(model)
+    got = family.original_positions(model, ours)
+    want = family.original_positions(model, dict(ours, second_per_grid_ts=expected))
+    assert torch.equal(got, want)
+    default = family.original_positions(model, build_video_inputs(parts, [H.prompt("qwen2_5_vl")], [video]))
+    assert not torch.equal(got[0], default[0])  # 2 fps would give other temporal positions
+    # compressed, each video token keeps its representative's position at the real rate
+    prepared = prepare(model, ours, retention=0.3)
+    stats = prepared.stats[0]
+    run = (ours["input_ids"][0] == family.video_token_id(model)).nonzero().squeeze(1)
+    span = prepared["position_ids"][1:, 0, stats.start : stats.start + stats.tokens_after]
+    assert torch.equal(span, want[:, 0, run[stats.result.representatives]])

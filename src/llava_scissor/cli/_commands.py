@@ -138,10 +138,12 @@ def ask(args: argparse.Namespace) -> int:
     clip = _read_clip(args.video, args.frames, progress)
     timings["decode"] = time.perf_counter() - start
 
-    run = answer(loaded, clip.frames, args.question, config, max_new_tokens=args.max_new_tokens, progress=progress)
+    run = answer(loaded, clip.frames, args.question, config, max_new_tokens=args.max_new_tokens, progress=progress,
+                 timestamps=clip.timestamps)
     baseline = None
     if args.compare:
-        baseline = answer(loaded, clip.frames, args.question, None, max_new_tokens=args.max_new_tokens, progress=progress)
+        baseline = answer(loaded, clip.frames, args.question, None, max_new_tokens=args.max_new_tokens,
+                          progress=progress, timestamps=clip.timestamps)
 
     report = {
         "model": loaded.name,
@@ -278,7 +280,7 @@ def _encode_video(args: argparse.Namespace, progress: Progress, timings: dict[st
     clip = _read_clip(args.video, args.frames or DEFAULT_FRAMES, progress)
     timings["decode"] = time.perf_counter() - start
     with progress.bar("vision tower"):
-        features, timings["vision"] = encode(loaded, clip.frames)
+        features, timings["vision"] = encode(loaded, clip.frames, clip.timestamps)
     return loaded, clip, features
 
 

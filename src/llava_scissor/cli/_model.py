@@ -9,7 +9,7 @@ import os
 import re
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
@@ -246,10 +246,13 @@ def _prompt(loaded: Loaded, question: str) -> str:
     return f"<|im_start|>user\n{_video_token(loaded)}\n{question}<|im_end|>\n<|im_start|>assistant\n"
 
 
-def _inputs(loaded: Loaded, frames: np.ndarray, text: str) -> dict[str, Any]:
+def _inputs(loaded: Loaded, frames: np.ndarray, text: str, timestamps: Sequence[float] | None = None) -> dict[str, Any]:
     from ..integrations.hf import build_video_inputs
 
-    batch = build_video_inputs(loaded.processor, text, [frames])
+    # The decoder's timestamps give the real sampling rate (Qwen2.5-VL's temporal
+    # positions, the timestamps Qwen3-VL / GLM-4V write between frames).
+    times = None if timestamps is None else [list(timestamps)]
+    batch = build_video_inputs(loaded.processor, text, [frames], timestamps=times)
     dtype = loaded.model.dtype
     out: dict[str, Any] = {}
     for key, value in dict(batch).items():
@@ -268,15 +271,15 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def encode(loaded: Loaded, frames: np.ndarray) -> tuple[torch.Tensor, float]:
+def encode(loaded: Loaded, frames: np.ndarray, timestamps: Sequence[float] | None = None) -> tuple[torch.Tensor, float]:
     """([F, N, dim] float32 tokens (on the model's device) after vision tower and projector, seconds).
 
-    frames: [F, H, W, 3] uint8. For Qwen models F is the number of temporal steps (two
+    frames: [F, H, W, 3] uint8, taken at ``timestamps`` seconds (optional). For Qwen models F is the number of temporal steps (two
     frames each). Sets ``loaded.grid`` to the (h, w) token grid of one frame.
     """
     from ..integrations.hf import get_family
 
-    inputs = _inputs(loaded, frames, _video_token(loaded))
+    inputs = _inputs(loaded, frames, _video_token(loaded), timestamps)
     _sync(loaded.device)
     start = time.perf_counter()
     with torch.no_grad():
@@ -316,8 +319,10 @@ def answer(
     *,
     max_new_tokens: int = 128,
     progress: Progress | None = None,
+    timestamps: Sequence[float] | None = None,
 ) -> Answer:
-    """Greedy answer to ``question`` about frames [F, H, W, 3] uint8.
+    """Greedy answer to ``question`` about frames [F, H, W, 3] uint8 (taken at
+    ``timestamps`` seconds, when known).
 
     ``config`` None answers without compression (the same code path with every token
     kept as it is). Timings: vision (tower + projector), compression, prefill (up to the
@@ -326,7 +331,7 @@ def answer(
     from ..integrations.hf import prepare
 
     progress = progress or Progress(quiet=True)
-    inputs = _inputs(loaded, frames, _prompt(loaded, question))
+    inputs = _inputs(loaded, frames, _prompt(loaded, question), timestamps)
     label = "compressing" if config is not None else "encoding (uncompressed)"
     with progress.bar(label):
         prepared = prepare(loaded.model, inputs, config, enabled=config is not None)

@@ -23,7 +23,7 @@ import torch
 from ..._errors import ScissorError
 from .families import supported_model_types
 
-__all__ = ["ProcessorParts", "load_processor", "build_video_inputs", "sample_frames"]
+__all__ = ["ProcessorParts", "load_processor", "build_video_inputs", "sample_frames", "sampled_fps"]
 
 _VIDEO_TOKENS = {
     "llava_onevision": "<video>",
@@ -101,6 +101,14 @@ def load_processor(name_or_path: str, **kwargs: Any) -> Any:
     return ProcessorParts(config, tokenizer, image_processor)
 
 
+def _sample_index(total: int, num_frames: int | None) -> np.ndarray:
+    if num_frames is None or num_frames >= total:
+        return np.arange(total)
+    if num_frames < 1:
+        raise ScissorError(f"num_frames must be >= 1, got {num_frames}")
+    return np.linspace(0, total - 1, num_frames).round().astype(np.int64)
+
+
 def sample_frames(frames: Any, num_frames: int | None) -> np.ndarray:
     """frames: [F, H, W, 3] uint8 -> [num_frames, H, W, 3], uniformly spread (first and
     last frame included); all frames when ``num_frames`` is None or >= F."""
@@ -109,13 +117,40 @@ def sample_frames(frames: Any, num_frames: int | None) -> np.ndarray:
         raise ScissorError(f"frames must be [frames, height, width, 3], got shape {array.shape}")
     if array.dtype != np.uint8:
         raise ScissorError(f"frames must be uint8 RGB, got dtype {array.dtype}")
-    total = array.shape[0]
-    if num_frames is None or num_frames >= total:
-        return array
-    if num_frames < 1:
-        raise ScissorError(f"num_frames must be >= 1, got {num_frames}")
-    idx = np.linspace(0, total - 1, num_frames).round().astype(np.int64)
-    return array[idx]
+    return array[_sample_index(array.shape[0], num_frames)]
+
+
+def sampled_fps(timestamps: Sequence[float] | None) -> float | None:
+    """Frames per second of frames taken at ``timestamps`` (seconds, ascending):
+    (F - 1) / (last - first), the rate the frames were actually sampled at; None for a
+    single frame, a zero span or no timestamps."""
+    if timestamps is None or len(timestamps) < 2:
+        return None
+    span = float(timestamps[-1]) - float(timestamps[0])
+    return (len(timestamps) - 1) / span if span > 0 else None
+
+
+def _frame_times(
+    timestamps: Sequence[Sequence[float] | None] | None, videos: Sequence[Any], num_frames: int | None
+) -> list[list[float] | None]:
+    """Per video, the seconds of the frames that ``sample_frames`` keeps (None: unknown)."""
+    if timestamps is None:
+        return [None] * len(videos)
+    if len(timestamps) != len(videos):
+        raise ScissorError(f"timestamps: {len(timestamps)} lists for {len(videos)} videos; expected one per video")
+    out: list[list[float] | None] = []
+    for ts, video in zip(timestamps, videos):
+        if ts is None:
+            out.append(None)
+            continue
+        total = len(video)
+        if len(ts) != total:
+            raise ScissorError(f"timestamps: {len(ts)} values for a video of {total} frames; expected one per frame")
+        values = [float(t) for t in ts]
+        if any(b < a for a, b in zip(values, values[1:])):
+            raise ScissorError("timestamps must not decrease (seconds of each frame, in display order)")
+        out.append([values[i] for i in _sample_index(total, num_frames)])
+    return out
 
 
 def build_video_inputs(
@@ -125,6 +160,7 @@ def build_video_inputs(
     images: Sequence[Any] | None = None,
     *,
     num_frames: int | None = None,
+    timestamps: Sequence[Sequence[float] | None] | None = None,
     padding_side: str = "left",
 ) -> Any:
     """Model inputs (a ``BatchFeature`` of tensors) for prompts with videos.
@@ -134,6 +170,10 @@ def build_video_inputs(
     with one entry of ``videos`` ([F, H, W, 3] uint8 frames each; frame counts may
     differ). ``processor``: the model's processor (used as is when it has a video
     processor) or ``ProcessorParts``. ``num_frames`` samples each video uniformly.
+    ``timestamps``: per video, the seconds of each given frame (``Clip.timestamps`` of
+    the decoder); the rate they were sampled at (``sampled_fps``) sets Qwen2.5-VL's
+    ``second_per_grid_ts`` and the timestamps written between frames (Qwen3-VL, GLM-4V).
+    Without them the frames are taken as sampled at ``ProcessorParts.fps`` (2 fps).
 
     Without a video processor, LLaVA videos come back as a list of [F, C, H, W] tensors
     in ``pixel_values_videos`` when frame counts differ (the model itself only takes
@@ -141,10 +181,13 @@ def build_video_inputs(
     """
     texts = [text] if isinstance(text, str) else list(text)
     sampled = [sample_frames(v, num_frames) for v in videos]
+    times = _frame_times(timestamps, videos, num_frames)
     if not isinstance(processor, ProcessorParts):
         if not _has_video_processor(processor):
             raise ScissorError("processor has no video processor; pass ProcessorParts (see load_processor)")
         kwargs: dict[str, Any] = {"text": texts, "videos": [list(v) for v in sampled], "return_tensors": "pt", "padding": True}
+        if timestamps is not None:
+            kwargs.update(_processor_metadata(times))
         if images is not None:
             kwargs["images"] = images
         processor.tokenizer.padding_side = padding_side
@@ -152,7 +195,7 @@ def build_video_inputs(
 
     model_type = processor.model_type
     if model_type in ("qwen2_vl", "qwen2_5_vl"):
-        video_data, counts = _qwen_videos(processor, sampled)
+        video_data, counts = _qwen_videos(processor, sampled, times)
     elif model_type in ("llava_onevision", "llava_next_video"):
         video_data, counts = _llava_videos(processor, sampled)
     else:
@@ -186,6 +229,26 @@ def build_video_inputs(
         types[ids == processor.config.video_token_id] = 2
         batch["mm_token_type_ids"] = types
     return batch
+
+
+def _processor_metadata(times: list[list[float] | None]) -> dict[str, Any]:
+    """``video_metadata`` telling the model's processor when the given frames were taken.
+
+    The frames are already sampled (``do_sample_frames=False``). Each video's metadata
+    has rate r = ``sampled_fps`` and frame "indices" t * r, so that the processor's own
+    rules give back the same numbers: its sampled fps (len(indices) / total * fps) is r,
+    Qwen2.5-VL's ``second_per_grid_ts`` is temporal_patch_size / r, and the timestamps
+    Qwen3-VL / GLM-4V write (index / fps) are the frames' seconds.
+    """
+    from transformers.video_utils import VideoMetadata
+
+    metadata = []
+    for ts in times:
+        if ts is None:
+            raise ScissorError("timestamps: the model's processor needs them for every video or for none")
+        rate = sampled_fps(ts) or 1.0
+        metadata.append(VideoMetadata(total_num_frames=len(ts), fps=rate, frames_indices=[t * rate for t in ts]))
+    return {"video_metadata": metadata, "do_sample_frames": False}
 
 
 def _expand(texts: list[str], token: str, counts: list[int]) -> list[str]:
@@ -262,7 +325,9 @@ def _llava_videos(parts: ProcessorParts, videos: list[np.ndarray]) -> tuple[dict
     return {"pixel_values_videos": pixel_values}, counts
 
 
-def _qwen_videos(parts: ProcessorParts, videos: list[np.ndarray]) -> tuple[dict[str, Any], list[int]]:
+def _qwen_videos(
+    parts: ProcessorParts, videos: list[np.ndarray], times: list[list[float] | None]
+) -> tuple[dict[str, Any], list[int]]:
     """Qwen2-VL / Qwen2.5-VL: frames resized to multiples of patch * merge, grouped in
     temporal patches of ``temporal_patch_size`` frames (the last frame repeated to fill
     the last group), flattened in the merger's (t, h/m, w/m, m, m) order."""
@@ -273,7 +338,7 @@ def _qwen_videos(parts: ProcessorParts, videos: list[np.ndarray]) -> tuple[dict[
     size = _size_dict(parts.setting("size"))
     resample = parts.setting("resample")
     rows, grids, counts, seconds = [], [], [], []
-    for frames in videos:
+    for frames, ts in zip(videos, times):
         processed = np.stack(
             [_normalise(parts, ip.resize(_chw(f), size=size, resample=resample, factor=patch * merge)) for f in frames]
         )  # [F, C, H, W]
@@ -286,7 +351,7 @@ def _qwen_videos(parts: ProcessorParts, videos: list[np.ndarray]) -> tuple[dict[
         rows.append(torch.from_numpy(np.ascontiguousarray(x).reshape(gt * gh * gw, c * temporal * patch * patch)))
         grids.append([gt, gh, gw])
         counts.append(gt * gh * gw // merge**2)
-        seconds.append(temporal / parts.fps)
+        seconds.append(temporal / (sampled_fps(ts) or parts.fps))
     data: dict[str, Any] = {
         "pixel_values_videos": torch.cat(rows),
         "video_grid_thw": torch.tensor(grids, dtype=torch.long),
