@@ -26,6 +26,7 @@ import torch
 
 from ..._errors import ScissorError
 from ...core.config import ScissorConfig, with_overrides
+from ...core.reduce import reduce_rows
 from ...core.result import CompressionResult
 from .families import Family, VideoFeatures, get_family
 from .families._base import base_model
@@ -46,6 +47,13 @@ class VideoStats:
         index: position of the video in the processor's video list.
         row: batch row (prompt) holding the video.
         start: index of the video's first token in the prepared sequence of that row.
+        positions: [tokens_after] index in the prepared row of each of the video's tokens,
+            in packed order (a segmented video's tokens are not contiguous: text and
+            markers sit between its frame segments).
+        order: [K] index into ``result.tokens`` of each packed token (the output grouped
+            by frame segment, stable; the identity for one segment).
+        segment_tokens: tokens placed in each frame segment (a 0: the segment is empty,
+            its text and markers kept).
         frames, tokens_per_frame: F and N of the compressed token grid (for Qwen, F is
             the number of temporal steps of two frames).
         tokens_before: placeholder tokens of the video before (F * N, plus the newline).
@@ -63,6 +71,9 @@ class VideoStats:
     tokens_after: int
     seconds: float
     result: CompressionResult
+    positions: torch.Tensor | None = None
+    order: torch.Tensor | None = None
+    segment_tokens: tuple[int, ...] = ()
 
     @property
     def retention(self) -> float:
@@ -229,17 +240,28 @@ def prepare(
             seconds.append(time.perf_counter() - t0)
             results.append(result)
 
-    keep_tail = keep_newline or not getattr(family, "has_newline", False)
-    out, source, starts = _rebuild(model, family, inputs, videos, results, keep_tail, padding_side)
+    if in_model and enabled and any(len(v.segment_frames) > 1 for v in videos):
+        raise ScissorError(
+            f"method {name!r} prunes inside the language model over one run of video tokens per video; "
+            f"{model.config.model_type!r} writes each frame as its own segment between timestamps, which it "
+            "does not handle; use a method that compresses the features (e.g. scissor, vidcom2, dycoke)"
+        )
 
-    packed_rows = []
-    for video, result in zip(videos, results):
-        tokens = result.tokens.to(video.features.dtype)
+    keep_tail = keep_newline or not getattr(family, "has_newline", False)
+    out, source, placed = _rebuild(model, family, inputs, videos, results, keep_tail, padding_side)
+
+    packed_rows: list[torch.Tensor] = []
+    packed_side: list[list[torch.Tensor]] = []
+    for video, result, place in zip(videos, results, placed):
+        tokens = result.tokens.to(video.features.dtype)[place.order]
         if keep_tail and video.tail is not None:
             tokens = torch.cat([tokens, video.tail.to(tokens.dtype)], dim=0)
         packed_rows.append(tokens)
+        with torch.no_grad():
+            # side features (deepstack) get the weights the features got, in the same order
+            packed_side.append([reduce_rows(result, rows, video.features)[place.order] for rows in video.side])
     encoder_outputs = dict(inputs.get("mm_encoder_outputs") or {})
-    encoder_outputs["video"] = family.pack(model, packed_rows)
+    encoder_outputs["video"] = family.pack(model, packed_rows, packed_side if any(packed_side) else None)
     if out.get("pixel_values") is not None and encoder_outputs.get("image") is None:
         # forward refuses pixels next to precomputed outputs, so images are encoded here
         # too, by the model's own get_image_features, exactly as generate would.
@@ -253,17 +275,20 @@ def prepare(
     stats = [
         VideoStats(
             index=i,
-            row=row,
-            start=start,
+            row=place.row,
+            start=place.start,
             frames=int(video.features.shape[0]),
             tokens_per_frame=int(video.features.shape[1]),
             tokens_before=video.num_placeholders,
             tokens_after=int(packed.shape[0]),
             seconds=sec,
             result=result,
+            positions=place.positions,
+            order=place.order,
+            segment_tokens=place.counts,
         )
-        for i, (video, result, packed, sec, (row, start)) in enumerate(
-            zip(videos, results, packed_rows, seconds, starts)
+        for i, (video, result, packed, sec, place) in enumerate(
+            zip(videos, results, packed_rows, seconds, placed)
         )
     ]
     return PreparedInputs(out, stats, encode_seconds, source, method_obj if in_model else None)
@@ -289,6 +314,50 @@ def _pad_token_id(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class _Placement:
+    """Where one video's packed tokens went (see ``VideoStats``)."""
+
+    row: int
+    start: int
+    positions: torch.Tensor
+    order: torch.Tensor
+    counts: tuple[int, ...]
+
+
+def _segment_slots(
+    video: VideoFeatures, result: CompressionResult, run: torch.Tensor, keep_tail: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, ...]]:
+    """The placement rule (``VideoFeatures``): each output token in its representative's
+    frame segment.
+
+    run: [F*N + t] the video's placeholder positions, frame-major. Returns (order [K]:
+    output tokens grouped by segment, stable; slots [K'] placeholder positions kept, in
+    packed order; origin [K'] the uncompressed position each slot stands for; tokens per
+    segment). K' = K plus the tail when kept, which follows the last segment's tokens.
+    """
+    f, n, _ = video.features.shape
+    frames = video.segment_frames
+    if sum(frames) != f:
+        raise ScissorError(f"a video's frame segments hold {sum(frames)} frames; its features have {f}")
+    reps = result.representatives.to(run.device)
+    first = torch.tensor([0, *frames], device=run.device).cumsum(0)  # first frame of each segment (+ end)
+    segment = torch.bucketize(reps // n, first[1:], right=True)  # [K] segment of each token
+    order = torch.sort(segment, stable=True).indices
+    counts = [int(c) for c in torch.bincount(segment, minlength=len(frames)).tolist()]
+    slots, origin = [], []
+    for s, c in enumerate(counts):
+        base = int(first[s]) * n
+        slots.append(run[base : base + c])
+    origin.append(run[reps[order]])
+    tail = run.numel() - f * n if keep_tail else 0
+    if tail:
+        base = int(first[-2]) * n + counts[-1]
+        slots.append(run[base : base + tail])
+        origin.append(run[f * n : f * n + tail])
+    return order, torch.cat(slots), torch.cat(origin), tuple(counts)
+
+
 def _rebuild(
     model: Any,
     family: Family,
@@ -297,11 +366,11 @@ def _rebuild(
     results: list[CompressionResult],
     keep_tail: bool,
     padding_side: str | None,
-) -> tuple[dict[str, Any], torch.Tensor, list[tuple[int, int]]]:
-    """Cut each video's placeholder run to its new length and re-pad the batch.
+) -> tuple[dict[str, Any], torch.Tensor, list[_Placement]]:
+    """Cut each video's placeholder segments to their new lengths and re-pad the batch.
 
-    Returns (new inputs without the video-only keys, source index [B, L'], (row, start)
-    of each video in the new sequence).
+    Returns (new inputs without the video-only keys, source index [B, L'], where each
+    video's tokens went in the new sequence).
     """
     ids: torch.Tensor = inputs["input_ids"]
     if ids.dim() != 2:
@@ -311,7 +380,7 @@ def _rebuild(
     mask = given_mask if given_mask is not None else torch.ones_like(ids)
     if mask.shape != ids.shape:
         raise ScissorError(f"attention_mask shape {tuple(mask.shape)} differs from input_ids {tuple(ids.shape)}")
-    is_video = (ids == family.video_token_id(model)) & mask.bool()
+    is_video = family.video_token_mask(model, inputs) & mask.bool()
 
     total = int(is_video.sum())
     expected = sum(v.num_placeholders for v in videos)
@@ -327,7 +396,7 @@ def _rebuild(
     row = 0
     keep = mask.bool().clone()
     source = torch.arange(length, device=ids.device).expand(b, length).clone()
-    video_rows: list[tuple[int, torch.Tensor, int]] = []  # (row, kept placeholder positions, count)
+    video_rows: list[tuple[int, torch.Tensor, torch.Tensor, tuple[int, ...]]] = []  # (row, slots, order, counts)
     for video, result in zip(videos, results):
         while row < b and row_used[row] >= row_positions[row].numel():
             row += 1
@@ -336,15 +405,11 @@ def _rebuild(
             raise ScissorError("a video's placeholder run is split across prompts; expected each video inside one prompt")
         run = row_positions[row][row_used[row] : row_used[row] + need]
         row_used[row] += need
-        f, n, _ = video.features.shape
-        k = result.num_tokens
-        reps = result.representatives.to(run.device)
-        tail = need - f * n if keep_tail else 0
-        slots = run[: k + tail]
-        origin = torch.cat([run[reps], run[f * n : f * n + tail]])
-        keep[row, run[k + tail :]] = False
+        order, slots, origin, counts = _segment_slots(video, result, run, keep_tail)
+        keep[row, run] = False
+        keep[row, slots] = True
         source[row, slots] = origin
-        video_rows.append((row, slots, k + tail))
+        video_rows.append((row, slots, order, counts))
 
     lengths = keep.sum(1)
     new_len = int(lengths.max()) if b else 0
@@ -380,8 +445,12 @@ def _rebuild(
         out["attention_mask"] = valid.to(given_mask.dtype)
     # Video tokens take the placeholder id (gathering from a representative keeps it; the
     # newline slot is a placeholder too), so input_ids need no further fix-up.
-    starts = [(r, int(new_pos[r, slots[0]])) if count else (r, -1) for r, slots, count in video_rows]
-    return out, new_source, starts
+    placed = []
+    for r, slots, order, counts in video_rows:
+        positions = new_pos[r, slots]
+        start = int(positions[0]) if positions.numel() else -1
+        placed.append(_Placement(r, start, positions, order, counts))
+    return out, new_source, placed
 
 
 def _set_positions(

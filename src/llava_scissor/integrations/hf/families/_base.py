@@ -23,6 +23,17 @@ __all__ = [
 class VideoFeatures:
     """The projected tokens of one video, as the model would insert them.
 
+    A video's placeholders form a sequence of *frame segments*: runs of placeholder
+    tokens with text or markers between them (Qwen3-VL writes ``<t seconds>
+    <|vision_start|>`` + one temporal step's tokens + ``<|vision_end|>`` per step). The
+    families of one run per video have a single segment holding every frame.
+
+    Where compressed tokens go: each output token sits in the segment of its
+    representative's frame, in the order of the output (so positions, taken from the
+    representative, stay those of that frame). A segment left with no token keeps its
+    text and markers (a timestamp with an empty frame): the prompt's text never
+    depends on compression, and every text token keeps its uncompressed position.
+
     Attributes:
         features: [F, N, dim] the tokens that compression may reorder and merge; F is the
             number of temporal steps the model's token layout has (frames, or Qwen's
@@ -30,17 +41,29 @@ class VideoFeatures:
         tail: [t, dim] tokens the model appends after the video and that are never
             compressed (LLaVA-OneVision's one newline token), or None.
         grid: (F, h, w) of the token layout, h * w == N.
+        segments: frames of each placeholder segment, in order (sum F); None: one
+            segment of all F frames.
+        side: side features sharing the rows of ``features``, each [F, N, d_i] (Qwen3-VL's
+            deepstack features, one per selected vision layer); reduced with the same
+            weights as the features (``core.reduce.reduce_rows``).
     """
 
     features: torch.Tensor
     tail: torch.Tensor | None
     grid: tuple[int, int, int]
+    segments: tuple[int, ...] | None = None
+    side: tuple[torch.Tensor, ...] = ()
 
     @property
     def num_placeholders(self) -> int:
-        """Length of this video's placeholder run in ``input_ids`` (F * N + t)."""
+        """Placeholder tokens of this video in ``input_ids`` (F * N + t), over all segments."""
         f, n, _ = self.features.shape
         return f * n + (0 if self.tail is None else int(self.tail.shape[0]))
+
+    @property
+    def segment_frames(self) -> tuple[int, ...]:
+        """Frames of each placeholder segment (``segments``, or one segment of all frames)."""
+        return self.segments if self.segments is not None else (int(self.features.shape[0]),)
 
 
 class Family:
@@ -67,12 +90,20 @@ class Family:
                 return int(value)
         raise ScissorError(f"{type(model).__name__}.config has no video_token_id; expected a video model config")
 
+    def video_token_mask(self, model: Any, inputs: Mapping[str, Any]) -> torch.Tensor:
+        """[B, L] bool: the video placeholders of ``input_ids`` (by default the video token id)."""
+        return inputs["input_ids"] == self.video_token_id(model)
+
     def extract(self, model: Any, inputs: Mapping[str, Any]) -> list[VideoFeatures]:
         """Run the vision encoder on the videos of ``inputs``; one entry per video, in order."""
         raise NotImplementedError
 
-    def pack(self, model: Any, videos: Sequence[torch.Tensor]) -> Any:
-        """Wrap per-video token tensors ``[K_i, dim]`` as ``mm_encoder_outputs["video"]``."""
+    def pack(
+        self, model: Any, videos: Sequence[torch.Tensor], side: Sequence[Sequence[torch.Tensor]] | None = None
+    ) -> Any:
+        """Wrap per-video token tensors ``[K_i, dim]`` as ``mm_encoder_outputs["video"]``;
+        ``side``: per video, its reduced side features ``[K_i, d_j]`` (families with
+        ``VideoFeatures.side``)."""
         raise NotImplementedError
 
     def vision_attention(self, model: Any, inputs: Mapping[str, Any]) -> list[torch.Tensor]:

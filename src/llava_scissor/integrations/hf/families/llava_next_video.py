@@ -28,7 +28,7 @@ class LlavaNextVideoFamily(LlavaOnevisionFamily):
         stride = int(getattr(model.config, "spatial_pool_stride", 2))
         return side // stride, side // stride
 
-    def pack(self, model: Any, videos: Sequence[torch.Tensor]) -> Any:
+    def pack(self, model: Any, videos: Sequence[torch.Tensor], side: Any = None) -> Any:
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
         # The model iterates over pooler_output (one entry per video) and flattens each.

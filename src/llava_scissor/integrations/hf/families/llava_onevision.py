@@ -85,7 +85,7 @@ class LlavaOnevisionFamily(Family):
             result.append(VideoFeatures(body, rows[frames * h * w :] if tail else None, (frames, h, w)))
         return result
 
-    def pack(self, model: Any, videos: Sequence[torch.Tensor]) -> Any:
+    def pack(self, model: Any, videos: Sequence[torch.Tensor], side: Any = None) -> Any:
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
         # The model flattens (0, 1) and checks only the total count, so one row holding

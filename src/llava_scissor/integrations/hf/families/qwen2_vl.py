@@ -59,7 +59,7 @@ class QwenVLFamily(Family):
             result.append(VideoFeatures(rows.reshape(t, n, -1), None, (t, h // m, w // m)))
         return result
 
-    def pack(self, model: Any, videos: Sequence[torch.Tensor]) -> Any:
+    def pack(self, model: Any, videos: Sequence[torch.Tensor], side: Any = None) -> Any:
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
         # The model concatenates the per-video tuple in order.
