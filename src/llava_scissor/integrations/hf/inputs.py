@@ -21,15 +21,21 @@ import numpy as np
 import torch
 
 from ..._errors import ScissorError
-from .families import supported_model_types
+from .families import family_for, supported_model_types
 
 __all__ = ["ProcessorParts", "load_processor", "build_video_inputs", "sample_frames", "sampled_fps"]
+
+_QWEN2 = ("qwen2_vl", "qwen2_5_vl")
+#: one placeholder segment per temporal step, a timestamp text before it
+_QWEN3 = ("qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe")
+_GLM = ("glm4v",)
+_PATCHED = _QWEN2 + _QWEN3 + _GLM  # temporal patches of Qwen2-VL's pixel layout
 
 _VIDEO_TOKENS = {
     "llava_onevision": "<video>",
     "llava_next_video": "<video>",
-    "qwen2_vl": "<|video_pad|>",
-    "qwen2_5_vl": "<|video_pad|>",
+    **{t: "<|video_pad|>" for t in _QWEN2 + _QWEN3},
+    "glm4v": "<|video|>",
 }
 
 
@@ -194,17 +200,25 @@ def build_video_inputs(
         return processor(**kwargs)
 
     model_type = processor.model_type
-    if model_type in ("qwen2_vl", "qwen2_5_vl"):
+    if model_type in _PATCHED:
         video_data, counts = _qwen_videos(processor, sampled, times)
+        replacements = _segmented_text(processor, video_data["video_grid_thw"], times, [len(v) for v in sampled])
     elif model_type in ("llava_onevision", "llava_next_video"):
         video_data, counts = _llava_videos(processor, sampled)
+        replacements = [processor.video_token * c for c in counts]
     else:
         raise ScissorError(f"model type {model_type!r} is not supported; supported: {supported_model_types()}")
-    texts = _expand(texts, processor.video_token, counts)
+    if model_type in _GLM:
+        # GLM-4V's frames are image tokens: the video markers tell them apart (its chat
+        # template writes them; a bare placeholder gets them here)
+        wrapped = f"<|begin_of_video|>{processor.video_token}<|end_of_video|>"
+        texts = [t.replace(wrapped, processor.video_token) for t in texts]
+        replacements = [f"<|begin_of_video|>{r}<|end_of_video|>" for r in replacements]
+    texts = _expand(texts, processor.video_token, replacements)
 
     image_data: dict[str, Any] = {}
     if images:
-        if model_type not in ("qwen2_vl", "qwen2_5_vl"):
+        if model_type not in _QWEN2 + _QWEN3:
             raise ScissorError(
                 f"images next to videos need the model's own processor for {model_type!r} "
                 "(its image token count depends on the anyres layout); without torchvision only Qwen is supported"
@@ -213,7 +227,7 @@ def build_video_inputs(
         merge = int(processor.setting("merge_size"))
         image_counts = [int(g.prod()) // merge**2 for g in image_data["image_grid_thw"]]
         image_token = getattr(processor.tokenizer, "image_token", None) or "<|image_pad|>"
-        texts = _expand(texts, image_token, image_counts)
+        texts = _expand(texts, image_token, [image_token * c for c in image_counts])
 
     from transformers import BatchFeature
 
@@ -222,13 +236,46 @@ def build_video_inputs(
     batch = BatchFeature(dict(tokenizer(texts, return_tensors="pt", padding=True)))
     batch.update(image_data)
     batch.update(video_data)
-    if model_type in ("qwen2_vl", "qwen2_5_vl"):
-        ids = batch["input_ids"]
-        types = torch.zeros_like(ids, dtype=torch.int32)
-        types[ids == processor.config.image_token_id] = 1
-        types[ids == processor.config.video_token_id] = 2
-        batch["mm_token_type_ids"] = types
+    if model_type in _PATCHED:
+        batch["mm_token_type_ids"] = family_for(model_type).token_types(processor.config, batch["input_ids"])
     return batch
+
+
+def _step_times(ts: list[float] | None, frames: int, steps: int, temporal: int, fps: float) -> list[float]:
+    """Seconds of each temporal step: the frames' times (``fps`` apart from 0 when
+    unknown), the last repeated to fill the last step, averaged over each step's first
+    and last frame (Qwen3-VL's rule)."""
+    times = list(ts) if ts is not None else [i / fps for i in range(frames)]
+    times += [times[-1]] * (steps * temporal - len(times))
+    return [(times[i] + times[i + temporal - 1]) / 2 for i in range(0, steps * temporal, temporal)]
+
+
+def _segmented_text(
+    parts: ProcessorParts, grids: torch.Tensor, times: list[list[float] | None], frames: list[int]
+) -> list[str]:
+    """The text each video placeholder expands to, as the model's processor writes it:
+    Qwen2-VL one run; Qwen3-VL / Qwen3.5 per step ``<t seconds><|vision_start|>`` + run
+    + ``<|vision_end|>``; GLM-4V per step ``<|begin_of_image|>`` + run (image tokens) +
+    ``<|end_of_image|>`` + whole seconds of the step's first frame."""
+    merge = int(parts.setting("merge_size"))
+    temporal = int(parts.setting("temporal_patch_size"))
+    tok = parts.tokenizer
+    out = []
+    for (t, h, w), ts, f in zip(grids.tolist(), times, frames):
+        n = h * w // merge**2
+        if parts.model_type in _QWEN2:
+            out.append(parts.video_token * (t * n))
+        elif parts.model_type in _QWEN3:
+            start = getattr(tok, "vision_start_token", None) or "<|vision_start|>"
+            end = getattr(tok, "vision_end_token", None) or "<|vision_end|>"
+            steps = _step_times(ts, f, t, temporal, parts.fps)
+            out.append("".join(f"<{s:.1f} seconds>{start}{parts.video_token * n}{end}" for s in steps))
+        else:
+            image = getattr(tok, "image_token", None) or "<|image|>"
+            firsts = (list(ts) if ts is not None else [i / parts.fps for i in range(f)])[::temporal]
+            firsts += [firsts[-1]] * (t - len(firsts))
+            out.append("".join(f"<|begin_of_image|>{image * n}<|end_of_image|>{int(s)}" for s in firsts[:t]))
+    return out
 
 
 def _processor_metadata(times: list[list[float] | None]) -> dict[str, Any]:
@@ -251,18 +298,18 @@ def _processor_metadata(times: list[list[float] | None]) -> dict[str, Any]:
     return {"video_metadata": metadata, "do_sample_frames": False}
 
 
-def _expand(texts: list[str], token: str, counts: list[int]) -> list[str]:
-    """Replace the i-th occurrence of ``token`` (over the whole batch) by counts[i] copies."""
+def _expand(texts: list[str], token: str, replacements: list[str]) -> list[str]:
+    """Replace the i-th occurrence of ``token`` (over the whole batch) by replacements[i]."""
     found = sum(t.count(token) for t in texts)
-    if found != len(counts):
-        raise ScissorError(f"the prompts hold {found} {token!r} placeholders but {len(counts)} videos were given")
-    it = iter(counts)
+    if found != len(replacements):
+        raise ScissorError(f"the prompts hold {found} {token!r} placeholders but {len(replacements)} videos were given")
+    it = iter(replacements)
     out = []
     for t in texts:
         parts = t.split(token)
         pieces = [parts[0]]
         for part in parts[1:]:
-            pieces.append(token * next(it))
+            pieces.append(next(it))
             pieces.append(part)
         out.append("".join(pieces))
     return out
@@ -328,7 +375,8 @@ def _llava_videos(parts: ProcessorParts, videos: list[np.ndarray]) -> tuple[dict
 def _qwen_videos(
     parts: ProcessorParts, videos: list[np.ndarray], times: list[list[float] | None]
 ) -> tuple[dict[str, Any], list[int]]:
-    """Qwen2-VL / Qwen2.5-VL: frames resized to multiples of patch * merge, grouped in
+    """Qwen2-VL / Qwen2.5-VL (and the pixel layout of Qwen3-VL, Qwen3.5, GLM-4V):
+    frames resized to multiples of patch * merge, grouped in
     temporal patches of ``temporal_patch_size`` frames (the last frame repeated to fill
     the last group), flattened in the merger's (t, h/m, w/m, m, m) order."""
     ip = parts.image_processor
@@ -339,9 +387,12 @@ def _qwen_videos(
     resample = parts.setting("resample")
     rows, grids, counts, seconds = [], [], [], []
     for frames, ts in zip(videos, times):
-        processed = np.stack(
-            [_normalise(parts, ip.resize(_chw(f), size=size, resample=resample, factor=patch * merge)) for f in frames]
-        )  # [F, C, H, W]
+        # temporal_factor: GLM-4V's resize rounds for temporal patches (the others ignore it)
+        processed = np.stack([
+            _normalise(parts, ip.resize(_chw(f), size=size, resample=resample, factor=patch * merge,
+                                        temporal_factor=temporal))
+            for f in frames
+        ])  # [F, C, H, W]
         if pad := -processed.shape[0] % temporal:
             processed = np.concatenate([processed, np.repeat(processed[-1:], pad, axis=0)])
         f, c, h, w = processed.shape

@@ -14,6 +14,7 @@ __all__ = [
     "Family",
     "register_family",
     "get_family",
+    "family_for",
     "supported_model_types",
     "base_model",
 ]
@@ -90,6 +91,16 @@ class Family:
                 return int(value)
         raise ScissorError(f"{type(model).__name__}.config has no video_token_id; expected a video model config")
 
+    def token_types(self, config: Any, input_ids: torch.Tensor) -> torch.Tensor:
+        """input_ids: [B, L] -> [B, L] int32: 0 text, 1 image, 2 video placeholder (the
+        processor's ``mm_token_type_ids``, for families whose positions need it)."""
+        types = torch.zeros_like(input_ids, dtype=torch.int32)
+        image = getattr(config, "image_token_id", None)
+        if image is not None:
+            types[input_ids == int(image)] = 1
+        types[input_ids == int(config.video_token_id)] = 2
+        return types
+
     def video_token_mask(self, model: Any, inputs: Mapping[str, Any]) -> torch.Tensor:
         """[B, L] bool: the video placeholders of ``input_ids`` (by default the video token id)."""
         return inputs["input_ids"] == self.video_token_id(model)
@@ -134,6 +145,13 @@ def register_family(family: Family) -> Family:
 def supported_model_types() -> list[str]:
     """The ``config.model_type`` values the integration supports, sorted."""
     return sorted(_REGISTRY)
+
+
+def family_for(model_type: str) -> Family:
+    """The family registered for ``model_type``; ScissorError if unsupported."""
+    if model_type not in _REGISTRY:
+        raise ScissorError(f"model type {model_type!r} is not supported; supported: {supported_model_types()}")
+    return _REGISTRY[model_type]
 
 
 def get_family(model: Any) -> Family:

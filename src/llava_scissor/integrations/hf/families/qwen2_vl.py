@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from ...._errors import ScissorError
-from ._base import Family, VideoFeatures, base_model, call_video_encoder, register_family
+from ._base import Family, VideoFeatures, base_model, call_video_encoder, get_family, register_family
 from ._vision_attention import capture_module_input
 
 __all__ = ["QwenVLFamily", "mm_token_type_ids_from_ids"]
@@ -28,10 +28,7 @@ __all__ = ["QwenVLFamily", "mm_token_type_ids_from_ids"]
 def mm_token_type_ids_from_ids(model: Any, input_ids: torch.Tensor) -> torch.Tensor:
     """input_ids: [B, L] -> [B, L] int: 0 text, 1 image placeholder, 2 video placeholder
     (what the transformers processor returns as ``mm_token_type_ids``)."""
-    types = torch.zeros_like(input_ids, dtype=torch.int32)
-    types[input_ids == int(model.config.image_token_id)] = 1
-    types[input_ids == int(model.config.video_token_id)] = 2
-    return types
+    return get_family(model).token_types(model.config, input_ids)
 
 
 class QwenVLFamily(Family):
