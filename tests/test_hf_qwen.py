@@ -173,3 +173,30 @@ def test_qwen25_temporal_positions_follow_the_real_frame_rate(fps: float) -> Non
     run = (ours["input_ids"][0] == family.video_token_id(model)).nonzero().squeeze(1)
     span = prepared["position_ids"][1:, 0, stats.start : stats.start + stats.tokens_after]
     assert torch.equal(span, want[:, 0, run[stats.result.representatives]])
+
+
+@pytest.mark.parametrize("model_type", ["qwen3_vl", "glm4v"])
+def test_segment_text_is_what_the_model_processor_writes(model_type: str) -> None:
+    """Without torchvision our inputs write, per temporal step, the timestamp and markers
+    that the model's own processor writes for frames taken at the same times (the
+    processor's replace_video_token, fed the metadata we hand it when it is used)."""
+    from transformers import Glm4vProcessor, Qwen3VLProcessor
+
+    from llava_scissor.integrations.hf import inputs as I
+
+    parts = H.tiny_parts(model_type)
+    video = H.random_video(6, 56, 84, seed=3)
+    times = [0.0, 0.4, 0.8, 1.2, 1.6, 2.0]  # 2.5 fps
+    ours = build_video_inputs(parts, [H.prompt(model_type)], [video], timestamps=[times])
+    grid = ours["video_grid_thw"]
+    text = I._segmented_text(parts, grid, [times], [6])[0]
+
+    cls = Qwen3VLProcessor if model_type == "qwen3_vl" else Glm4vProcessor
+    processor = object.__new__(cls)
+    processor.video_processor = type("V", (), {"merge_size": 2, "temporal_patch_size": 2})()
+    processor.video_token = processor.image_token = H.IMAGE_TOKEN[model_type] if model_type == "glm4v" else "<|video_pad|>"
+    processor.vision_start_token, processor.vision_end_token = "<|vision_start|>", "<|vision_end|>"
+    metadata = I._processor_metadata([times])["video_metadata"]
+    theirs = processor.replace_video_token({"video_grid_thw": grid, "video_metadata": metadata}, 0)
+    assert text == theirs
+    assert ("<0.2 seconds>" in text and "<1.8 seconds>" in text) if model_type == "qwen3_vl" else text.endswith(">1")
