@@ -192,11 +192,11 @@ def tiny_config(model_type: str) -> Any:
 def _segmented_config(model_type: str, text: dict[str, Any], ids: dict[str, int]) -> Any:
     import transformers as tf
 
-    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=32, patch_size=14,
-                  spatial_merge_size=2, temporal_patch_size=2)
+    vision = {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 4, "out_hidden_size": 32,
+              "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2}
     text = dict(text, head_dim=8)
     text["rope_parameters"] = dict(text["rope_parameters"], mrope_interleaved=True)
-    moe = dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32)
+    moe = {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32}
     if model_type in ("qwen3_vl", "qwen3_vl_moe"):
         vision.update(num_position_embeddings=16, deepstack_visual_indexes=[0, 1])
         if model_type == "qwen3_vl":
@@ -259,6 +259,7 @@ def tiny_model(model_type: str, seed: int = 0) -> Any:
 def tiny_image_processor(model_type: str) -> Any:
     """The model family's PIL image processor, sized for the tiny vision towers."""
     import transformers as tf
+    from transformers.models.glm4v.image_processing_pil_glm4v import Glm4vImageProcessorPil
     from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
     from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
         LlavaOnevisionImageProcessorPil,
@@ -276,8 +277,6 @@ def tiny_image_processor(model_type: str) -> Any:
         )
     del tf
     if model_type == "glm4v":
-        from transformers.models.glm4v.image_processing_pil_glm4v import Glm4vImageProcessorPil
-
         # GLM's resize bounds the pixels of a temporal patch (two frames)
         return Glm4vImageProcessorPil(
             size={"shortest_edge": 2 * 56 * 56, "longest_edge": 2 * 56 * 84}, patch_size=14, merge_size=2,

@@ -13,6 +13,7 @@ decoder lives in ``llava_scissor.video``).
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -153,7 +154,7 @@ def _frame_times(
         if len(ts) != total:
             raise ScissorError(f"timestamps: {len(ts)} values for a video of {total} frames; expected one per frame")
         values = [float(t) for t in ts]
-        if any(b < a for a, b in zip(values, values[1:])):
+        if any(b < a for a, b in itertools.pairwise(values)):
             raise ScissorError("timestamps must not decrease (seconds of each frame, in display order)")
         out.append([values[i] for i in _sample_index(total, num_frames)])
     return out

@@ -17,7 +17,8 @@ their representative's positions, computed on the uncompressed sequence (see ``p
 from __future__ import annotations
 
 import sys
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
