@@ -295,7 +295,9 @@ def _processor_metadata(times: list[list[float] | None]) -> dict[str, Any]:
         if ts is None:
             raise ScissorError("timestamps: the model's processor needs them for every video or for none")
         rate = sampled_fps(ts) or 1.0
-        metadata.append(VideoMetadata(total_num_frames=len(ts), fps=rate, frames_indices=[t * rate for t in ts]))
+        # fractional "indices" on purpose: index / fps must give back each frame's seconds
+        indices: Any = [t * rate for t in ts]
+        metadata.append(VideoMetadata(total_num_frames=len(ts), fps=rate, frames_indices=indices))
     return {"video_metadata": metadata, "do_sample_frames": False}
 
 

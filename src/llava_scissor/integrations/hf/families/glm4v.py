@@ -27,7 +27,7 @@ __all__ = ["Glm4vFamily"]
 
 
 class Glm4vFamily(Qwen3VLFamily):
-    model_types = ("glm4v",)
+    model_types: tuple[str, ...] = ("glm4v",)
 
     def video_token_id(self, model: Any) -> int:
         return int(model.config.image_token_id)

@@ -32,8 +32,8 @@ def mm_token_type_ids_from_ids(model: Any, input_ids: torch.Tensor) -> torch.Ten
 
 
 class QwenVLFamily(Family):
-    model_types = ("qwen2_vl", "qwen2_5_vl")
-    video_input_keys = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
+    model_types: tuple[str, ...] = ("qwen2_vl", "qwen2_5_vl")
+    video_input_keys: tuple[str, ...] = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
     needs_positions = True
 
     def _merge(self, model: Any) -> int:

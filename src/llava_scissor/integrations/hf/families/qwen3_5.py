@@ -16,7 +16,7 @@ __all__ = ["Qwen3_5Family"]
 
 
 class Qwen3_5Family(Qwen3VLFamily):
-    model_types = ("qwen3_5", "qwen3_5_moe")
+    model_types: tuple[str, ...] = ("qwen3_5", "qwen3_5_moe")
 
 
 register_family(Qwen3_5Family())

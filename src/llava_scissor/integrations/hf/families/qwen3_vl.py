@@ -30,8 +30,8 @@ __all__ = ["Qwen3VLFamily"]
 
 
 class Qwen3VLFamily(QwenVLFamily):
-    model_types = ("qwen3_vl", "qwen3_vl_moe")
-    video_input_keys = ("pixel_values_videos", "video_grid_thw")
+    model_types: tuple[str, ...] = ("qwen3_vl", "qwen3_vl_moe")
+    video_input_keys: tuple[str, ...] = ("pixel_values_videos", "video_grid_thw")
 
     def extract(self, model: Any, inputs: Mapping[str, Any]) -> list[VideoFeatures]:
         grid = inputs.get("video_grid_thw")
