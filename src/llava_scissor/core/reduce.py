@@ -28,7 +28,7 @@ import torch
 
 from .._errors import ScissorError
 from .result import CompressionResult
-from .scc import segment_mean, segment_sizes
+from .engine.sets import segment_mean, segment_sizes
 
 __all__ = ["reduce_rows"]
 
