@@ -27,8 +27,8 @@ from __future__ import annotations
 import torch
 
 from .._errors import ScissorError
-from .result import CompressionResult
 from .engine.sets import segment_mean, segment_sizes
+from .result import CompressionResult
 
 __all__ = ["reduce_rows"]
 

@@ -24,7 +24,7 @@ import torch
 from ..._errors import ScissorError
 from .families import family_for, supported_model_types
 
-__all__ = ["ProcessorParts", "load_processor", "build_video_inputs", "sample_frames", "sampled_fps"]
+__all__ = ["ProcessorParts", "load_processor", "build_video_inputs", "sample_frames", "sampled_fps", "video_token_for"]
 
 _QWEN2 = ("qwen2_vl", "qwen2_5_vl")
 #: one placeholder segment per temporal step, a timestamp text before it
@@ -38,6 +38,11 @@ _VIDEO_TOKENS = {
     **{t: "<|video_pad|>" for t in _QWEN2 + _QWEN3},
     "glm4v": "<|video|>",
 }
+
+
+def video_token_for(model_type: str) -> str:
+    """The placeholder string of one video in prompts of a supported ``model_type``."""
+    return _VIDEO_TOKENS.get(model_type, "<video>")
 
 
 @dataclass
