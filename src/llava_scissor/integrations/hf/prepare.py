@@ -7,10 +7,13 @@ the count, so the placeholder runs must shrink before ``generate`` / ``forward``
 1. encode each video once with the model's own ``get_video_features``;
 2. compress each video's ``[F, N, dim]`` tokens on its own;
 3. rebuild ``input_ids`` / ``attention_mask`` / per-token tensors with each run cut to
-   its new length, re-padding the batch;
+   its new length, re-padding the batch; a video written as several frame segments
+   (Qwen3-VL, GLM-4V) gets each output token in its representative's segment, and its
+   text and markers stay (``VideoFeatures``);
 4. hand the compressed features over as ``mm_encoder_outputs["video"]``, which the
-   models' ``forward`` and ``generate`` accept instead of pixels;
-5. for 3-D rotary models (Qwen), pass positions computed on the uncompressed sequence and
+   models' ``forward`` and ``generate`` accept instead of pixels, with side features that
+   share the video's rows (deepstack) reduced by the same weights (``core.reduce``);
+5. for 3-D rotary models (Qwen, GLM-4V), pass positions computed on the uncompressed sequence and
    gathered at each output token's representative, and set ``rope_deltas`` so that
    decoding continues after the largest position.
 """
