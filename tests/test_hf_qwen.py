@@ -200,3 +200,24 @@ def test_segment_text_is_what_the_model_processor_writes(model_type: str) -> Non
     theirs = processor.replace_video_token({"video_grid_thw": grid, "video_metadata": metadata}, 0)
     assert text == theirs
     assert ("<0.2 seconds>" in text and "<1.8 seconds>" in text) if model_type == "qwen3_vl" else text.endswith(">1")
+
+
+@pytest.mark.parametrize("model_type", ["qwen3_vl", "glm4v"])
+def test_an_emptied_frame_keeps_its_timestamp_and_markers(model_type: str) -> None:
+    """The documented choice: a frame segment left with no token keeps its text (timestamp)
+    and markers, so every text token of the prompt reaches the model unchanged."""
+    model = H.tiny_model(model_type)
+    parts = H.tiny_parts(model_type, model)
+    inputs = _inputs(model_type, parts, [8])  # 4 temporal steps
+    prepared = prepare(model, inputs, max_tokens=1)
+    stats = prepared.stats[0]
+    assert sorted(stats.segment_tokens) == [0, 0, 0, 1]
+    family = get_family(model)
+    old, new = family.video_token_mask(model, inputs)[0], family.video_token_mask(model, prepared)[0]
+    old_text = inputs["input_ids"][0][(inputs["attention_mask"][0] == 1) & ~old]
+    new_text = prepared["input_ids"][0][(prepared["attention_mask"][0] == 1) & ~new]
+    assert torch.equal(old_text, new_text)
+    # the kept token sits between the markers of its representative's step
+    step = int(stats.result.representatives[0]) // stats.tokens_per_frame
+    assert stats.segment_tokens[step] == 1
+    _generate(model, prepared)
