@@ -221,3 +221,17 @@ def test_an_emptied_frame_keeps_its_timestamp_and_markers(model_type: str) -> No
     step = int(stats.result.representatives[0]) // stats.tokens_per_frame
     assert stats.segment_tokens[step] == 1
     _generate(model, prepared)
+
+
+def test_the_command_line_session_passes_the_frame_rate(tmp_path: Any) -> None:
+    """The loading / input path the command line uses (``session``) hands the decoder's
+    timestamps on: frames taken at 3 fps give second_per_grid_ts = 2 / 3."""
+    from llava_scissor.integrations.hf import session
+
+    folder = H.write_tiny_model("qwen2_5_vl", tmp_path / "qwen25")
+    loaded = session.load_model(str(folder), device="cpu", dtype="float32")
+    video = H.random_video(4, 56, 84, seed=6)
+    inputs = session.video_inputs(loaded, video, session.chat_prompt(loaded, "what happens"), [0.0, 1 / 3, 2 / 3, 1.0])
+    torch.testing.assert_close(inputs["second_per_grid_ts"], torch.tensor([2 / 3]))  # one value per video
+    plain = session.video_inputs(loaded, video, session.chat_prompt(loaded, "what happens"))
+    torch.testing.assert_close(plain["second_per_grid_ts"], torch.tensor([1.0]))  # 2 fps without timestamps

@@ -55,7 +55,8 @@ class ProcessorParts:
         image_processor: the model's image processor (PIL backend).
         video_settings: overrides of the image processor's settings for video frames
             (e.g. ``{"size": {...}}`` from ``video_preprocessor_config.json``).
-        fps: frames per second of the sampled frames (Qwen2.5-VL's temporal positions).
+        fps: the rate frames are taken as sampled at when no timestamps are given
+            (``build_video_inputs``; Qwen2.5-VL's temporal positions, Qwen3-VL / GLM-4V's timestamps).
     """
 
     config: Any
