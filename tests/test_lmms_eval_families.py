@@ -16,8 +16,8 @@ pytest.importorskip("av")
 pytest.importorskip("lmms_eval")
 
 sys.path.insert(0, str(Path(__file__).parent))
-from hf_models import write_tiny_model  # noqa: E402
-from test_lmms_eval import _entry_point_dist, _env, _write_video  # noqa: E402
+from hf_models import write_tiny_model
+from test_lmms_eval import _entry_point_dist, _env, _write_video
 
 
 def _task(folder: Path, video: Path) -> None:
@@ -70,7 +70,7 @@ def test_plugin_evaluates_a_segmented_family(tmp_path: Path) -> None:
     env = _env(_entry_point_dist(tmp_path / "ep"), tmp_path)
     run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path, check=False)
     assert run.returncode == 0, (run.stdout[-3000:], run.stderr[-5000:])
-    results = [p for p in out_dir.rglob("*results*.json")]
+    results = list(out_dir.rglob("*results*.json"))
     assert results, f"no results file under {out_dir}: {list(out_dir.rglob('*'))}"
     data = json.loads(results[0].read_text())
     assert "exact,none" in data["results"]["seg_video_qa"]

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 
 from ...._errors import ScissorError
 
 __all__ = [
-    "VideoFeatures",
     "Family",
-    "register_family",
-    "get_family",
-    "family_for",
-    "supported_model_types",
+    "VideoFeatures",
     "base_model",
+    "family_for",
+    "get_family",
+    "register_family",
+    "supported_model_types",
 ]
 
 

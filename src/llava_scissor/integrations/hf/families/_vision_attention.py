@@ -9,13 +9,14 @@ without switching the model to eager attention.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 
 from ...._errors import ScissorError
 
-__all__ = ["capture_module_input", "received_attention_qk", "feature_layer_index"]
+__all__ = ["capture_module_input", "feature_layer_index", "received_attention_qk"]
 
 
 @contextlib.contextmanager
@@ -43,7 +44,7 @@ def received_attention_qk(attn: torch.nn.Module, hidden: torch.Tensor) -> torch.
     for name in ("q_proj", "k_proj"):
         if not hasattr(attn, name):
             raise ScissorError(f"{type(attn).__name__} has no {name}; expected a CLIP/SigLIP attention module")
-    heads = int(getattr(attn, "num_heads"))
+    heads = int(attn.num_heads)
     b, p, _ = hidden.shape
     q = attn.q_proj(hidden).view(b, p, heads, -1).transpose(1, 2).float()  # [B, H, P, hd]
     k = attn.k_proj(hidden).view(b, p, heads, -1).transpose(1, 2).float()

@@ -13,13 +13,22 @@ each output token the position of its representative (see ``prepare``).
 from __future__ import annotations
 
 import inspect
+import itertools
 import sys
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
 from ...._errors import ScissorError
-from ._base import Family, VideoFeatures, base_model, call_video_encoder, get_family, register_family
+from ._base import (
+    Family,
+    VideoFeatures,
+    base_model,
+    call_video_encoder,
+    get_family,
+    register_family,
+)
 from ._vision_attention import capture_module_input
 
 __all__ = ["QwenVLFamily", "mm_token_type_ids_from_ids"]
@@ -93,7 +102,7 @@ class QwenVLFamily(Family):
         hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]  # [P, dim]
         cu_seqlens = kwargs["cu_seqlens"] if "cu_seqlens" in kwargs else args[1]
         cos, sin = kwargs["position_embeddings"]
-        rotary = getattr(sys.modules[type(attn).__module__], "apply_rotary_pos_emb_vision")
+        rotary = sys.modules[type(attn).__module__].apply_rotary_pos_emb_vision
         with torch.no_grad():
             p = hidden.shape[0]
             q, k, _ = attn.qkv(hidden).reshape(p, 3, attn.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
@@ -101,7 +110,7 @@ class QwenVLFamily(Family):
             q, k = q.transpose(0, 1).float(), k.transpose(0, 1).float()  # [H, P, hd]
             received = torch.empty(p, dtype=torch.float32, device=hidden.device)
             bounds = cu_seqlens.tolist()
-            for start, end in zip(bounds[:-1], bounds[1:]):
+            for start, end in itertools.pairwise(bounds):
                 probs = torch.softmax(q[:, start:end] @ k[:, start:end].transpose(-1, -2) * attn.scaling, dim=-1)
                 received[start:end] = probs.mean(dim=(0, 1))
         unit = self._merge(model) ** 2
