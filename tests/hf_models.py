@@ -33,9 +33,9 @@ import numpy as np
 import torch
 
 MODEL_TYPES = ("llava_onevision", "llava_next_video", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe",
-               "qwen3_5", "qwen3_5_moe", "glm4v")
+               "qwen3_5", "qwen3_5_moe", "glm4v", "glm46v")
 #: families whose video is one placeholder segment per temporal step
-SEGMENTED = ("qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe", "glm4v")
+SEGMENTED = ("qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe", "glm4v", "glm46v")
 #: 3-D rotary positions (supplied by the integration)
 MROPE = ("qwen2_vl", "qwen2_5_vl") + SEGMENTED
 
@@ -64,14 +64,15 @@ WORDS = (
 VOCAB_SIZE = 64
 PAD_ID = 0
 _QWEN = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe")
-IMAGE_ID = {"llava_onevision": 3, "llava_next_video": 3, **{t: 7 for t in _QWEN}, "glm4v": 14}
-VIDEO_ID = {"llava_onevision": 4, "llava_next_video": 4, **{t: 8 for t in _QWEN}, "glm4v": 14}
+_GLM = ("glm4v", "glm46v")
+IMAGE_ID = {"llava_onevision": 3, "llava_next_video": 3, **{t: 7 for t in _QWEN}, **{t: 14 for t in _GLM}}
+VIDEO_ID = {"llava_onevision": 4, "llava_next_video": 4, **{t: 8 for t in _QWEN}, **{t: 14 for t in _GLM}}
 VIDEO_TOKEN = {"llava_onevision": "<video>", "llava_next_video": "<video>", **{t: "<|video_pad|>" for t in _QWEN},
-               "glm4v": "<|video|>"}
+               **{t: "<|video|>" for t in _GLM}}
 IMAGE_TOKEN = {"llava_onevision": "<image>", "llava_next_video": "<image>", **{t: "<|image_pad|>" for t in _QWEN},
-               "glm4v": "<|image|>"}
+               **{t: "<|image|>" for t in _GLM}}
 #: what the chat template writes for a video (GLM's real template wraps it in the video markers)
-VIDEO_PART = dict(VIDEO_TOKEN, glm4v="<|begin_of_video|><|video|><|end_of_video|>")
+VIDEO_PART = dict(VIDEO_TOKEN, **{t: "<|begin_of_video|><|video|><|end_of_video|>" for t in _GLM})
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }} "
@@ -219,8 +220,8 @@ def _segmented_config(model_type: str, text: dict[str, Any], ids: dict[str, int]
     vision.update(image_size=56)
     text = {k: v for k, v in text.items() if k not in ("head_dim", "tie_word_embeddings")}
     text["rope_parameters"] = {k: v for k, v in text["rope_parameters"].items() if k != "mrope_interleaved"}
-    return tf.Glm4vConfig(
-        text_config=dict(text, model_type="glm4v_text"), vision_config=vision,
+    return (tf.Glm4vConfig if model_type == "glm4v" else tf.Glm46VConfig)(
+        text_config=dict(text, model_type="glm4v_text"), vision_config=dict(vision, model_type="glm4v_vision"),
         image_token_id=14, video_token_id=15, image_start_token_id=10, image_end_token_id=11,
         video_start_token_id=12, video_end_token_id=13,
     )
@@ -240,6 +241,7 @@ def tiny_model(model_type: str, seed: int = 0) -> Any:
         "qwen3_5": tf.Qwen3_5ForConditionalGeneration,
         "qwen3_5_moe": tf.Qwen3_5MoeForConditionalGeneration,
         "glm4v": tf.Glm4vForConditionalGeneration,
+        "glm46v": tf.Glm46VForConditionalGeneration,
     }
     torch.manual_seed(seed)
     model = classes[model_type](tiny_config(model_type)).eval()
@@ -276,7 +278,7 @@ def tiny_image_processor(model_type: str) -> Any:
             image_grid_pinpoints=[[84, 84], [84, 168], [168, 84]],
         )
     del tf
-    if model_type == "glm4v":
+    if model_type in _GLM:
         # GLM's resize bounds the pixels of a temporal patch (two frames)
         return Glm4vImageProcessorPil(
             size={"shortest_edge": 2 * 56 * 56, "longest_edge": 2 * 56 * 84}, patch_size=14, merge_size=2,

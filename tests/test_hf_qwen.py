@@ -95,7 +95,7 @@ def test_rope_deltas_drive_a_manual_decode_step(qwen: Any) -> None:
 
 def test_images_in_the_same_prompt_are_untouched(qwen: Any) -> None:
     model_type, model, parts = qwen
-    if model_type == "glm4v":
+    if model_type.startswith("glm"):
         pytest.skip("GLM-4V's model fills images and videos into the same image-token mask")
     from PIL import Image
 
@@ -175,12 +175,12 @@ def test_qwen25_temporal_positions_follow_the_real_frame_rate(fps: float) -> Non
     assert torch.equal(span, want[:, 0, run[stats.result.representatives]])
 
 
-@pytest.mark.parametrize("model_type", ["qwen3_vl", "glm4v"])
+@pytest.mark.parametrize("model_type", ["qwen3_vl", "glm4v", "glm46v"])
 def test_segment_text_is_what_the_model_processor_writes(model_type: str) -> None:
     """Without torchvision our inputs write, per temporal step, the timestamp and markers
     that the model's own processor writes for frames taken at the same times (the
     processor's replace_video_token, fed the metadata we hand it when it is used)."""
-    from transformers import Glm4vProcessor, Qwen3VLProcessor
+    from transformers import Glm4vProcessor, Glm46VProcessor, Qwen3VLProcessor
 
     from llava_scissor.integrations.hf import inputs as I
 
@@ -191,15 +191,18 @@ def test_segment_text_is_what_the_model_processor_writes(model_type: str) -> Non
     grid = ours["video_grid_thw"]
     text = I._segmented_text(parts, grid, [times], [6])[0]
 
-    cls = Qwen3VLProcessor if model_type == "qwen3_vl" else Glm4vProcessor
+    cls = {"qwen3_vl": Qwen3VLProcessor, "glm4v": Glm4vProcessor, "glm46v": Glm46VProcessor}[model_type]
     processor = object.__new__(cls)
     processor.video_processor = type("V", (), {"merge_size": 2, "temporal_patch_size": 2})()
-    processor.video_token = processor.image_token = H.IMAGE_TOKEN[model_type] if model_type == "glm4v" else "<|video_pad|>"
+    processor.video_token = processor.image_token = (
+        H.IMAGE_TOKEN[model_type] if model_type.startswith("glm") else "<|video_pad|>"
+    )
     processor.vision_start_token, processor.vision_end_token = "<|vision_start|>", "<|vision_end|>"
     metadata = I._processor_metadata([times])["video_metadata"]
     theirs = processor.replace_video_token({"video_grid_thw": grid, "video_metadata": metadata}, 0)
     assert text == theirs
-    assert ("<0.2 seconds>" in text and "<1.8 seconds>" in text) if model_type == "qwen3_vl" else text.endswith(">1")
+    ends = {"qwen3_vl": "<1.8 seconds><|vision_start|>", "glm4v": ">1", "glm46v": ">1.6 seconds"}[model_type]
+    assert text.endswith(ends) or ends in text
 
 
 @pytest.mark.parametrize("model_type", ["qwen3_vl", "glm4v"])

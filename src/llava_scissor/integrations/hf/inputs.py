@@ -29,14 +29,14 @@ __all__ = ["ProcessorParts", "load_processor", "build_video_inputs", "sample_fra
 _QWEN2 = ("qwen2_vl", "qwen2_5_vl")
 #: one placeholder segment per temporal step, a timestamp text before it
 _QWEN3 = ("qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe")
-_GLM = ("glm4v",)
+_GLM = ("glm4v", "glm46v")
 _PATCHED = _QWEN2 + _QWEN3 + _GLM  # temporal patches of Qwen2-VL's pixel layout
 
 _VIDEO_TOKENS = {
     "llava_onevision": "<video>",
     "llava_next_video": "<video>",
     **{t: "<|video_pad|>" for t in _QWEN2 + _QWEN3},
-    "glm4v": "<|video|>",
+    **{t: "<|video|>" for t in _GLM},
 }
 
 
@@ -263,7 +263,7 @@ def _segmented_text(
     """The text each video placeholder expands to, as the model's processor writes it:
     Qwen2-VL one run; Qwen3-VL / Qwen3.5 per step ``<t seconds><|vision_start|>`` + run
     + ``<|vision_end|>``; GLM-4V per step ``<|begin_of_image|>`` + run (image tokens) +
-    ``<|end_of_image|>`` + whole seconds of the step's first frame."""
+    ``<|end_of_image|>`` + whole seconds of the step's first frame (GLM-4.6V: ``{s:.1f} seconds``)."""
     merge = int(parts.setting("merge_size"))
     temporal = int(parts.setting("temporal_patch_size"))
     tok = parts.tokenizer
@@ -281,7 +281,8 @@ def _segmented_text(
             image = getattr(tok, "image_token", None) or "<|image|>"
             firsts = (list(ts) if ts is not None else [i / parts.fps for i in range(f)])[::temporal]
             firsts += [firsts[-1]] * (t - len(firsts))
-            out.append("".join(f"<|begin_of_image|>{image * n}<|end_of_image|>{int(s)}" for s in firsts[:t]))
+            stamp = (lambda s: f"{s:.1f} seconds") if parts.model_type == "glm46v" else (lambda s: f"{int(s)}")
+            out.append("".join(f"<|begin_of_image|>{image * n}<|end_of_image|>{stamp(s)}" for s in firsts[:t]))
     return out
 
 

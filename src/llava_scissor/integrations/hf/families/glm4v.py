@@ -1,9 +1,9 @@
-"""GLM-4.1V (``glm4v``).
+"""GLM-4.1V (``glm4v``) and GLM-4.6V (``glm46v``).
 
 Layout (transformers 5.24, ``processing_glm4v.py``): a video is written
 ``<|begin_of_video|>`` + per temporal step (two frames) ``<|begin_of_image|>`` +
 (h/2)(w/2) *image* tokens + ``<|end_of_image|>`` + the whole seconds of the step's first
-frame + ``<|end_of_video|>``. The placeholders of a video are image tokens: the model
+frame (GLM-4.6V: ``{seconds:.1f} seconds``) + ``<|end_of_video|>``. The placeholders of a video are image tokens: the model
 fills video features into ``input_ids == image_token_id`` positions, and only the video
 markers (``mm_token_type_ids == 2``, which the processor derives from them) tell a
 video's tokens from an image's. Pixels are Qwen2-VL's; ``get_video_features`` encodes
@@ -27,7 +27,7 @@ __all__ = ["Glm4vFamily"]
 
 
 class Glm4vFamily(Qwen3VLFamily):
-    model_types: tuple[str, ...] = ("glm4v",)
+    model_types: tuple[str, ...] = ("glm4v", "glm46v")
 
     def video_token_id(self, model: Any) -> int:
         return int(model.config.image_token_id)
