@@ -21,6 +21,7 @@ the count, so the placeholder runs must shrink before ``generate`` / ``forward``
 from __future__ import annotations
 
 import inspect
+import itertools
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -330,18 +331,16 @@ def _segment_slots(
     if sum(frames) != f:
         raise ScissorError(f"a video's frame segments hold {sum(frames)} frames; its features have {f}")
     reps = result.representatives.to(run.device)
-    first = torch.tensor([0, *frames], device=run.device).cumsum(0)  # first frame of each segment (+ end)
-    segment = torch.bucketize(reps // n, first[1:], right=True)  # [K] segment of each token
+    first = [0, *itertools.accumulate(frames)]  # first frame of each segment (+ the end)
+    ends = torch.tensor(first[1:], device=run.device)
+    segment = torch.bucketize(reps // n, ends, right=True)  # [K] segment of each token
     order = torch.sort(segment, stable=True).indices
-    counts = [int(c) for c in torch.bincount(segment, minlength=len(frames)).tolist()]
-    slots, origin = [], []
-    for s, c in enumerate(counts):
-        base = int(first[s]) * n
-        slots.append(run[base : base + c])
-    origin.append(run[reps[order]])
+    counts = [int(c) for c in torch.bincount(segment, minlength=len(frames)).tolist()]  # the one host read
+    slots = [run[first[s] * n : first[s] * n + c] for s, c in enumerate(counts)]
+    origin = [run[reps[order]]]
     tail = run.numel() - f * n if keep_tail else 0
     if tail:
-        base = int(first[-2]) * n + counts[-1]
+        base = first[-2] * n + counts[-1]
         slots.append(run[base : base + tail])
         origin.append(run[f * n : f * n + tail])
     return order, torch.cat(slots), torch.cat(origin), tuple(counts)
