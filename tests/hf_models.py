@@ -12,6 +12,10 @@ Sizes are chosen so that every layout rule is exercised while the models stay ti
   9 tokens per frame, no newline.
 * Qwen2-VL / Qwen2.5-VL: 56 x 84 px frames -> 4 x 6 patches -> 2x2 merge -> 2 x 3 = 6
   tokens per temporal step of 2 frames.
+* Qwen3-VL / Qwen3-VL-MoE / Qwen3.5 / Qwen3.5-MoE / GLM-4.1V: the same 2 x 3 tokens per
+  temporal step, each step its own segment (``<t seconds><|vision_start|>`` ... for Qwen,
+  ``<|begin_of_image|>`` ... ``<|end_of_image|>t`` inside ``<|begin_of_video|>`` for GLM);
+  Qwen3-VL's vision model returns deepstack features from both of its layers.
 
 Main entry points: ``tiny_model(model_type)``, ``tiny_parts(model_type)`` (the
 ``ProcessorParts`` that ``build_video_inputs`` takes), ``random_video(frames, ...)`` and
@@ -28,7 +32,12 @@ from typing import Any
 import numpy as np
 import torch
 
-MODEL_TYPES = ("llava_onevision", "llava_next_video", "qwen2_vl", "qwen2_5_vl")
+MODEL_TYPES = ("llava_onevision", "llava_next_video", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe",
+               "qwen3_5", "qwen3_5_moe", "glm4v", "glm46v")
+#: families whose video is one placeholder segment per temporal step
+SEGMENTED = ("qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe", "glm4v", "glm46v")
+#: 3-D rotary positions (supplied by the integration)
+MROPE = ("qwen2_vl", "qwen2_5_vl") + SEGMENTED
 
 SPECIAL_TOKENS = [
     "<|endoftext|>",  # 0: pad and eos
@@ -41,6 +50,12 @@ SPECIAL_TOKENS = [
     "<|image_pad|>",  # 7
     "<|video_pad|>",  # 8
     "<unk>",  # 9
+    "<|begin_of_image|>",  # 10: GLM-4V
+    "<|end_of_image|>",
+    "<|begin_of_video|>",
+    "<|end_of_video|>",
+    "<|image|>",  # 14
+    "<|video|>",  # 15 (GLM's video placeholder before expansion)
 ]
 WORDS = (
     "user assistant system you are a helpful describe the video what happens in this image "
@@ -48,12 +63,16 @@ WORDS = (
 ).split()
 VOCAB_SIZE = 64
 PAD_ID = 0
-IMAGE_ID = {"llava_onevision": 3, "llava_next_video": 3, "qwen2_vl": 7, "qwen2_5_vl": 7}
-VIDEO_ID = {"llava_onevision": 4, "llava_next_video": 4, "qwen2_vl": 8, "qwen2_5_vl": 8}
-VIDEO_TOKEN = {"llava_onevision": "<video>", "llava_next_video": "<video>", "qwen2_vl": "<|video_pad|>",
-               "qwen2_5_vl": "<|video_pad|>"}
-IMAGE_TOKEN = {"llava_onevision": "<image>", "llava_next_video": "<image>", "qwen2_vl": "<|image_pad|>",
-               "qwen2_5_vl": "<|image_pad|>"}
+_QWEN = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe")
+_GLM = ("glm4v", "glm46v")
+IMAGE_ID = {"llava_onevision": 3, "llava_next_video": 3, **{t: 7 for t in _QWEN}, **{t: 14 for t in _GLM}}
+VIDEO_ID = {"llava_onevision": 4, "llava_next_video": 4, **{t: 8 for t in _QWEN}, **{t: 14 for t in _GLM}}
+VIDEO_TOKEN = {"llava_onevision": "<video>", "llava_next_video": "<video>", **{t: "<|video_pad|>" for t in _QWEN},
+               **{t: "<|video|>" for t in _GLM}}
+IMAGE_TOKEN = {"llava_onevision": "<image>", "llava_next_video": "<image>", **{t: "<|image_pad|>" for t in _QWEN},
+               **{t: "<|image|>" for t in _GLM}}
+#: what the chat template writes for a video (GLM's real template wraps it in the video markers)
+VIDEO_PART = dict(VIDEO_TOKEN, **{t: "<|begin_of_video|><|video|><|end_of_video|>" for t in _GLM})
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }} "
@@ -77,7 +96,7 @@ def tiny_tokenizer(model_type: str = "llava_onevision") -> Any:
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
-    template = CHAT_TEMPLATE.replace("{{ video_token }}", VIDEO_TOKEN[model_type]).replace(
+    template = CHAT_TEMPLATE.replace("{{ video_token }}", VIDEO_PART[model_type]).replace(
         "{{ image_token }}", IMAGE_TOKEN[model_type]
     )
     return PreTrainedTokenizerFast(
@@ -166,7 +185,46 @@ def tiny_config(model_type: str) -> Any:
             tie_word_embeddings=False,
             **ids,
         )
+    if model_type in SEGMENTED:
+        return _segmented_config(model_type, text, ids)
     raise ValueError(f"unknown model type {model_type!r}; expected one of {MODEL_TYPES}")
+
+
+def _segmented_config(model_type: str, text: dict[str, Any], ids: dict[str, int]) -> Any:
+    import transformers as tf
+
+    vision = {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 4, "out_hidden_size": 32,
+              "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2}
+    text = dict(text, head_dim=8)
+    text["rope_parameters"] = dict(text["rope_parameters"], mrope_interleaved=True)
+    moe = {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32}
+    if model_type in ("qwen3_vl", "qwen3_vl_moe"):
+        vision.update(num_position_embeddings=16, deepstack_visual_indexes=[0, 1])
+        if model_type == "qwen3_vl":
+            return tf.Qwen3VLConfig(text_config=dict(text, model_type="qwen3_vl_text"), vision_config=vision, **ids)
+        return tf.Qwen3VLMoeConfig(text_config=dict(text, model_type="qwen3_vl_moe_text", decoder_sparse_step=1, **moe),
+                                   vision_config=vision, **ids)
+    if model_type in ("qwen3_5", "qwen3_5_moe"):
+        vision.update(num_position_embeddings=16)
+        # one linear-attention (Gated DeltaNet) and one full-attention layer; rotary on all of head_dim
+        text.update(layer_types=["linear_attention", "full_attention"], partial_rotary_factor=1.0,
+                    linear_conv_kernel_dim=2, linear_key_head_dim=8, linear_value_head_dim=8,
+                    linear_num_key_heads=2, linear_num_value_heads=4)
+        text["rope_parameters"] = dict(text["rope_parameters"], partial_rotary_factor=1.0)
+        if model_type == "qwen3_5":
+            return tf.Qwen3_5Config(text_config=dict(text, model_type="qwen3_5_text"), vision_config=vision, **ids)
+        return tf.Qwen3_5MoeConfig(
+            text_config=dict(text, model_type="qwen3_5_moe_text", shared_expert_intermediate_size=32, **moe),
+            vision_config=vision, **ids,
+        )
+    vision.update(image_size=56)
+    text = {k: v for k, v in text.items() if k not in ("head_dim", "tie_word_embeddings")}
+    text["rope_parameters"] = {k: v for k, v in text["rope_parameters"].items() if k != "mrope_interleaved"}
+    return (tf.Glm4vConfig if model_type == "glm4v" else tf.Glm46VConfig)(
+        text_config=dict(text, model_type="glm4v_text"), vision_config=dict(vision, model_type="glm4v_vision"),
+        image_token_id=14, video_token_id=15, image_start_token_id=10, image_end_token_id=11,
+        video_start_token_id=12, video_end_token_id=13,
+    )
 
 
 def tiny_model(model_type: str, seed: int = 0) -> Any:
@@ -178,6 +236,12 @@ def tiny_model(model_type: str, seed: int = 0) -> Any:
         "llava_next_video": tf.LlavaNextVideoForConditionalGeneration,
         "qwen2_vl": tf.Qwen2VLForConditionalGeneration,
         "qwen2_5_vl": tf.Qwen2_5_VLForConditionalGeneration,
+        "qwen3_vl": tf.Qwen3VLForConditionalGeneration,
+        "qwen3_vl_moe": tf.Qwen3VLMoeForConditionalGeneration,
+        "qwen3_5": tf.Qwen3_5ForConditionalGeneration,
+        "qwen3_5_moe": tf.Qwen3_5MoeForConditionalGeneration,
+        "glm4v": tf.Glm4vForConditionalGeneration,
+        "glm46v": tf.Glm46VForConditionalGeneration,
     }
     torch.manual_seed(seed)
     model = classes[model_type](tiny_config(model_type)).eval()
@@ -189,12 +253,15 @@ def tiny_model(model_type: str, seed: int = 0) -> Any:
                 p.mul_(4.0)
     model.generation_config.pad_token_id = PAD_ID
     model.generation_config.eos_token_id = None  # decode the full max_new_tokens
+    # a generated placeholder would be one more video token than features without a cache
+    model.generation_config.suppress_tokens = sorted({IMAGE_ID[model_type], VIDEO_ID[model_type]})
     return model
 
 
 def tiny_image_processor(model_type: str) -> Any:
     """The model family's PIL image processor, sized for the tiny vision towers."""
     import transformers as tf
+    from transformers.models.glm4v.image_processing_pil_glm4v import Glm4vImageProcessorPil
     from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
     from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
         LlavaOnevisionImageProcessorPil,
@@ -211,6 +278,12 @@ def tiny_image_processor(model_type: str) -> Any:
             image_grid_pinpoints=[[84, 84], [84, 168], [168, 84]],
         )
     del tf
+    if model_type in _GLM:
+        # GLM's resize bounds the pixels of a temporal patch (two frames)
+        return Glm4vImageProcessorPil(
+            size={"shortest_edge": 2 * 56 * 56, "longest_edge": 2 * 56 * 84}, patch_size=14, merge_size=2,
+            temporal_patch_size=2,
+        )
     return Qwen2VLImageProcessorPil(
         size={"shortest_edge": 56 * 56, "longest_edge": 56 * 84}, patch_size=14, merge_size=2, temporal_patch_size=2
     )

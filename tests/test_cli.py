@@ -17,7 +17,7 @@ pytest.importorskip("av")
 pytest.importorskip("transformers")
 pytest.importorskip("safetensors")
 
-from hf_models import write_tiny_model  # noqa: E402
+from hf_models import MODEL_TYPES, write_tiny_model  # noqa: E402
 from safetensors import safe_open  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 from test_video import write_video  # noqa: E402
@@ -134,6 +134,28 @@ def test_ask_qwen(capsys, video, qwen_model):
     assert report["model_type"] == "qwen2_vl"
     assert report["tokens_after"] == 3
     assert report["tokens_before"] == 2 * report["tokens_per_frame"]  # 4 frames = 2 temporal steps
+
+
+@pytest.mark.parametrize("model_type", list(MODEL_TYPES))
+def test_every_family_from_a_saved_folder(capsys, tmp_path, video, model_type):
+    """Each family saved as a folder (no video_preprocessor_config.json, as the tiny writer
+    saves it) loads and runs ask / compress / visualize from the command line."""
+    folder = str(write_tiny_model(model_type, tmp_path / model_type))
+    code, out, err = run(capsys, "ask", video, "what happens", "--model", folder, "--frames", "4",
+                         "--retention", "0.5", "--max-new-tokens", "2", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["model_type"] == model_type and report["generated_tokens"] == 2
+    assert report["tokens_after"] < report["tokens_before"]
+    tokens = str(tmp_path / "tokens.safetensors")
+    code, out, err = run(capsys, "compress", video, "--model", folder, "--frames", "4", "--retention", "0.5",
+                         "-o", tokens)
+    assert code == 0, err
+    assert load_file(tokens)["tokens"].shape[0] == report["tokens_after"]
+    picture = str(tmp_path / "tokens.png")
+    code, out, err = run(capsys, "visualize", video, "--model", folder, "--frames", "4", "-o", picture)
+    assert code == 0, err
+    assert os.path.getsize(picture) > 1000
 
 
 # --------------------------------------------------------------------------- compress

@@ -123,18 +123,43 @@ def test_compressed_tokens_reach_the_language_model(family_setup: Any) -> None:
         model(**prepared)
     embeds = calls[0]["inputs_embeds"]
     ids = prepared["input_ids"]
+    deepstack = calls[0].get("deepstack_visual_embeds")
+    visual_rows = []
     for stats, exp, video in zip(prepared.stats, expected, videos):
         assert stats.tokens_after == exp.num_tokens + tail
         assert stats.tokens_before == video.num_placeholders
-        row_ids = ids[stats.row, stats.start : stats.start + stats.tokens_after]
-        assert bool((row_ids == video_id).all())
-        got = embeds[stats.row, stats.start : stats.start + stats.tokens_after]
-        torch.testing.assert_close(got[: exp.num_tokens], exp.tokens, rtol=0, atol=0)
+        assert sum(stats.segment_tokens) == exp.num_tokens
+        assert len(stats.segment_tokens) == (video.features.shape[0] if model_type in H.SEGMENTED else 1)
+        # the placement rule: every token in its representative's frame segment, in order
+        frames = (exp.representatives[stats.order] // video.features.shape[1]).tolist()
+        if model_type in H.SEGMENTED:
+            assert frames == sorted(frames) and frames == [f for f, c in enumerate(stats.segment_tokens)
+                                                           for _ in range(c)]
+        at = stats.positions
+        assert bool((ids[stats.row, at] == video_id).all())
+        got = embeds[stats.row, at]
+        torch.testing.assert_close(got[: exp.num_tokens], exp.tokens[stats.order], rtol=0, atol=0)
         if tail:
             torch.testing.assert_close(got[-1], model.model.image_newline, rtol=0, atol=0)
+        visual_rows.append((stats.row, at, exp, video, stats.order))
     # exactly the compressed count of video placeholders reaches the model
-    assert int((ids == video_id).sum()) == sum(s.tokens_after for s in prepared.stats)
-    assert int((inputs["input_ids"] == video_id).sum()) == sum(s.tokens_before for s in prepared.stats)
+    assert int(family.video_token_mask(model, prepared).sum()) == sum(s.tokens_after for s in prepared.stats)
+    assert int(family.video_token_mask(model, inputs).sum()) == sum(s.tokens_before for s in prepared.stats)
+    if model_type in ("qwen3_vl", "qwen3_vl_moe"):
+        # deepstack inputs: the same rows as the video tokens, reduced with the same weights
+        from llava_scissor.core.reduce import reduce_rows
+
+        mask = calls[0]["visual_pos_masks"]
+        assert int(mask.sum()) == sum(s.tokens_after for s in prepared.stats)
+        assert len(deepstack) == len(model.config.vision_config.deepstack_visual_indexes) == len(videos[0].side)
+        order_in_sequence = sorted(visual_rows, key=lambda r: (r[0], int(r[1][0])))
+        for layer, rows in enumerate(deepstack):
+            want = torch.cat([reduce_rows(exp, video.side[layer], video.features)[order]
+                              for _, _, exp, video, order in order_in_sequence])
+            torch.testing.assert_close(rows, want, rtol=0, atol=0)
+            assert rows.shape[0] == int(mask.sum())
+    else:
+        assert deepstack is None
 
 
 def test_batch_equals_one_by_one(family_setup: Any) -> None:

@@ -3,6 +3,7 @@ input validation, and our torchvision-free inputs against the model's own proces
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -176,3 +177,50 @@ def test_releases_without_precomputed_features_are_refused() -> None:
     for fn in (lambda: apply(model), lambda: prepare(model, inputs)):
         with pytest.raises(ScissorError, match="mm_encoder_outputs"):
             fn()
+
+
+@pytest.fixture(scope="module")
+def qwen3() -> tuple[Any, Any]:
+    model = H.tiny_model("qwen3_vl")
+    return model, H.tiny_parts("qwen3_vl", model)
+
+
+def _methods() -> list[str]:
+    import llava_scissor
+
+    return llava_scissor.available_methods()
+
+
+@pytest.mark.parametrize("method", _methods())
+def test_every_method_on_a_segmented_family(qwen3: Any, method: str) -> None:
+    """Every method compresses Qwen3-VL's per-frame segments (deepstack rows reduced alike),
+    or says why it cannot."""
+    from llava_scissor.core.reduce import reduce_rows
+
+    model, parts = qwen3
+    inputs = _inputs("qwen3_vl", parts, [6])
+    if method == "fastv":
+        with pytest.raises(ScissorError, match="segment"):
+            prepare(model, inputs, method=method, retention=0.3)
+        return
+    prepared = prepare(model, inputs, method=method, retention=0.3)
+    s = prepared.stats[0]
+    assert s.result.method == method and s.tokens_after == round(0.3 * s.tokens_before)
+    with lm_calls(model) as calls, torch.no_grad():
+        model(**prepared)
+    video = get_family(model).extract(model, inputs)[0]
+    torch.testing.assert_close(calls[0]["inputs_embeds"][0, s.positions], s.result.tokens[s.order], rtol=0, atol=0)
+    for layer, rows in enumerate(calls[0]["deepstack_visual_embeds"]):
+        torch.testing.assert_close(rows, reduce_rows(s.result, video.side[layer], video.features)[s.order])
+
+
+def test_side_rows_refused_for_tokens_that_are_no_mean_of_their_originals() -> None:
+    import llava_scissor
+    from llava_scissor.core.reduce import reduce_rows
+
+    features = torch.randn(2, 6, 8)
+    result = llava_scissor.compress(features, retention=0.5)
+    odd = dataclasses.replace(result, tokens=result.tokens + 1.0)  # made some other way
+    with pytest.raises(ScissorError, match="weighted mean"):
+        reduce_rows(odd, torch.randn(12, 4), features)
+    torch.testing.assert_close(reduce_rows(result, features, features), result.tokens)

@@ -220,9 +220,9 @@ def ask(args: argparse.Namespace) -> int:
     def run_with(m: _Method | None) -> Any:
         if m is None:
             return answer(loaded, clip.frames, args.question, None, max_new_tokens=args.max_new_tokens,
-                          progress=progress)
+                          progress=progress, timestamps=clip.timestamps)
         return answer(loaded, clip.frames, args.question, m.config, method=m.name, options=m.options,
-                      max_new_tokens=args.max_new_tokens, progress=progress)
+                      max_new_tokens=args.max_new_tokens, progress=progress, timestamps=clip.timestamps)
 
     run = run_with(method)
     baseline = run_with(other) if args.compare is not None else None
@@ -375,7 +375,7 @@ def _encode_video(
     clip = _read_clip(args.video, frames, args.repeat_frames, progress)
     timings["decode"] = time.perf_counter() - start
     with progress.bar("vision tower"):
-        features, timings["vision"] = encode(loaded, clip.frames)
+        features, timings["vision"] = encode(loaded, clip.frames, clip.timestamps)
     side: dict[str, Any] = {}
     if "vision_attention" in method.side_inputs:
         with progress.bar("vision attention"):

@@ -13,6 +13,7 @@ decoder lives in ``llava_scissor.video``).
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -22,15 +23,21 @@ import torch
 
 from ..._errors import ScissorError
 from ..._sampling import sample_indices
-from .families import supported_model_types
+from .families import family_for, supported_model_types
 
-__all__ = ["ProcessorParts", "load_processor", "build_video_inputs", "sample_frames", "video_token_for"]
+__all__ = ["ProcessorParts", "load_processor", "build_video_inputs", "sample_frames", "sampled_fps", "video_token_for"]
+
+_QWEN2 = ("qwen2_vl", "qwen2_5_vl")
+#: one placeholder segment per temporal step, a timestamp text before it
+_QWEN3 = ("qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe")
+_GLM = ("glm4v", "glm46v")
+_PATCHED = _QWEN2 + _QWEN3 + _GLM  # temporal patches of Qwen2-VL's pixel layout
 
 _VIDEO_TOKENS = {
     "llava_onevision": "<video>",
     "llava_next_video": "<video>",
-    "qwen2_vl": "<|video_pad|>",
-    "qwen2_5_vl": "<|video_pad|>",
+    **{t: "<|video_pad|>" for t in _QWEN2 + _QWEN3},
+    **{t: "<|video|>" for t in _GLM},
 }
 
 
@@ -49,7 +56,8 @@ class ProcessorParts:
         image_processor: the model's image processor (PIL backend).
         video_settings: overrides of the image processor's settings for video frames
             (e.g. ``{"size": {...}}`` from ``video_preprocessor_config.json``).
-        fps: frames per second of the sampled frames (Qwen2.5-VL's temporal positions).
+        fps: the rate frames are taken as sampled at when no timestamps are given
+            (``build_video_inputs``; Qwen2.5-VL's temporal positions, Qwen3-VL / GLM-4V's timestamps).
     """
 
     config: Any
@@ -89,9 +97,13 @@ def load_processor(name_or_path: str, **kwargs: Any) -> Any:
         processor = AutoProcessor.from_pretrained(name_or_path, **kwargs)
         if _has_video_processor(processor):
             return processor
-    except (ImportError, ValueError, OSError):
-        # ImportError: the video processor needs torchvision; the others: no processor
-        # config in the folder. Either way the parts below still work.
+    except (ImportError, ValueError, OSError, RecursionError):
+        # ImportError: the video processor needs torchvision; ValueError / OSError: no
+        # processor config in the folder; RecursionError: a folder without
+        # video_preprocessor_config.json whose image processor is named like the model's
+        # processor (LLaVA-NeXT-Video: "LlavaNextImageProcessor" -> "LlavaNextVideoProcessor"),
+        # which transformers' AutoVideoProcessor then loads as itself, endlessly. In every
+        # case the parts below still work.
         processor = None
     config = AutoConfig.from_pretrained(name_or_path, **kwargs)
     if config.model_type not in _VIDEO_TOKENS:
@@ -103,6 +115,13 @@ def load_processor(name_or_path: str, **kwargs: Any) -> Any:
     return ProcessorParts(config, tokenizer, image_processor)
 
 
+def _sample_index(total: int, num_frames: int | None) -> np.ndarray:
+    """The indices ``sample_frames`` keeps: all frames, or the library's one sampling rule."""
+    if num_frames is None:
+        return np.arange(total)
+    return np.asarray(sample_indices(total, num_frames), dtype=np.int64)
+
+
 def sample_frames(frames: Any, num_frames: int | None) -> np.ndarray:
     """frames: [F, H, W, 3] uint8 -> [min(num_frames, F), H, W, 3], spread uniformly by the
     library's one rule (``llava_scissor.video.sample_indices``: LLaVA-OneVision's, first and
@@ -112,9 +131,40 @@ def sample_frames(frames: Any, num_frames: int | None) -> np.ndarray:
         raise ScissorError(f"frames must be [frames, height, width, 3], got shape {array.shape}")
     if array.dtype != np.uint8:
         raise ScissorError(f"frames must be uint8 RGB, got dtype {array.dtype}")
-    if num_frames is None:
-        return array
-    return array[sample_indices(array.shape[0], num_frames)]
+    return array[_sample_index(array.shape[0], num_frames)]
+
+
+def sampled_fps(timestamps: Sequence[float] | None) -> float | None:
+    """Frames per second of frames taken at ``timestamps`` (seconds, ascending):
+    (F - 1) / (last - first), the rate the frames were actually sampled at; None for a
+    single frame, a zero span or no timestamps."""
+    if timestamps is None or len(timestamps) < 2:
+        return None
+    span = float(timestamps[-1]) - float(timestamps[0])
+    return (len(timestamps) - 1) / span if span > 0 else None
+
+
+def _frame_times(
+    timestamps: Sequence[Sequence[float] | None] | None, videos: Sequence[Any], num_frames: int | None
+) -> list[list[float] | None]:
+    """Per video, the seconds of the frames that ``sample_frames`` keeps (None: unknown)."""
+    if timestamps is None:
+        return [None] * len(videos)
+    if len(timestamps) != len(videos):
+        raise ScissorError(f"timestamps: {len(timestamps)} lists for {len(videos)} videos; expected one per video")
+    out: list[list[float] | None] = []
+    for ts, video in zip(timestamps, videos):
+        if ts is None:
+            out.append(None)
+            continue
+        total = len(video)
+        if len(ts) != total:
+            raise ScissorError(f"timestamps: {len(ts)} values for a video of {total} frames; expected one per frame")
+        values = [float(t) for t in ts]
+        if any(b < a for a, b in itertools.pairwise(values)):
+            raise ScissorError("timestamps must not decrease (seconds of each frame, in display order)")
+        out.append([values[i] for i in _sample_index(total, num_frames)])
+    return out
 
 
 def build_video_inputs(
@@ -124,6 +174,7 @@ def build_video_inputs(
     images: Sequence[Any] | None = None,
     *,
     num_frames: int | None = None,
+    timestamps: Sequence[Sequence[float] | None] | None = None,
     padding_side: str = "left",
 ) -> Any:
     """Model inputs (a ``BatchFeature`` of tensors) for prompts with videos.
@@ -133,6 +184,10 @@ def build_video_inputs(
     with one entry of ``videos`` ([F, H, W, 3] uint8 frames each; frame counts may
     differ). ``processor``: the model's processor (used as is when it has a video
     processor) or ``ProcessorParts``. ``num_frames`` samples each video uniformly.
+    ``timestamps``: per video, the seconds of each given frame (``Clip.timestamps`` of
+    the decoder); the rate they were sampled at (``sampled_fps``) sets Qwen2.5-VL's
+    ``second_per_grid_ts`` and the timestamps written between frames (Qwen3-VL, GLM-4V).
+    Without them the frames are taken as sampled at ``ProcessorParts.fps`` (2 fps).
 
     Without a video processor, LLaVA videos come back as a list of [F, C, H, W] tensors
     in ``pixel_values_videos`` when frame counts differ (the model itself only takes
@@ -140,27 +195,38 @@ def build_video_inputs(
     """
     texts = [text] if isinstance(text, str) else list(text)
     sampled = [sample_frames(v, num_frames) for v in videos]
+    times = _frame_times(timestamps, videos, num_frames)
     if not isinstance(processor, ProcessorParts):
         if not _has_video_processor(processor):
             raise ScissorError("processor has no video processor; pass ProcessorParts (see load_processor)")
         kwargs: dict[str, Any] = {"text": texts, "videos": [list(v) for v in sampled], "return_tensors": "pt", "padding": True}
+        if timestamps is not None:
+            kwargs.update(_processor_metadata(times))
         if images is not None:
             kwargs["images"] = images
         processor.tokenizer.padding_side = padding_side
         return processor(**kwargs)
 
     model_type = processor.model_type
-    if model_type in ("qwen2_vl", "qwen2_5_vl"):
-        video_data, counts = _qwen_videos(processor, sampled)
+    if model_type in _PATCHED:
+        video_data, counts = _qwen_videos(processor, sampled, times)
+        replacements = _segmented_text(processor, video_data["video_grid_thw"], times, [len(v) for v in sampled])
     elif model_type in ("llava_onevision", "llava_next_video"):
         video_data, counts = _llava_videos(processor, sampled)
+        replacements = [processor.video_token * c for c in counts]
     else:
         raise ScissorError(f"model type {model_type!r} is not supported; supported: {supported_model_types()}")
-    texts = _expand(texts, processor.video_token, counts)
+    if model_type in _GLM:
+        # GLM-4V's frames are image tokens: the video markers tell them apart (its chat
+        # template writes them; a bare placeholder gets them here)
+        wrapped = f"<|begin_of_video|>{processor.video_token}<|end_of_video|>"
+        texts = [t.replace(wrapped, processor.video_token) for t in texts]
+        replacements = [f"<|begin_of_video|>{r}<|end_of_video|>" for r in replacements]
+    texts = _expand(texts, processor.video_token, replacements)
 
     image_data: dict[str, Any] = {}
     if images:
-        if model_type not in ("qwen2_vl", "qwen2_5_vl"):
+        if model_type not in _QWEN2 + _QWEN3:
             raise ScissorError(
                 f"images next to videos need the model's own processor for {model_type!r} "
                 "(its image token count depends on the anyres layout); without torchvision only Qwen is supported"
@@ -169,7 +235,7 @@ def build_video_inputs(
         merge = int(processor.setting("merge_size"))
         image_counts = [int(g.prod()) // merge**2 for g in image_data["image_grid_thw"]]
         image_token = getattr(processor.tokenizer, "image_token", None) or "<|image_pad|>"
-        texts = _expand(texts, image_token, image_counts)
+        texts = _expand(texts, image_token, [image_token * c for c in image_counts])
 
     from transformers import BatchFeature
 
@@ -178,27 +244,83 @@ def build_video_inputs(
     batch = BatchFeature(dict(tokenizer(texts, return_tensors="pt", padding=True)))
     batch.update(image_data)
     batch.update(video_data)
-    if model_type in ("qwen2_vl", "qwen2_5_vl"):
-        ids = batch["input_ids"]
-        types = torch.zeros_like(ids, dtype=torch.int32)
-        types[ids == processor.config.image_token_id] = 1
-        types[ids == processor.config.video_token_id] = 2
-        batch["mm_token_type_ids"] = types
+    if model_type in _PATCHED:
+        batch["mm_token_type_ids"] = family_for(model_type).token_types(processor.config, batch["input_ids"])
     return batch
 
 
-def _expand(texts: list[str], token: str, counts: list[int]) -> list[str]:
-    """Replace the i-th occurrence of ``token`` (over the whole batch) by counts[i] copies."""
+def _step_times(ts: list[float] | None, frames: int, steps: int, temporal: int, fps: float) -> list[float]:
+    """Seconds of each temporal step: the frames' times (``fps`` apart from 0 when
+    unknown), the last repeated to fill the last step, averaged over each step's first
+    and last frame (Qwen3-VL's rule)."""
+    times = list(ts) if ts is not None else [i / fps for i in range(frames)]
+    times += [times[-1]] * (steps * temporal - len(times))
+    return [(times[i] + times[i + temporal - 1]) / 2 for i in range(0, steps * temporal, temporal)]
+
+
+def _segmented_text(
+    parts: ProcessorParts, grids: torch.Tensor, times: list[list[float] | None], frames: list[int]
+) -> list[str]:
+    """The text each video placeholder expands to, as the model's processor writes it:
+    Qwen2-VL one run; Qwen3-VL / Qwen3.5 per step ``<t seconds><|vision_start|>`` + run
+    + ``<|vision_end|>``; GLM-4V per step ``<|begin_of_image|>`` + run (image tokens) +
+    ``<|end_of_image|>`` + whole seconds of the step's first frame (GLM-4.6V: ``{s:.1f} seconds``)."""
+    merge = int(parts.setting("merge_size"))
+    temporal = int(parts.setting("temporal_patch_size"))
+    tok = parts.tokenizer
+    out = []
+    for (t, h, w), ts, f in zip(grids.tolist(), times, frames):
+        n = h * w // merge**2
+        if parts.model_type in _QWEN2:
+            out.append(parts.video_token * (t * n))
+        elif parts.model_type in _QWEN3:
+            start = getattr(tok, "vision_start_token", None) or "<|vision_start|>"
+            end = getattr(tok, "vision_end_token", None) or "<|vision_end|>"
+            steps = _step_times(ts, f, t, temporal, parts.fps)
+            out.append("".join(f"<{s:.1f} seconds>{start}{parts.video_token * n}{end}" for s in steps))
+        else:
+            image = getattr(tok, "image_token", None) or "<|image|>"
+            firsts = (list(ts) if ts is not None else [i / parts.fps for i in range(f)])[::temporal]
+            firsts += [firsts[-1]] * (t - len(firsts))
+            stamp = (lambda s: f"{s:.1f} seconds") if parts.model_type == "glm46v" else (lambda s: f"{int(s)}")
+            out.append("".join(f"<|begin_of_image|>{image * n}<|end_of_image|>{stamp(s)}" for s in firsts[:t]))
+    return out
+
+
+def _processor_metadata(times: list[list[float] | None]) -> dict[str, Any]:
+    """``video_metadata`` telling the model's processor when the given frames were taken.
+
+    The frames are already sampled (``do_sample_frames=False``). Each video's metadata
+    has rate r = ``sampled_fps`` and frame "indices" t * r, so that the processor's own
+    rules give back the same numbers: its sampled fps (len(indices) / total * fps) is r,
+    Qwen2.5-VL's ``second_per_grid_ts`` is temporal_patch_size / r, and the timestamps
+    Qwen3-VL / GLM-4V write (index / fps) are the frames' seconds.
+    """
+    from transformers.video_utils import VideoMetadata
+
+    metadata = []
+    for ts in times:
+        if ts is None:
+            raise ScissorError("timestamps: the model's processor needs them for every video or for none")
+        rate = sampled_fps(ts) or 1.0
+        # fractional "indices" on purpose: index / fps must give back each frame's seconds
+        indices: Any = [t * rate for t in ts]
+        metadata.append(VideoMetadata(total_num_frames=len(ts), fps=rate, frames_indices=indices))
+    return {"video_metadata": metadata, "do_sample_frames": False}
+
+
+def _expand(texts: list[str], token: str, replacements: list[str]) -> list[str]:
+    """Replace the i-th occurrence of ``token`` (over the whole batch) by replacements[i]."""
     found = sum(t.count(token) for t in texts)
-    if found != len(counts):
-        raise ScissorError(f"the prompts hold {found} {token!r} placeholders but {len(counts)} videos were given")
-    it = iter(counts)
+    if found != len(replacements):
+        raise ScissorError(f"the prompts hold {found} {token!r} placeholders but {len(replacements)} videos were given")
+    it = iter(replacements)
     out = []
     for t in texts:
         parts = t.split(token)
         pieces = [parts[0]]
         for part in parts[1:]:
-            pieces.append(token * next(it))
+            pieces.append(next(it))
             pieces.append(part)
         out.append("".join(pieces))
     return out
@@ -261,8 +383,11 @@ def _llava_videos(parts: ProcessorParts, videos: list[np.ndarray]) -> tuple[dict
     return {"pixel_values_videos": pixel_values}, counts
 
 
-def _qwen_videos(parts: ProcessorParts, videos: list[np.ndarray]) -> tuple[dict[str, Any], list[int]]:
-    """Qwen2-VL / Qwen2.5-VL: frames resized to multiples of patch * merge, grouped in
+def _qwen_videos(
+    parts: ProcessorParts, videos: list[np.ndarray], times: list[list[float] | None]
+) -> tuple[dict[str, Any], list[int]]:
+    """Qwen2-VL / Qwen2.5-VL (and the pixel layout of Qwen3-VL, Qwen3.5, GLM-4V):
+    frames resized to multiples of patch * merge, grouped in
     temporal patches of ``temporal_patch_size`` frames (the last frame repeated to fill
     the last group), flattened in the merger's (t, h/m, w/m, m, m) order."""
     ip = parts.image_processor
@@ -272,10 +397,13 @@ def _qwen_videos(parts: ProcessorParts, videos: list[np.ndarray]) -> tuple[dict[
     size = _size_dict(parts.setting("size"))
     resample = parts.setting("resample")
     rows, grids, counts, seconds = [], [], [], []
-    for frames in videos:
-        processed = np.stack(
-            [_normalise(parts, ip.resize(_chw(f), size=size, resample=resample, factor=patch * merge)) for f in frames]
-        )  # [F, C, H, W]
+    for frames, ts in zip(videos, times):
+        # temporal_factor: GLM-4V's resize rounds for temporal patches (the others ignore it)
+        processed = np.stack([
+            _normalise(parts, ip.resize(_chw(f), size=size, resample=resample, factor=patch * merge,
+                                        temporal_factor=temporal))
+            for f in frames
+        ])  # [F, C, H, W]
         if pad := -processed.shape[0] % temporal:
             processed = np.concatenate([processed, np.repeat(processed[-1:], pad, axis=0)])
         f, c, h, w = processed.shape
@@ -285,7 +413,7 @@ def _qwen_videos(parts: ProcessorParts, videos: list[np.ndarray]) -> tuple[dict[
         rows.append(torch.from_numpy(np.ascontiguousarray(x).reshape(gt * gh * gw, c * temporal * patch * patch)))
         grids.append([gt, gh, gw])
         counts.append(gt * gh * gw // merge**2)
-        seconds.append(temporal / parts.fps)
+        seconds.append(temporal / (sampled_fps(ts) or parts.fps))
     data: dict[str, Any] = {
         "pixel_values_videos": torch.cat(rows),
         "video_grid_thw": torch.tensor(grids, dtype=torch.long),

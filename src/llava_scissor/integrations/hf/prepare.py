@@ -7,10 +7,13 @@ the count, so the placeholder runs must shrink before ``generate`` / ``forward``
 1. encode each video once with the model's own ``get_video_features``;
 2. compress each video's ``[F, N, dim]`` tokens on its own;
 3. rebuild ``input_ids`` / ``attention_mask`` / per-token tensors with each run cut to
-   its new length, re-padding the batch;
+   its new length, re-padding the batch; a video written as several frame segments
+   (Qwen3-VL, GLM-4V) gets each output token in its representative's segment, and its
+   text and markers stay (``VideoFeatures``);
 4. hand the compressed features over as ``mm_encoder_outputs["video"]``, which the
-   models' ``forward`` and ``generate`` accept instead of pixels;
-5. for 3-D rotary models (Qwen), pass positions computed on the uncompressed sequence and
+   models' ``forward`` and ``generate`` accept instead of pixels, with side features that
+   share the video's rows (deepstack) reduced by the same weights (``core.reduce``);
+5. for 3-D rotary models (Qwen, GLM-4V), pass positions computed on the uncompressed sequence and
    gathered at each output token's representative, and set ``rope_deltas`` so that
    decoding continues after the largest position.
 """
@@ -18,6 +21,7 @@ the count, so the placeholder runs must shrink before ``generate`` / ``forward``
 from __future__ import annotations
 
 import inspect
+import itertools
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -28,6 +32,7 @@ from ..._errors import ScissorError
 from ..._timing import synchronize as _sync
 from ...api import resolve_method
 from ...core.config import ScissorConfig
+from ...core.reduce import reduce_rows
 from ...core.result import CompressionResult
 from ...methods import Method, check_settings, resolve_arguments
 from .families import Family, VideoFeatures, get_family
@@ -49,6 +54,13 @@ class VideoStats:
         index: position of the video in the processor's video list.
         row: batch row (prompt) holding the video.
         start: index of the video's first token in the prepared sequence of that row.
+        positions: [tokens_after] index in the prepared row of each of the video's tokens,
+            in packed order (a segmented video's tokens are not contiguous: text and
+            markers sit between its frame segments).
+        order: [K] index into ``result.tokens`` of each packed token (the output grouped
+            by frame segment, stable; the identity for one segment).
+        segment_tokens: tokens placed in each frame segment (a 0: the segment is empty,
+            its text and markers kept).
         frames, tokens_per_frame: F and N of the compressed token grid (for Qwen, F is
             the number of temporal steps of two frames).
         tokens_before: placeholder tokens of the video before (F * N, plus the newline).
@@ -66,6 +78,9 @@ class VideoStats:
     tokens_after: int
     seconds: float
     result: CompressionResult
+    positions: torch.Tensor | None = None
+    order: torch.Tensor | None = None
+    segment_tokens: tuple[int, ...] = ()
 
     @property
     def retention(self) -> float:
@@ -211,17 +226,28 @@ def prepare(
             seconds.append(time.perf_counter() - t0)
             results.append(result)
 
-    keep_tail = keep_newline or not getattr(family, "has_newline", False)
-    out, source, starts = _rebuild(model, family, inputs, videos, results, keep_tail, padding_side)
+    if method_obj.in_model and enabled and any(len(v.segment_frames) > 1 for v in videos):
+        raise ScissorError(
+            f"method {method_obj.name!r} prunes inside the language model over one run of video tokens per video; "
+            f"{model.config.model_type!r} writes each frame as its own segment between timestamps, which it "
+            "does not handle; use a method that compresses the features (e.g. scissor, vidcom2, dycoke)"
+        )
 
-    packed_rows = []
-    for video, result in zip(videos, results):
-        tokens = result.tokens.to(video.features.dtype)
+    keep_tail = keep_newline or not getattr(family, "has_newline", False)
+    out, source, placed = _rebuild(model, family, inputs, videos, results, keep_tail, padding_side)
+
+    packed_rows: list[torch.Tensor] = []
+    packed_side: list[list[torch.Tensor]] = []
+    for video, result, place in zip(videos, results, placed):
+        tokens = result.tokens.to(video.features.dtype)[place.order]
         if keep_tail and video.tail is not None:
             tokens = torch.cat([tokens, video.tail.to(tokens.dtype)], dim=0)
         packed_rows.append(tokens)
+        with torch.no_grad():
+            # side features (deepstack) get the weights the features got, in the same order
+            packed_side.append([reduce_rows(result, rows, video.features)[place.order] for rows in video.side])
     encoder_outputs = dict(inputs.get("mm_encoder_outputs") or {})
-    encoder_outputs["video"] = family.pack(model, packed_rows)
+    encoder_outputs["video"] = family.pack(model, packed_rows, packed_side if any(packed_side) else None)
     if out.get("pixel_values") is not None and encoder_outputs.get("image") is None:
         # forward refuses pixels next to precomputed outputs, so images are encoded here
         # too, by the model's own get_image_features, exactly as generate would.
@@ -235,17 +261,20 @@ def prepare(
     stats = [
         VideoStats(
             index=i,
-            row=row,
-            start=start,
+            row=place.row,
+            start=place.start,
             frames=int(video.features.shape[0]),
             tokens_per_frame=int(video.features.shape[1]),
             tokens_before=video.num_placeholders,
             tokens_after=int(packed.shape[0]),
             seconds=sec,
             result=result,
+            positions=place.positions,
+            order=place.order,
+            segment_tokens=place.counts,
         )
-        for i, (video, result, packed, sec, (row, start)) in enumerate(
-            zip(videos, results, packed_rows, seconds, starts)
+        for i, (video, result, packed, sec, place) in enumerate(
+            zip(videos, results, packed_rows, seconds, placed)
         )
     ]
     if not method_obj.in_model:
@@ -285,6 +314,48 @@ def _pad_token_id(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class _Placement:
+    """Where one video's packed tokens went (see ``VideoStats``)."""
+
+    row: int
+    start: int
+    positions: torch.Tensor
+    order: torch.Tensor
+    counts: tuple[int, ...]
+
+
+def _segment_slots(
+    video: VideoFeatures, result: CompressionResult, run: torch.Tensor, keep_tail: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, ...]]:
+    """The placement rule (``VideoFeatures``): each output token in its representative's
+    frame segment.
+
+    run: [F*N + t] the video's placeholder positions, frame-major. Returns (order [K]:
+    output tokens grouped by segment, stable; slots [K'] placeholder positions kept, in
+    packed order; origin [K'] the uncompressed position each slot stands for; tokens per
+    segment). K' = K plus the tail when kept, which follows the last segment's tokens.
+    """
+    f, n, _ = video.features.shape
+    frames = video.segment_frames
+    if sum(frames) != f:
+        raise ScissorError(f"a video's frame segments hold {sum(frames)} frames; its features have {f}")
+    reps = result.representatives.to(run.device)
+    first = [0, *itertools.accumulate(frames)]  # first frame of each segment (+ the end)
+    ends = torch.tensor(first[1:], device=run.device)
+    segment = torch.bucketize(reps // n, ends, right=True)  # [K] segment of each token
+    order = torch.sort(segment, stable=True).indices
+    counts = [int(c) for c in torch.bincount(segment, minlength=len(frames)).tolist()]  # the one host read
+    slots = [run[first[s] * n : first[s] * n + c] for s, c in enumerate(counts)]
+    origin = [run[reps[order]]]
+    tail = run.numel() - f * n if keep_tail else 0
+    if tail:
+        base = first[-2] * n + counts[-1]
+        slots.append(run[base : base + tail])
+        origin.append(run[f * n : f * n + tail])
+    return order, torch.cat(slots), torch.cat(origin), tuple(counts)
+
+
 def _rebuild(
     model: Any,
     family: Family,
@@ -293,11 +364,11 @@ def _rebuild(
     results: list[CompressionResult],
     keep_tail: bool,
     padding_side: str | None,
-) -> tuple[dict[str, Any], torch.Tensor, list[tuple[int, int]]]:
-    """Cut each video's placeholder run to its new length and re-pad the batch.
+) -> tuple[dict[str, Any], torch.Tensor, list[_Placement]]:
+    """Cut each video's placeholder segments to their new lengths and re-pad the batch.
 
-    Returns (new inputs without the video-only keys, source index [B, L'], (row, start)
-    of each video in the new sequence).
+    Returns (new inputs without the video-only keys, source index [B, L'], where each
+    video's tokens went in the new sequence).
     """
     ids: torch.Tensor = inputs["input_ids"]
     if ids.dim() != 2:
@@ -307,7 +378,7 @@ def _rebuild(
     mask = given_mask if given_mask is not None else torch.ones_like(ids)
     if mask.shape != ids.shape:
         raise ScissorError(f"attention_mask shape {tuple(mask.shape)} differs from input_ids {tuple(ids.shape)}")
-    is_video = (ids == family.video_token_id(model)) & mask.bool()
+    is_video = family.video_token_mask(model, inputs) & mask.bool()
 
     total = int(is_video.sum())
     expected = sum(v.num_placeholders for v in videos)
@@ -323,7 +394,7 @@ def _rebuild(
     row = 0
     keep = mask.bool().clone()
     source = torch.arange(length, device=ids.device).expand(b, length).clone()
-    video_rows: list[tuple[int, torch.Tensor, int]] = []  # (row, kept placeholder positions, count)
+    video_rows: list[tuple[int, torch.Tensor, torch.Tensor, tuple[int, ...]]] = []  # (row, slots, order, counts)
     for video, result in zip(videos, results):
         while row < b and row_used[row] >= row_positions[row].numel():
             row += 1
@@ -332,15 +403,11 @@ def _rebuild(
             raise ScissorError("a video's placeholder run is split across prompts; expected each video inside one prompt")
         run = row_positions[row][row_used[row] : row_used[row] + need]
         row_used[row] += need
-        f, n, _ = video.features.shape
-        k = result.num_tokens
-        reps = result.representatives.to(run.device)
-        tail = need - f * n if keep_tail else 0
-        slots = run[: k + tail]
-        origin = torch.cat([run[reps], run[f * n : f * n + tail]])
-        keep[row, run[k + tail :]] = False
+        order, slots, origin, counts = _segment_slots(video, result, run, keep_tail)
+        keep[row, run] = False
+        keep[row, slots] = True
         source[row, slots] = origin
-        video_rows.append((row, slots, k + tail))
+        video_rows.append((row, slots, order, counts))
 
     lengths = keep.sum(1)
     new_len = int(lengths.max()) if b else 0
@@ -376,8 +443,12 @@ def _rebuild(
         out["attention_mask"] = valid.to(given_mask.dtype)
     # Video tokens take the placeholder id (gathering from a representative keeps it; the
     # newline slot is a placeholder too), so input_ids need no further fix-up.
-    starts = [(r, int(new_pos[r, slots[0]])) if count else (r, -1) for r, slots, count in video_rows]
-    return out, new_source, starts
+    placed = []
+    for r, slots, order, counts in video_rows:
+        positions = new_pos[r, slots]
+        start = int(positions[0]) if positions.numel() else -1
+        placed.append(_Placement(r, start, positions, order, counts))
+    return out, new_source, placed
 
 
 def _set_positions(

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ContextManager, Iterator, Protocol
 
@@ -289,9 +290,15 @@ def chat_prompt(loaded: Loaded, question: str) -> str:
     return f"<|im_start|>user\n{video_token(loaded)}\n{question}<|im_end|>\n<|im_start|>assistant\n"
 
 
-def video_inputs(loaded: Loaded, frames: np.ndarray, text: str) -> dict[str, Any]:
-    """Model inputs for one video (frames [F, H, W, 3] uint8) and its prompt ``text``, on the model's device."""
-    batch = build_video_inputs(loaded.processor, text, [frames])
+def video_inputs(
+    loaded: Loaded, frames: np.ndarray, text: str, timestamps: Sequence[float] | None = None
+) -> dict[str, Any]:
+    """Model inputs for one video (frames [F, H, W, 3] uint8, taken at ``timestamps``
+    seconds when known) and its prompt ``text``, on the model's device."""
+    # The decoder's timestamps give the real sampling rate (Qwen2.5-VL's temporal
+    # positions, the timestamps Qwen3-VL / GLM-4V write between frames).
+    times = None if timestamps is None else [list(timestamps)]
+    batch = build_video_inputs(loaded.processor, text, [frames], timestamps=times)
     dtype = loaded.model.dtype
     out: dict[str, Any] = {}
     for key, value in dict(batch).items():
@@ -305,13 +312,13 @@ def video_inputs(loaded: Loaded, frames: np.ndarray, text: str) -> dict[str, Any
     return out
 
 
-def encode(loaded: Loaded, frames: np.ndarray) -> tuple[torch.Tensor, float]:
+def encode(loaded: Loaded, frames: np.ndarray, timestamps: Sequence[float] | None = None) -> tuple[torch.Tensor, float]:
     """([F, N, dim] float32 tokens (on the model's device) after vision tower and projector, seconds).
 
-    frames: [F, H, W, 3] uint8. For Qwen models F is the number of temporal steps (two
+    frames: [F, H, W, 3] uint8, taken at ``timestamps`` seconds (optional). For Qwen models F is the number of temporal steps (two
     frames each). Sets ``loaded.grid`` to the (h, w) token grid of one frame.
     """
-    inputs = video_inputs(loaded, frames, video_token(loaded))
+    inputs = video_inputs(loaded, frames, video_token(loaded), timestamps)
     _sync(loaded.device)
     start = time.perf_counter()
     with torch.no_grad():
@@ -353,8 +360,10 @@ def answer(
     options: dict[str, Any] | None = None,
     max_new_tokens: int = 128,
     progress: Progress | None = None,
+    timestamps: Sequence[float] | None = None,
 ) -> Answer:
-    """Greedy answer to ``question`` about frames [F, H, W, 3] uint8.
+    """Greedy answer to ``question`` about frames [F, H, W, 3] uint8 (taken at
+    ``timestamps`` seconds, when known).
 
     ``config`` None answers without compression (the same code path with every token
     kept as it is). ``method`` / ``options``: a registered method and its settings
@@ -366,7 +375,7 @@ def answer(
     and its compression time is part of the prefill.
     """
     progress = progress or _Silent()
-    inputs = video_inputs(loaded, frames, chat_prompt(loaded, question))
+    inputs = video_inputs(loaded, frames, chat_prompt(loaded, question), timestamps)
     label = f"compressing ({method})" if config is not None else "encoding (uncompressed)"
     with progress.bar(label):
         prepared = prepare(loaded.model, inputs, config, method=method, enabled=config is not None, **(options or {}))

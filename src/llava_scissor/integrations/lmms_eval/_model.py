@@ -428,9 +428,11 @@ class LlavaScissor(lmms):  # type: ignore[misc]
         from ..hf import build_video_inputs
 
         prompts = [self._prompt(c, len(v)) for c, v in zip(contexts, videos)]
-        flat = [clip.frames for per_prompt in videos for clip in per_prompt]
-        if flat:
-            batch = dict(build_video_inputs(self.loaded.processor, prompts, flat, padding_side="left"))
+        clips = [clip for per_prompt in videos for clip in per_prompt]
+        if clips:
+            # the decoder's timestamps: temporal positions (Qwen2.5-VL) and time texts (Qwen3-VL, GLM-4V)
+            batch = dict(build_video_inputs(self.loaded.processor, prompts, [c.frames for c in clips],
+                                            timestamps=[c.timestamps for c in clips], padding_side="left"))
         else:
             self.tokenizer.padding_side = "left"
             batch = dict(self.tokenizer(prompts, return_tensors="pt", padding=True))

@@ -2,26 +2,39 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 
 from ...._errors import ScissorError
 
 __all__ = [
-    "VideoFeatures",
     "Family",
-    "register_family",
-    "get_family",
-    "supported_model_types",
+    "VideoFeatures",
     "base_model",
+    "family_for",
+    "get_family",
+    "register_family",
+    "supported_model_types",
 ]
 
 
 @dataclass(frozen=True)
 class VideoFeatures:
     """The projected tokens of one video, as the model would insert them.
+
+    A video's placeholders form a sequence of *frame segments*: runs of placeholder
+    tokens with text or markers between them (Qwen3-VL writes ``<t seconds>
+    <|vision_start|>`` + one temporal step's tokens + ``<|vision_end|>`` per step). The
+    families of one run per video have a single segment holding every frame.
+
+    Where compressed tokens go: each output token sits in the segment of its
+    representative's frame, in the order of the output (so positions, taken from the
+    representative, stay those of that frame). A segment left with no token keeps its
+    text and markers (a timestamp with an empty frame): the prompt's text never
+    depends on compression, and every text token keeps its uncompressed position.
 
     Attributes:
         features: [F, N, dim] the tokens that compression may reorder and merge; F is the
@@ -30,17 +43,29 @@ class VideoFeatures:
         tail: [t, dim] tokens the model appends after the video and that are never
             compressed (LLaVA-OneVision's one newline token), or None.
         grid: (F, h, w) of the token layout, h * w == N.
+        segments: frames of each placeholder segment, in order (sum F); None: one
+            segment of all F frames.
+        side: side features sharing the rows of ``features``, each [F, N, d_i] (Qwen3-VL's
+            deepstack features, one per selected vision layer); reduced with the same
+            weights as the features (``core.reduce.reduce_rows``).
     """
 
     features: torch.Tensor
     tail: torch.Tensor | None
     grid: tuple[int, int, int]
+    segments: tuple[int, ...] | None = None
+    side: tuple[torch.Tensor, ...] = ()
 
     @property
     def num_placeholders(self) -> int:
-        """Length of this video's placeholder run in ``input_ids`` (F * N + t)."""
+        """Placeholder tokens of this video in ``input_ids`` (F * N + t), over all segments."""
         f, n, _ = self.features.shape
         return f * n + (0 if self.tail is None else int(self.tail.shape[0]))
+
+    @property
+    def segment_frames(self) -> tuple[int, ...]:
+        """Frames of each placeholder segment (``segments``, or one segment of all frames)."""
+        return self.segments if self.segments is not None else (int(self.features.shape[0]),)
 
 
 class Family:
@@ -67,12 +92,30 @@ class Family:
                 return int(value)
         raise ScissorError(f"{type(model).__name__}.config has no video_token_id; expected a video model config")
 
+    def token_types(self, config: Any, input_ids: torch.Tensor) -> torch.Tensor:
+        """input_ids: [B, L] -> [B, L] int32: 0 text, 1 image, 2 video placeholder (the
+        processor's ``mm_token_type_ids``, for families whose positions need it)."""
+        types = torch.zeros_like(input_ids, dtype=torch.int32)
+        image = getattr(config, "image_token_id", None)
+        if image is not None:
+            types[input_ids == int(image)] = 1
+        types[input_ids == int(config.video_token_id)] = 2
+        return types
+
+    def video_token_mask(self, model: Any, inputs: Mapping[str, Any]) -> torch.Tensor:
+        """[B, L] bool: the video placeholders of ``input_ids`` (by default the video token id)."""
+        return inputs["input_ids"] == self.video_token_id(model)
+
     def extract(self, model: Any, inputs: Mapping[str, Any]) -> list[VideoFeatures]:
         """Run the vision encoder on the videos of ``inputs``; one entry per video, in order."""
         raise NotImplementedError
 
-    def pack(self, model: Any, videos: Sequence[torch.Tensor]) -> Any:
-        """Wrap per-video token tensors ``[K_i, dim]`` as ``mm_encoder_outputs["video"]``."""
+    def pack(
+        self, model: Any, videos: Sequence[torch.Tensor], side: Sequence[Sequence[torch.Tensor]] | None = None
+    ) -> Any:
+        """Wrap per-video token tensors ``[K_i, dim]`` as ``mm_encoder_outputs["video"]``;
+        ``side``: per video, its reduced side features ``[K_i, d_j]`` (families with
+        ``VideoFeatures.side``)."""
         raise NotImplementedError
 
     def vision_attention(self, model: Any, inputs: Mapping[str, Any]) -> list[torch.Tensor]:
@@ -103,6 +146,13 @@ def register_family(family: Family) -> Family:
 def supported_model_types() -> list[str]:
     """The ``config.model_type`` values the integration supports, sorted."""
     return sorted(_REGISTRY)
+
+
+def family_for(model_type: str) -> Family:
+    """The family registered for ``model_type``; ScissorError if unsupported."""
+    if model_type not in _REGISTRY:
+        raise ScissorError(f"model type {model_type!r} is not supported; supported: {supported_model_types()}")
+    return _REGISTRY[model_type]
 
 
 def get_family(model: Any) -> Family:

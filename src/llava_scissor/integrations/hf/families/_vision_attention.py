@@ -9,13 +9,14 @@ without switching the model to eager attention.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 
 from ...._errors import ScissorError
 
-__all__ = ["capture_module_input", "received_attention_qk", "feature_layer_index"]
+__all__ = ["capture_module_input", "feature_layer_index", "received_attention_qk"]
 
 
 @contextlib.contextmanager

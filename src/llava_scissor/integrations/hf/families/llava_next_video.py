@@ -7,7 +7,8 @@ patches, no newline. The placeholder run of a video is F * N long.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -28,7 +29,7 @@ class LlavaNextVideoFamily(LlavaOnevisionFamily):
         stride = int(getattr(model.config, "spatial_pool_stride", 2))
         return side // stride, side // stride
 
-    def pack(self, model: Any, videos: Sequence[torch.Tensor]) -> Any:
+    def pack(self, model: Any, videos: Sequence[torch.Tensor], side: Any = None) -> Any:
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
         # The model iterates over pooler_output (one entry per video) and flattens each.
@@ -36,7 +37,7 @@ class LlavaNextVideoFamily(LlavaOnevisionFamily):
 
     def _pool_attention(self, model: Any, received: torch.Tensor) -> torch.Tensor:
         """received: [frames, p*p] -> [frames, N] averaged over each pooling window."""
-        side = int(round(received.shape[1] ** 0.5))
+        side = round(received.shape[1] ** 0.5)
         stride = int(getattr(model.config, "spatial_pool_stride", 2))
         grid = received.view(-1, 1, side, side)
         return torch.nn.functional.avg_pool2d(grid, kernel_size=stride, stride=stride).flatten(1)

@@ -10,13 +10,24 @@ trained with it) and dropped in the paper's flat layout (``keep_newline=False``)
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
 from ...._errors import ScissorError
-from ._base import Family, VideoFeatures, base_model, call_video_encoder, register_family
-from ._vision_attention import capture_module_input, feature_layer_index, received_attention_qk
+from ._base import (
+    Family,
+    VideoFeatures,
+    base_model,
+    call_video_encoder,
+    register_family,
+)
+from ._vision_attention import (
+    capture_module_input,
+    feature_layer_index,
+    received_attention_qk,
+)
 
 __all__ = ["LlavaOnevisionFamily", "video_list"]
 
@@ -85,7 +96,7 @@ class LlavaOnevisionFamily(Family):
             result.append(VideoFeatures(body, rows[frames * h * w :] if tail else None, (frames, h, w)))
         return result
 
-    def pack(self, model: Any, videos: Sequence[torch.Tensor]) -> Any:
+    def pack(self, model: Any, videos: Sequence[torch.Tensor], side: Any = None) -> Any:
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
         # The model flattens (0, 1) and checks only the total count, so one row holding
@@ -94,7 +105,7 @@ class LlavaOnevisionFamily(Family):
 
     def _pool_attention(self, model: Any, received: torch.Tensor) -> torch.Tensor:
         """received: [frames, p*p] -> [frames, N] with the model's own 2x2 bilinear pooling."""
-        side = int(round(math.sqrt(received.shape[1])))
+        side = round(math.sqrt(received.shape[1]))
         grid = received.view(-1, 1, side, side)
         h, w = self._grid(model)
         pooled = torch.nn.functional.interpolate(grid, size=(h, w), mode="bilinear")

@@ -13,13 +13,22 @@ each output token the position of its representative (see ``prepare``).
 from __future__ import annotations
 
 import inspect
+import itertools
 import sys
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
 from ...._errors import ScissorError
-from ._base import Family, VideoFeatures, base_model, call_video_encoder, register_family
+from ._base import (
+    Family,
+    VideoFeatures,
+    base_model,
+    call_video_encoder,
+    get_family,
+    register_family,
+)
 from ._vision_attention import capture_module_input
 
 __all__ = ["QwenVLFamily", "mm_token_type_ids_from_ids"]
@@ -28,15 +37,12 @@ __all__ = ["QwenVLFamily", "mm_token_type_ids_from_ids"]
 def mm_token_type_ids_from_ids(model: Any, input_ids: torch.Tensor) -> torch.Tensor:
     """input_ids: [B, L] -> [B, L] int: 0 text, 1 image placeholder, 2 video placeholder
     (what the transformers processor returns as ``mm_token_type_ids``)."""
-    types = torch.zeros_like(input_ids, dtype=torch.int32)
-    types[input_ids == int(model.config.image_token_id)] = 1
-    types[input_ids == int(model.config.video_token_id)] = 2
-    return types
+    return get_family(model).token_types(model.config, input_ids)
 
 
 class QwenVLFamily(Family):
-    model_types = ("qwen2_vl", "qwen2_5_vl")
-    video_input_keys = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
+    model_types: tuple[str, ...] = ("qwen2_vl", "qwen2_5_vl")
+    video_input_keys: tuple[str, ...] = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
     needs_positions = True
 
     def _merge(self, model: Any) -> int:
@@ -59,7 +65,7 @@ class QwenVLFamily(Family):
             result.append(VideoFeatures(rows.reshape(t, n, -1), None, (t, h // m, w // m)))
         return result
 
-    def pack(self, model: Any, videos: Sequence[torch.Tensor]) -> Any:
+    def pack(self, model: Any, videos: Sequence[torch.Tensor], side: Any = None) -> Any:
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
         # The model concatenates the per-video tuple in order.
@@ -104,7 +110,7 @@ class QwenVLFamily(Family):
             q, k = q.transpose(0, 1).float(), k.transpose(0, 1).float()  # [H, P, hd]
             received = torch.empty(p, dtype=torch.float32, device=hidden.device)
             bounds = cu_seqlens.tolist()
-            for start, end in zip(bounds[:-1], bounds[1:]):
+            for start, end in itertools.pairwise(bounds):
                 probs = torch.softmax(q[:, start:end] @ k[:, start:end].transpose(-1, -2) * attn.scaling, dim=-1)
                 received[start:end] = probs.mean(dim=(0, 1))
         unit = self._merge(model) ** 2
