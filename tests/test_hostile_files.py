@@ -11,6 +11,7 @@ from the umask.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -65,7 +66,7 @@ def user(tmp_path: Path) -> dict[str, str]:
     readonly.chmod(0o444)
     (tmp_path / "earlier.safetensors").write_bytes(b"an earlier result")  # must survive every refusal
     (tmp_path / "earlier.png").write_bytes(b"an earlier picture")
-    (tmp_path / "corrupt.safetensors").write_bytes(os.urandom(256))
+    (tmp_path / "corrupt.safetensors").write_bytes(random.Random(0).randbytes(256))
     return {"root": str(tmp_path), "features": str(features), "gif": str(gif)}
 
 
