@@ -15,6 +15,7 @@ import torch
 
 from .. import __version__
 from .._errors import ScissorError
+from ..core import bfloat16_products
 from ..core.config import ScissorConfig
 from ..core.result import CompressionResult
 from . import DEFAULT_FRAMES, DEFAULT_MODEL
@@ -400,6 +401,9 @@ def _info() -> dict[str, Any]:
     mps = getattr(torch.backends, "mps", None)
     device["mps"] = bool(mps is not None and mps.is_available())
     device["default"] = "cuda" if device["cuda"] else ("mps" if device["mps"] else "cpu")
+    # What similarity_dtype="bfloat16" runs here (measured once on a CPU; the output is the same).
+    path = bfloat16_products(device["default"])
+    device["bfloat16_products"] = f"{str(path.dtype).removeprefix('torch.')} ({path.reason})"
     model_types: list[str] | str
     try:
         from ..integrations.hf import supported_model_types

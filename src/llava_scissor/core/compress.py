@@ -42,6 +42,7 @@ from torch.nn.utils.rnn import pad_sequence
 from .._errors import ScissorError
 from .config import ScissorConfig, similarity_dtype, with_overrides
 from .result import CompressionResult
+from ._products import product_dtype
 from .exact import canonical_similarity, error_bound, product_units
 from .scc import (
     check_tokens,
@@ -275,6 +276,7 @@ def _assign(
 
     count: optional 0-d tensor, targets from it on are padding (never chosen).
     """
+    sim_dtype = product_dtype(sim_dtype, o.device)  # bfloat16 only where it pays (same output)
     unit = unit_dtype(sim_dtype)
     t_units = normalize(t, unit)  # [k, d]; near-ties get exact values from these
     tn, t_res = product_units(t_units, sim_dtype)
