@@ -9,7 +9,7 @@ x dim video of ``bench_core.py``:
 
 * the bfloat16 / float32 matrix-multiply speed ratio measured here;
 * the library's rigorous bound ``delta`` on |bfloat16 product - canonical similarity|
-  (``llava_scissor.core.exact.error_bound``: inputs rounded to bfloat16, float32
+  (``llava_scissor.core.engine.exact.error_bound``: inputs rounded to bfloat16, float32
   accumulation, output rounded to bfloat16);
 * per step (spatial, temporal) the pairs within ``delta`` of the step's threshold, the
   time of the step's product in float32 and in bfloat16, and the measured time of the
@@ -35,14 +35,13 @@ from _synthetic import synthetic_video  # noqa: E402
 from bench_core import best_of, grid_parser  # noqa: E402
 
 import llava_scissor  # noqa: E402
-from llava_scissor.core.exact import (  # noqa: E402
+from llava_scissor.core.engine.exact import (  # noqa: E402
     canonical_similarity,
     error_bound,
     float32_similarity,
     product_units,
     unit_vectors,
 )
-from llava_scissor.core.scc import normalize  # noqa: E402
 
 def bf16_bound(x: torch.Tensor, level: float) -> float:
     """x: [n, d] raw tokens -> the library's bound on |bfloat16 product - canonical similarity| near level."""
@@ -85,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                 ("temporal", res.spatial_tokens.float()[None], res.temporal_threshold),
             ]
             for name, raw, t in steps:
-                xn = normalize(raw, torch.float32)
+                xn = unit_vectors(raw, torch.float32)
                 delta = bf16_bound(raw.reshape(-1, dim), t)
                 W = xn @ xn.mT
                 band = int(((W - t).abs() <= delta).sum() - ((xn.norm(dim=-1) ** 2 - t).abs() <= delta).sum()) // 2

@@ -7,16 +7,17 @@ import torch
 
 import llava_scissor
 from llava_scissor.core.compress import merge_into
-from llava_scissor.core import exact as exact_module
-from llava_scissor.core.exact import (
+from llava_scissor.core.engine import exact as exact_module
+from llava_scissor.core.engine.exact import (
     canonical_similarity,
     error_bound,
     float32_similarity,
     product_units,
     unit_vectors,
 )
-from llava_scissor.core.graph import budget_components
-from llava_scissor.core.scc import components_of_sets, similarity_graph
+from llava_scissor.core.engine.graph import budget_components
+from llava_scissor.core.engine.sets import components_of_sets
+from llava_scissor.core.engine.sets import similarity_graph
 
 from test_core_invariants import _union_find_labels, canonical, clustered_video
 
@@ -220,7 +221,7 @@ def test_tie_split_depends_on_the_partition_only(seed):
         assert canonical(got.labels[0]) == canonical(ref.labels[0])
 
 
-@pytest.mark.parametrize("n", [80, 300])  # 300 > scc._TILE: bfloat16 products, band narrowed in float32
+@pytest.mark.parametrize("n", [80, 300])  # 300 > gram._TILE: bfloat16 products, band narrowed in float32
 @pytest.mark.parametrize("seed", range(3))
 def test_budget_cut_near_ties_is_identical(seed, n):
     """Packed cosines make the cut's level a near tie; both dtypes cut at the canonical level."""
@@ -318,9 +319,9 @@ def test_scc_accepts_bfloat16_products():
 
 def test_similarity_graph_reports_a_bound_per_dtype():
     x = clustered_video(frames=2, n=20, dim=64)
-    _, b32 = similarity_graph(x, torch.tensor([20, 20]), torch.float32)
-    _, b16 = similarity_graph(x, torch.tensor([20, 20]), torch.bfloat16)
-    _, b64 = similarity_graph(x, torch.tensor([20, 20]), torch.float64)
+    _, b32, _ = similarity_graph(x, torch.tensor([20, 20]), torch.float32)
+    _, b16, _ = similarity_graph(x, torch.tensor([20, 20]), torch.bfloat16)
+    _, b64, _ = similarity_graph(x, torch.tensor([20, 20]), torch.float64)
     level = torch.tensor([0.9])
     assert 0 < float(b32.at(level)) < 1e-5 < float(b16.at(level)) < 0.02
     assert float(b64.at(level)) == 0.0

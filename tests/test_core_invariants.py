@@ -294,7 +294,7 @@ def _union_find_labels(edges: list[tuple[int, int]], n: int) -> list[int]:
 
 
 def _random_graphs(seed: int, valid: list[int], n: int = 40):
-    from llava_scissor.core.scc import similarity_graph
+    from llava_scissor.core.engine.sets import similarity_graph
 
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(len(valid), n, 6, generator=g)
@@ -305,7 +305,7 @@ def _random_graphs(seed: int, valid: list[int], n: int = 40):
 @pytest.mark.parametrize("seed", range(6))
 def test_component_search_matches_union_find(seed):
     """Threshold components (with isolated vertices, padding, a one-vertex graph) equal union-find."""
-    from llava_scissor.core.graph import threshold_components
+    from llava_scissor.core.engine.graph import threshold_components
 
     W, valid = _random_graphs(seed, [40, 23, 1])
     tau = [0.2, 0.5, 0.7, 0.85, 0.95, -1.0][seed]
@@ -320,7 +320,7 @@ def test_component_search_matches_union_find(seed):
 @pytest.mark.parametrize("seed", range(6))
 def test_budget_cut_matches_kruskal(seed):
     """A group budget over three graphs equals Kruskal on their pooled edges, strongest first."""
-    from llava_scissor.core.graph import budget_components
+    from llava_scissor.core.engine.graph import budget_components
 
     W, valid = _random_graphs(100 + seed, [40, 31, 17])
     total = int(valid.sum())

@@ -1,12 +1,13 @@
-"""bfloat16 products only where they pay: the decision, not the timing (``core/_products.py``)."""
+"""bfloat16 products only where they pay: the decision, not the timing (``core/engine/products.py``)."""
 
 import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
 import llava_scissor
-from llava_scissor.core import _products, bfloat16_products
-from llava_scissor.core._products import (
+from llava_scissor.core import bfloat16_products
+from llava_scissor.core.engine import products as _products
+from llava_scissor.core.engine.products import (
     MIN_SPEEDUP,
     choose_path,
     product_dtype,

@@ -9,8 +9,9 @@ import torch
 
 import llava_scissor
 from llava_scissor import ScissorError
-from llava_scissor.core.scc import components_of_sets, normalize
-from llava_scissor.core.tiled import tiled_threshold_components
+from llava_scissor.core.engine.sets import components_of_sets
+from llava_scissor.core.engine.exact import unit_vectors
+from llava_scissor.core.engine.tiled import tiled_threshold_components
 
 SMALL = 1 << 20  # 1 MiB: forces strips for sets of more than 512 tokens
 
@@ -35,7 +36,7 @@ def test_strips_equal_full_matrix(approximate):
 
 
 def test_tiled_components_match_in_memory_on_one_set():
-    xn = normalize(video(frames=1, n=1500, dim=16, seed=2)[0], torch.float32)
+    xn = unit_vectors(video(frames=1, n=1500, dim=16, seed=2)[0], torch.float32)
     comps, degree = tiled_threshold_components(xn, 0.8, tile=256)
     ref = components_of_sets(xn[None], torch.tensor([1500]), tau=0.8)
     assert int(comps.count) == int(ref.count)
@@ -57,27 +58,26 @@ def test_merge_in_chunks_equals_merge_at_once():
 def test_chunked_normalization_is_bitwise_the_plain_one(dtype, monkeypatch):
     """The spatial gram normalizes a few frames at a time and the merge a chunk at a time;
     both must see exactly the unit vectors (and so the similarities) of one normalize call."""
-    # The module, not the function of the same name that llava_scissor.core exports.
-    scc_module = importlib.import_module("llava_scissor.core.scc")
+    sets_module = importlib.import_module("llava_scissor.core.engine.sets")
 
     x = video(frames=7, n=50, dim=24, seed=3)
     x[2, 5] = 0.0  # a zero vector stays zero, in chunks too
-    monkeypatch.setattr(scc_module, "_CHUNK_BYTES", 1)  # one frame per chunk
-    g, _ = scc_module.similarity_graph(x, torch.full((7,), 50), dtype)
-    ref = scc_module.symmetric_gram(normalize(x, dtype))
+    monkeypatch.setattr(sets_module, "_CHUNK_BYTES", 1)  # one frame per chunk
+    g, _, _ = sets_module.similarity_graph(x, torch.full((7,), 50), dtype)
+    ref = sets_module.symmetric_gram(unit_vectors(x, dtype))
     ref.diagonal(dim1=1, dim2=2).fill_(float("-inf"))
     assert torch.equal(g, ref)
     buf = torch.empty(64, 24, dtype=dtype)
     flat = x.reshape(-1, 24)
     for start in (0, 37, 300):
-        got = scc_module.normalize_into(flat[start : start + 50], buf)
-        assert torch.equal(got, normalize(flat[start : start + 50], dtype))
+        got = unit_vectors(flat[start : start + 50], buf.dtype, out=buf)
+        assert torch.equal(got, unit_vectors(flat[start : start + 50], dtype))
 
 
 def test_strips_written_in_place_equal_strips_returned():
-    from llava_scissor.core.scc import gram_strips
+    from llava_scissor.core.engine.gram import gram_strips
 
-    xn = normalize(video(frames=2, n=700, dim=16, seed=4), torch.float32)
+    xn = unit_vectors(video(frames=2, n=700, dim=16, seed=4), torch.float32)
     out = torch.full((2, 700, 700), float("nan"))
     for (i, fresh), (j, view) in zip(gram_strips(xn), gram_strips(xn, out=out)):
         assert i == j and torch.equal(fresh, view)
@@ -130,10 +130,10 @@ def test_budget_in_strips_splits_ties_like_in_memory(keep):
 
 def test_neighbour_lists_are_the_exact_top_k():
     """The first pass of a budget in strips keeps each token's k strongest edges, ties to the smaller end."""
-    tiled = importlib.import_module("llava_scissor.core.tiled")
+    tiled = importlib.import_module("llava_scissor.core.engine.tiled")
     g = torch.Generator().manual_seed(1)
     protos = torch.randint(-2, 3, (6, 16), generator=g).float()
-    x = normalize(protos[torch.randint(0, 6, (700,), generator=g)], torch.float32)  # ties everywhere
+    x = unit_vectors(protos[torch.randint(0, 6, (700,), generator=g)], torch.float32)  # ties everywhere
     w, u = tiled._neighbour_lists(x, 256, 8)
     full = x @ x.T
     full.fill_diagonal_(float("-inf"))
@@ -145,7 +145,7 @@ def test_neighbour_lists_are_the_exact_top_k():
 
 def test_budget_in_strips_falls_back_to_the_exact_forest(monkeypatch):
     """Neighbour lists too short to estimate the cut: the exact forest (a pass per round) decides."""
-    tiled = importlib.import_module("llava_scissor.core.tiled")
+    tiled = importlib.import_module("llava_scissor.core.engine.tiled")
     exact_forest = []
     strips_choice = tiled._strips_choice
 
@@ -168,11 +168,11 @@ def test_budget_in_strips_falls_back_to_the_exact_forest(monkeypatch):
 
 def test_band_check_accepts_the_true_levels_and_refuses_far_ones():
     """The band pass is exact around the true levels, and refuses an estimate whose band misses them."""
-    from llava_scissor.core.exact import error_bound
+    from llava_scissor.core.engine.exact import error_bound
 
-    tiled = importlib.import_module("llava_scissor.core.tiled")
+    tiled = importlib.import_module("llava_scissor.core.engine.tiled")
     raw = video(frames=1, n=300)[0]
-    xn = normalize(raw, torch.float32)
+    xn = unit_vectors(raw, torch.float32)
     bound = error_bound(32, torch.float32, raw.device, 0.0)
     whole = components_of_sets(raw[None], torch.tensor([300]), tau=0.9, keep=torch.tensor([150]))
     true = torch.stack([whole.keep_threshold, whole.cut_threshold], dim=1).double()  # [1, 2]

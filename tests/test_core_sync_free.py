@@ -19,13 +19,14 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import llava_scissor
 from llava_scissor import ScissorConfig, ScissorError
-from llava_scissor.core.graph import budget_components, rounds, threshold_components
+from llava_scissor.core.engine.graph import budget_components, rounds, threshold_components
 
 from test_core_invariants import canonical, clustered_video
 
 compress_module = importlib.import_module("llava_scissor.core.compress")
-scc_module = importlib.import_module("llava_scissor.core.scc")
-graph_module = importlib.import_module("llava_scissor.core.graph")
+sets_module = importlib.import_module("llava_scissor.core.engine.sets")
+merge_module = importlib.import_module("llava_scissor.core.engine.merge")
+graph_module = importlib.import_module("llava_scissor.core.engine.graph")
 
 CONFIGS = [
     dict(tau=0.8),
@@ -81,8 +82,8 @@ class HostCopies(TorchDispatchMode):
         super().__init__()
         self.unqueued: list[str] = []
         self.allowed = 0
-        for module in (scc_module, compress_module):
-            monkeypatch.setattr(module, "to_device", self._allowed(scc_module.to_device))
+        for module in (sets_module, compress_module):
+            monkeypatch.setattr(module, "to_device", self._allowed(sets_module.to_device))
 
     def _allowed(self, inner):
         def to_device(t, device):
@@ -144,16 +145,16 @@ def test_one_host_read_per_call(monkeypatch, kw, reads, frames):
 
 
 def test_sample_drawn_without_reading_sizes_is_the_same():
-    """The device-side draw (sizes never read) picks the host draw's vertices, at any width."""
+    """The device-side sizes (valid never read) are the host's N', and a set drawn alone takes a
+    prefix of its stream: a wider padding samples the same vertices."""
     valid = torch.tensor([0, 1, 7, 40, 300, 301])
-    for group in (None, torch.tensor([0, 0, 1, 1, 1, 2])):
-        host = scc_module.sample_mask(valid, 301, 0.3, 5, group)
-        assert torch.equal(scc_module.sample_mask(valid, 301, 0.3, 5, group, _unread=True), host)
-    # A set drawn alone takes a prefix of its stream: a wider padding samples the same vertices.
-    alone = scc_module.sample_mask(valid, 301, 0.3, 5)
-    wide = scc_module.sample_mask(valid, 640, 0.3, 5, _unread=True)
-    assert torch.equal(wide[:, :301], alone) and not bool(wide[:, 301:].any())
-    assert alone.sum(1).tolist() == [0, 0, 7, 40, 64, 64]  # min(N, ceil(ln N / eps^2))
+    host = [int(m.sum()) for m in sets_module.sample_mask(valid, 301, 0.3, 5)]
+    assert sets_module.sample_sizes_unread(valid, 301, 0.3).tolist() == host == [0, 0, 7, 40, 64, 64]
+    narrow = sets_module.sample_mask(valid, 301, 0.3, 5)
+    wide = sets_module.sample_mask(valid, 640, 0.3, 5)
+    assert torch.equal(wide[:, :301], narrow) and not bool(wide[:, 301:].any())
+    meta = sets_module.sample_mask(valid.to("meta"), 301, 0.3, 5)  # reads nothing, or it would raise
+    assert meta.shape == (6, 301) and meta.device.type == "meta"
 
 
 def test_meta_tensors_catch_host_reads(monkeypatch):
@@ -168,8 +169,8 @@ def test_meta_tensors_catch_host_reads(monkeypatch):
 
 def test_full_buffers_fall_back_to_the_data_sized_path(monkeypatch):
     """More near-ties than the fixed buffers hold: detected, and the call starts over."""
-    monkeypatch.setattr(scc_module, "band_capacity", lambda pairs, halfwidth: 1)
-    monkeypatch.setattr(compress_module, "_MERGE_CANDIDATES", 0)
+    monkeypatch.setattr(sets_module, "band_capacity", lambda pairs, halfwidth: 1)
+    monkeypatch.setattr(merge_module, "_MERGE_CANDIDATES", 0)
     runs = []
     inner = compress_module._compress_videos
 

@@ -73,3 +73,31 @@ def test_module_command_json_output():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     rows = json.loads(out)["rows"]
     assert rows[0]["tokens"] == 6272 and round(rows[0]["llm_tflops"], 1) == 41.4
+
+
+@pytest.mark.parametrize(
+    "frames, n, retention, spatial_retention",
+    [(8, 16, 0.1, None), (8, 16, 0.3, 0.5), (32, 4, 0.02, 0.03), (6, 9, 0.05, None)],
+)
+def test_spatial_tokens_are_the_cores(frames, n, retention, spatial_retention):
+    """The FLOPs table's S is the S that compress keeps (one rule: core/budget.py), the frame clamp included."""
+    import torch
+
+    import llava_scissor
+
+    (row,) = flops_table(QWEN7B, frames, n, retentions=(retention,), spatial_retention=spatial_retention)
+    x = torch.randn(frames, n, 8, generator=torch.Generator().manual_seed(0))
+    r = llava_scissor.compress(x, retention=retention, spatial_retention=spatial_retention)
+    assert (row["spatial_tokens"], row["tokens"]) == (r.num_spatial_tokens, r.num_tokens)
+
+
+def test_spatial_budget_below_the_output_is_refused_like_compress():
+    """S < K: compress refuses it, so the FLOPs table does too (it used to raise S to K silently)."""
+    import torch
+
+    import llava_scissor
+
+    with pytest.raises(ScissorError, match="retention 0.5: the spatial budget"):
+        flops_table(QWEN7B, 8, 16, retentions=(0.5,), spatial_retention=0.25)
+    with pytest.raises(ScissorError, match="spatial budget"):
+        llava_scissor.compress(torch.randn(8, 16, 8), retention=0.5, spatial_retention=0.25)

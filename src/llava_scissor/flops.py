@@ -1,7 +1,8 @@
 """The paper's FLOPs model: the language model's cost (Eq. 9) and SCC's overhead (Eq. 10).
 
 Sun et al., "LLaVA-Scissor", arXiv 2506.21862 (2025), Sec. 4 / Table 5; Eq. 9 follows
-DyCoke (Tao et al., CVPR 2025, arXiv 2411.15024). Pure Python, no torch.
+DyCoke (Tao et al., CVPR 2025, arXiv 2411.15024). The token budgets K and S are the
+core's (``core/budget.py``), so a row shows what ``compress`` does at that retention.
 
 Eq. 9, language model with T layers, hidden size d, FFN size c, k visual tokens and R
 generated tokens (prefill + decoding with a KV cache)::
@@ -30,13 +31,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 from ._errors import ScissorError
+from .core.budget import budget_sizes, final_budget
+from .core.config import ScissorConfig
 
 __all__ = [
     "LMDims",
@@ -147,11 +149,19 @@ def fastv_flops(full: int, kept: int, dims: LMDims, layer: int = 3, generated: i
     return total
 
 
-def spatial_tokens_for(frames: int, tokens_per_frame: int, output: int) -> int:
-    """S that the core uses in budget mode: round(sqrt(K * F * N)), within [max(K, F), F * N]."""
-    total = frames * tokens_per_frame
-    s = math.floor(math.sqrt(output * total) + 0.5)
-    return min(max(s, output, frames), total)
+def spatial_tokens_for(
+    frames: int, tokens_per_frame: int, output: int, spatial_retention: float | None = None
+) -> int:
+    """S that ``compress`` uses for a budget of ``output`` tokens (``core.budget``, the one rule).
+
+    By default round(sqrt(K * F * N)) within [max(K, F), F * N]; ``spatial_retention``
+    fixes S = round(spatial_retention * F * N) (at least F). Raises ScissorError where
+    ``compress`` would: an S below K.
+    """
+    cfg = ScissorConfig(max_tokens=output, spatial_retention=spatial_retention)
+    s, _ = budget_sizes(frames, tokens_per_frame, cfg)
+    assert s is not None  # a budget always has an S
+    return s
 
 
 def flops_table(
@@ -165,22 +175,27 @@ def flops_table(
 ) -> list[dict[str, float]]:
     """One row per retention: tokens K, LLM TFLOPs (Eq. 9), SCC total with Eq. 10, FastV.
 
-    ``spatial_retention`` fixes S = round(spatial_retention * F * N) (at least K) for
-    Eq. 10; by default S is what the core's budget mode uses (``spatial_tokens_for``).
-    In the paper S is an outcome of tau, so its SCC rows need not match either choice.
+    K and S are what ``compress`` uses for that retention (``spatial_tokens_for``);
+    ``spatial_retention`` fixes S for every compressed row. A retention of 1 compresses
+    nothing: no SCC overhead, S = F * N. In the paper S is an outcome of tau, so its SCC
+    rows need not match either choice.
     """
     total = frames * tokens_per_frame
     rows = []
     for r in retentions:
         if not 0 < r <= 1:
             raise ScissorError(f"retention must be in (0, 1], got {r}")
-        k = max(1, math.floor(r * total + 0.5))
-        if spatial_retention is None:
-            s = spatial_tokens_for(frames, tokens_per_frame, k)
+        k = final_budget(total, r, None)
+        assert k is not None
+        if k < total:
+            try:
+                s = spatial_tokens_for(frames, tokens_per_frame, k, spatial_retention)
+            except ScissorError as exc:
+                raise ScissorError(f"retention {r:g}: {exc}") from None
+            overhead = scc_overhead_flops(frames, tokens_per_frame, s, k, dims.hidden)
         else:
-            s = min(total, max(k, math.floor(spatial_retention * total + 0.5)))
+            s, overhead = total, 0.0
         lm = llm_flops(k, dims, generated)
-        overhead = scc_overhead_flops(frames, tokens_per_frame, s, k, dims.hidden) if k < total else 0.0
         rows.append(
             {
                 "retention": r,
@@ -231,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--spatial-retention",
         type=float,
         default=None,
-        help="S / (F*N) for SCC's overhead (default: the core's budget rule, sqrt(K*F*N))",
+        help="S / (F*N) for SCC's overhead, at least each retention (default: the core's budget rule, sqrt(K*F*N))",
     )
     parser.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
     args = parser.parse_args(argv)

@@ -1,4 +1,11 @@
-"""Two-step compression of a video's tokens (LLaVA-Scissor, arXiv 2506.21862, Sec. 3.2).
+"""The paper's two algorithms (LLaVA-Scissor, arXiv 2506.21862, Sec. 3).
+
+``scc`` (Sec. 3.1): Semantic Connected Components of one token set. Tokens are
+vertices, two tokens are adjacent when their cosine similarity is strictly above
+``tau``; every connected component becomes one token, the unweighted mean of its
+members; components are ordered by the index of their highest-degree member.
+
+``compress`` (Sec. 3.2), two-step compression of a video's tokens:
 
 1. Spatial: SCC on every frame; the frames' component tokens, in frame order -> S tokens.
 2. Temporal: one SCC over the S tokens -> K tokens.
@@ -7,17 +14,12 @@
 
 All frames of all videos of a call go through the spatial step as one batch; the
 temporal step batches the videos with padding; the merge step goes video by video,
-in chunks of originals.
-
-Budget split. With ``retention`` / ``max_tokens`` only the final K is given. The
-spatial step then keeps S = round(sqrt(K * F * N)) tokens (clipped to [max(K, F), F*N]),
-the geometric mean of the input and output sizes, so that both steps reduce the count
-by the same factor. Why: the temporal step can only merge what the spatial step left
-apart, and the merge step re-attaches every original token anyway, so neither step
-should do all the work; an even split in log scale is the neutral choice and keeps the
-temporal similarity matrix (S x S) at sqrt of the naive size. ``spatial_retention`` /
-``spatial_max_tokens`` set S explicitly. The spatial budget is global over the video's
-frames: their spanning-tree edges are ranked together, exactly as one tau would cut them.
+in chunks of originals. With ``retention`` / ``max_tokens`` the sizes S and K come from
+``budget.py`` (where the split of the budget between the steps is argued). The spatial
+budget is global over the video's frames: their spanning-tree edges are ranked
+together, exactly as one tau would cut them. ``reference.py`` is the same algorithm
+written plainly (threshold mode), the tests' oracle; the work itself is done by the
+engine (``engine/``), which decides every comparison exactly.
 
 Host reads. Sizes and thresholds are read back to the host in one transfer at the end
 (``_read_back``). A sync-free call (``ScissorConfig.sync_free``, the default on CUDA)
@@ -32,7 +34,6 @@ would go strip by strip (not sync-free), so S is read first and sizes the tempor
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -40,29 +41,71 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from .._errors import ScissorError
+from .budget import budget_sizes, check_matrix_memory, final_budget, fits_in_memory
 from .config import ScissorConfig, similarity_dtype, with_overrides
-from .result import CompressionResult
-from ._products import product_dtype
-from .exact import canonical_similarity, error_bound, product_units
-from .scc import (
-    check_tokens,
-    components_of_sets,
-    normalize,
-    normalize_into,
-    segment_mean,
-    segment_sizes,
-    to_device,
-    unit_dtype,
-)
+from .engine.merge import merge
+from .engine.sets import components_of_sets
+from .engine.gram import to_device
+from .engine.sets import segment_mean, segment_sizes
+from .result import CompressionResult, SCCResult
 
-__all__ = ["compress", "merge_into", "budget_sizes"]
+__all__ = ["scc", "compress", "merge_into", "check_tokens", "check_videos"]
 
-_NEG_INF = float("-inf")
-# Originals per product in the merge step (see merge_into).
-_MERGE_CHUNK = 256
-# Sync-free merge: room for this many near-tied candidate targets per original, on
-# average over a chunk (columns with a near-tie are a few per cent, with two or three).
-_MERGE_CANDIDATES = 4
+_SIM_DTYPES = (torch.float32, torch.bfloat16, torch.float64)
+
+
+def scc(
+    tokens: torch.Tensor,
+    tau: float = 0.9,
+    *,
+    retention: float | None = None,
+    max_tokens: int | None = None,
+    approximate: bool = False,
+    epsilon: float = 0.05,
+    seed: int = 0,
+    similarity_dtype: torch.dtype = torch.float32,
+) -> SCCResult:
+    """Semantic connected components of one token set.
+
+    tokens: [n, dim] float (any token set: an image, a frame, a whole video flattened).
+    tau: adjacency is ``cos > tau`` (strict), in [-1, 1]. With ``retention`` or
+    ``max_tokens`` the output has exactly ``round(retention * n)`` / ``min(max_tokens, n)``
+    components instead (single-linkage cut; tau is then ignored).
+
+    Returns an ``SCCResult``: labels [n], tokens [c, dim] (component means, input dtype),
+    representatives [c], degree [n], threshold.
+    """
+    ScissorConfig(tau=tau, epsilon=epsilon, seed=seed, retention=retention, max_tokens=max_tokens)
+    check_tokens(tokens, "tokens", 2, "[n, dim]")
+    n = tokens.shape[0]
+    acc = torch.float64 if tokens.dtype == torch.float64 else torch.float32
+    if similarity_dtype not in _SIM_DTYPES:
+        raise ScissorError(
+            f"similarity_dtype must be torch.float32, torch.bfloat16 or torch.float64, got {similarity_dtype}"
+        )
+    valid = torch.tensor([n])  # host tensors: components_of_sets copies what it needs
+    budget = final_budget(n, retention, max_tokens)
+    keep = None if budget is None else torch.tensor([budget])
+    sc = components_of_sets(
+        tokens[None],
+        valid,
+        tau=tau,
+        keep=keep,
+        approximate=approximate,
+        epsilon=epsilon,
+        seed=seed,
+        sim_dtype=similarity_dtype,
+    )
+    count = int(sc.count[0])
+    labels = sc.labels[0]
+    means = segment_mean(tokens, labels, count, acc).to(tokens.dtype)
+    return SCCResult(
+        labels=labels,
+        tokens=means,
+        representatives=sc.representatives[0, :count],
+        degree=sc.degree[0],
+        threshold=float(sc.cut_threshold[0]),
+    )
 
 
 def compress(
@@ -100,17 +143,6 @@ def _sync_free(cfg: ScissorConfig, device: torch.device) -> bool:
     return device.type == "cuda" if cfg.sync_free is None else cfg.sync_free
 
 
-def _fits_in_memory(cfg: ScissorConfig, rows: int) -> bool:
-    """Whether a rows x rows similarity matrix stays under ``max_matrix_bytes`` (no strips).
-
-    A sync-free call that does not know S in advance (threshold mode, sampling) sizes its
-    temporal step by F * N rows instead of reading S where that matrix fits (strips are
-    not sync-free). It is larger than S x S, by little at the usual tau (S is most of F * N).
-    """
-    itemsize = 8 if similarity_dtype(cfg) == torch.float64 else 4
-    return rows * rows * itemsize <= cfg.max_matrix_bytes
-
-
 def check_videos(features: object, finite: bool = True) -> list[torch.Tensor]:
     """Validate one video tensor or a list of them; return the list.
 
@@ -144,70 +176,25 @@ def check_videos(features: object, finite: bool = True) -> list[torch.Tensor]:
     return videos
 
 
-def _round_half_up(x: float) -> int:
-    return math.floor(x + 0.5)
-
-
-def budget_sizes(frames: int, tokens_per_frame: int, cfg: ScissorConfig) -> tuple[int | None, int | None]:
-    """(S, K) of one video in budget mode, (None, None) in threshold mode.
-
-    K = round(retention * F * N) (half up, at least 1) or min(max_tokens, F * N).
-    S: see the module docstring. Raises ScissorError when the steps that are switched on
-    cannot reach K exactly.
-    """
-    total = frames * tokens_per_frame
-    if not cfg.budgeted:
-        return None, None
-    if cfg.max_tokens is not None:
-        k = min(cfg.max_tokens, total)
-    else:
-        assert cfg.retention is not None
-        k = max(1, min(total, _round_half_up(cfg.retention * total)))
-    if not cfg.spatial and not cfg.temporal:
-        if k != total:
-            raise ScissorError(
-                f"a budget of {k} < {total} tokens needs the spatial or the temporal step; both are switched off"
-            )
-        return total, k
-    if not cfg.spatial:
-        return total, k
-    if cfg.spatial_max_tokens is not None:
-        s = min(cfg.spatial_max_tokens, total)
-    elif cfg.spatial_retention is not None:
-        s = max(1, min(total, _round_half_up(cfg.spatial_retention * total)))
-    elif cfg.temporal:
-        s = _round_half_up(math.sqrt(k * total))
-    else:
-        s = k
-    s = min(max(s, frames), total)  # every frame keeps at least one token
-    if not cfg.temporal and s != k:
+def check_tokens(x: object, name: str, rank: int, shape_doc: str, finite: bool = True) -> torch.Tensor:
+    """Validate a floating, non-empty tensor of the given rank, finite unless told not to check; return it."""
+    if not isinstance(x, torch.Tensor):
+        raise ScissorError(f"{name} must be a torch.Tensor {shape_doc}, got {type(x).__name__}")
+    if x.dim() != rank:
+        raise ScissorError(f"{name} must be {shape_doc} (rank {rank}), got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
         raise ScissorError(
-            f"with the temporal step off, the budget ({k} tokens) must be at least the number of frames ({frames})"
+            f"{name} must have a floating dtype (float32, float16, bfloat16, float64), got {x.dtype}"
         )
-    if s < k:
-        raise ScissorError(f"the spatial budget ({s} tokens) must be at least the final budget ({k} tokens)")
-    return s, k
-
-
-def check_matrix_memory(sizes: list[tuple[int | None, int | None]], cfg: ScissorConfig) -> None:
-    """Refuse a sampled budget whose temporal step needs an S x S matrix above ``cfg.max_matrix_bytes``.
-
-    sizes: (S, K) per video (``budget_sizes``). Threshold mode and exact budgets go strip
-    by strip above the cap; a sampled budget's cut needs the whole matrix. Failing here,
-    before any work, beats an out-of-memory kill halfway through.
-    """
-    if not (cfg.budgeted and cfg.temporal and cfg.approximate):
-        return
-    itemsize = 8 if cfg.similarity_dtype == "float64" else 4
-    s = max(s for s, _ in sizes if s is not None)
-    need = s * s * itemsize
-    if need > cfg.max_matrix_bytes:
-        raise ScissorError(
-            f"this sampled budget's temporal step compares S = {s:,} spatial tokens, a {need / 2**20:,.0f} MiB "
-            f"similarity matrix held in memory, above max_matrix_bytes = {cfg.max_matrix_bytes / 2**20:,.0f} MiB. "
-            "Raise max_matrix_bytes if the memory is there, lower S (spatial_retention / spatial_max_tokens), "
-            "or use approximate=False or threshold mode (tau), which go strip by strip at any length"
-        )
+    if x.numel() == 0:
+        raise ScissorError(f"{name} is empty: shape {tuple(x.shape)}; expected {shape_doc} with every size >= 1")
+    if not finite:
+        return x
+    lo, hi = torch.aminmax(x)  # one pass; NaN propagates, so finite bounds mean finite values
+    if not bool(torch.isfinite(lo) & torch.isfinite(hi)):
+        bad = int((~torch.isfinite(x)).sum())
+        raise ScissorError(f"{name} contains {bad} NaN or Inf value(s); expected finite values")
+    return x
 
 
 def _pad(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -232,131 +219,11 @@ def merge_into(
     index); output j = (target j + sum of its originals) / (1 + count).
     With float32 / bfloat16 products the argmax is exact: an original whose best
     targets lie within the products' error bound of each other is decided by their
-    canonical similarities (``exact.py``), so both dtypes assign alike.
+    canonical similarities (``engine/exact.py``), so both dtypes assign alike.
     Returns (merged tokens: B tensors [k_i, d] in ``acc``, assignment: B tensors [m_i]).
     """
-    merged, assignment, _ = _merge(originals, targets, acc, sim_dtype, max_matrix_bytes)
+    merged, assignment, _ = merge(originals, targets, acc, sim_dtype, max_matrix_bytes)
     return merged, assignment
-
-
-def _merge(
-    originals: list[torch.Tensor],
-    targets: list[torch.Tensor],
-    acc: torch.dtype,
-    sim_dtype: torch.dtype,
-    max_matrix_bytes: int,
-    target_count: list[torch.Tensor] | None = None,
-    sync_free: bool = False,
-) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
-    """``merge_into``, plus: target_count, optional B 0-d tensors (only the first
-    target_count[i] targets take part, the rest are padding); sync_free, no host reads
-    (fixed-size buffers). The third output: [] bool, a sync-free call met more
-    near-ties than its buffers hold."""
-    merged, assignment = [], []
-    unresolved = torch.zeros((), dtype=torch.bool, device=originals[0].device)
-    for v, (o, t) in enumerate(zip(originals, targets)):
-        a, over = _assign(o, t, sim_dtype, max_matrix_bytes, None if target_count is None else target_count[v], sync_free)
-        unresolved = unresolved | over
-        sums = torch.zeros(t.shape[0], o.shape[-1], dtype=acc, device=o.device).index_add_(0, a, o.to(acc))
-        counts = segment_sizes(a, t.shape[0]).to(acc)
-        merged.append((t.to(acc) + sums) / (1.0 + counts)[:, None])
-        assignment.append(a)
-    return merged, assignment, unresolved
-
-
-def _assign(
-    o: torch.Tensor,
-    t: torch.Tensor,
-    sim_dtype: torch.dtype,
-    max_matrix_bytes: int,
-    count: torch.Tensor | None = None,
-    sync_free: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """o: [m, d] originals, t: [k, d] targets -> ([m] int64 most similar target, [] bool unresolved).
-
-    count: optional 0-d tensor, targets from it on are padding (never chosen).
-    """
-    sim_dtype = product_dtype(sim_dtype, o.device)  # bfloat16 only where it pays (same output)
-    unit = unit_dtype(sim_dtype)
-    t_units = normalize(t, unit)  # [k, d]; near-ties get exact values from these
-    tn, t_res = product_units(t_units, sim_dtype)
-    k, m = tn.shape[0], o.shape[0]
-    exact = sim_dtype != torch.float64
-    padding = None if count is None else (torch.arange(k, device=o.device) >= count)[:, None]
-    # Chunks of originals: (k x chunk) products are tall and narrow, the shape CPU
-    # kernels run fastest, and memory stays bounded for long videos. The chunk's unit
-    # vectors and its product go to buffers reused for every chunk: fresh chunk-sized
-    # temporaries interleaved with the small results fragment the heap (resident
-    # memory then grows like the full k x m), and fresh pages cost page faults.
-    chunk = max(1, min(_MERGE_CHUNK, m, max_matrix_bytes // (4 * k)))
-    buf = torch.empty(k * chunk, dtype=sim_dtype, device=o.device)
-    unit_buf = torch.empty(chunk, tn.shape[1], dtype=unit, device=o.device)
-    a = torch.empty(m, dtype=torch.int64, device=o.device)
-    unresolved = torch.zeros((), dtype=torch.bool, device=o.device)
-    for start in range(0, m, chunk):
-        c_units = normalize_into(o[start : start + chunk], unit_buf)
-        c, c_res = product_units(c_units, sim_dtype)
-        sim = torch.mm(tn, c.mT, out=buf[: k * c.shape[0]].view(k, c.shape[0]))
-        if padding is not None:
-            sim.masked_fill_(padding, _NEG_INF)
-        if exact and k > 1:
-            # Two best per column: a column whose runner-up is more than two bounds
-            # below its best is decided (its best is unique, so topk's pick is the argmax);
-            # the canonical best is never more than two bounds below the column maximum.
-            top_w, top = sim.topk(2, dim=0)  # [2, c]
-            best_w, best = top_w[0], top[0]
-            bound = error_bound(o.shape[1], sim_dtype, o.device, torch.maximum(t_res, c_res))
-            floor = best_w.float() - (2 * bound.at(best_w.abs().max())).float()
-            if sync_free:
-                room = _MERGE_CANDIDATES * c.shape[0]
-                best, over = _exact_argmax(sim, floor, best, t_units, c_units, room)
-                unresolved = unresolved | over
-            elif bool((top_w[1].float() >= floor).any()):
-                best, _ = _exact_argmax(sim, floor, best, t_units, c_units)
-        else:
-            best = sim.argmax(dim=0)  # ties go to the smaller index
-        a[start : start + c.shape[0]] = best
-    return a, unresolved
-
-
-def _exact_argmax(
-    sim: torch.Tensor,
-    floor: torch.Tensor,
-    best: torch.Tensor,
-    t: torch.Tensor,
-    o: torch.Tensor,
-    capacity: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """sim: [k, c] products, floor: [c] column max - 2 bounds, best: [c] argmax -> ([c] canonical argmax, [] bool).
-
-    t: [k, d], o: [c, d] the float32 unit vectors of the targets and of the originals.
-
-    Targets at or above the floor are the only candidates for the canonical best;
-    columns with one candidate are decided. Canonical ties go to the smaller index.
-    capacity: None sizes the work from the data (host reads); an int fixes it (no host
-    reads), and the flag returned says whether the candidates did not fit.
-    """
-    k, c = sim.shape
-    cand = sim >= floor[None, :]  # [k, c]
-    cand &= (cand.sum(dim=0) > 1)[None, :]  # only columns with a choice to make
-    if capacity is None:
-        ti, col = cand.nonzero().unbind(1)  # candidate target, column
-        used = None
-    else:
-        found = cand.sum()
-        ti, col = torch.nonzero_static(cand, size=capacity, fill_value=0).unbind(1)
-        used = torch.arange(capacity, device=sim.device) < found
-    vals = canonical_similarity(t, ti, o, col, dedupe=capacity is None, unit=True)
-    if used is not None:
-        vals = torch.where(used, vals, _NEG_INF)
-    top = torch.full((c,), _NEG_INF, device=sim.device).scatter_reduce_(0, col, vals, "amax")
-    winner = torch.where(vals == top[col], ti, k)
-    if used is not None:
-        winner = torch.where(used, winner, k)
-    first = torch.full((c,), k, dtype=torch.int64, device=sim.device)
-    first.scatter_reduce_(0, col, winner, "amin")
-    unresolved = torch.zeros((), dtype=torch.bool, device=sim.device) if used is None else found > capacity
-    return torch.where(first < k, first, best), unresolved
 
 
 def _split(x: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
@@ -559,7 +426,7 @@ def _compress_videos(videos: list[torch.Tensor], cfg: ScissorConfig) -> list[Com
         sync_free=sync_free,
         sim_dtype=similarity_dtype(cfg),
         acc=torch.float64 if dtype == torch.float64 else torch.float32,
-        bounded=sync_free and cfg.spatial and not sizes_known and _fits_in_memory(cfg, max(frames) * N),
+        bounded=sync_free and cfg.spatial and not sizes_known and fits_in_memory(cfg, max(frames) * N),
     )
     check_matrix_memory(plan.sizes, cfg)
     flags: dict[str, torch.Tensor] = {}
@@ -584,7 +451,7 @@ def _compress_videos(videos: list[torch.Tensor], cfg: ScissorConfig) -> list[Com
     if cfg.merge:
         # Padded rows (K only on the device) are masked out of the argmax.
         count = temporal.count if temporal.sizes is None else None
-        tokens, assignment, flags["merge"] = _merge(
+        tokens, assignment, flags["merge"] = merge(
             originals, temporal.tokens, plan.acc, plan.sim_dtype, cfg.max_matrix_bytes, count, plan.sync_free
         )
     else:

@@ -11,6 +11,8 @@ from typing import Any
 import torch
 
 from .._errors import ScissorError
+from ..core.budget import final_budget
+from ..core.compress import merge_into as core_merge_into
 from ..core.config import ScissorConfig
 from ..core.result import CompressionResult
 
@@ -75,11 +77,9 @@ def token_budget(config: ScissorConfig, frames: int, tokens_per_frame: int, meth
 
     Baselines have no threshold mode, so a config without a budget raises.
     """
-    total = frames * tokens_per_frame
-    if config.max_tokens is not None:
-        return min(int(config.max_tokens), total)
-    if config.retention is not None:
-        return max(1, min(total, math.floor(config.retention * total + 0.5)))
+    k = final_budget(frames * tokens_per_frame, config.retention, config.max_tokens)
+    if k is not None:
+        return k
     raise ScissorError(
         f"method {method!r} needs a token budget: pass retention=<fraction in (0, 1]> "
         "or max_tokens=<int> (only 'scissor' has a threshold mode)"
@@ -192,8 +192,6 @@ def merge_into(
 
     Returns (tokens [K, d] in ``flat``'s dtype, assignment [M], sizes [K] = count_j).
     """
-    from ..core.compress import merge_into as core_merge_into
-
     merged, assignment = core_merge_into([flat], [flat[kept]], torch.float32, sim_dtype)
     sizes = torch.bincount(assignment[0], minlength=kept.numel())
     return merged[0].to(flat.dtype), assignment[0], sizes

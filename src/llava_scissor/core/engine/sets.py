@@ -1,9 +1,10 @@
-"""Semantic Connected Components (SCC) of token sets.
+"""Similarity graphs and components of B token sets at once, with exact decisions near every level.
 
-SCC (LLaVA-Scissor, arXiv 2506.21862, Sec. 3): tokens are vertices, two tokens are
-adjacent when their cosine similarity is strictly above ``tau``; every connected
-component becomes one token, the unweighted mean of its members; components are
-ordered by the index of their highest-degree member.
+``components_of_sets`` is what the paper's steps call (``core/compress.py``): the cosine
+matrix of each set (``similarity_graph``, from ``gram.py``), the pairs near a deciding
+level replaced by their canonical values (``exact.py``), the components (``graph.py``,
+or strip by strip for sets whose matrix is too large, ``tiled.py``), ordered by their
+highest-degree member. Also the paper's Eq. 2 sample and the segment means.
 """
 
 from __future__ import annotations
@@ -14,115 +15,26 @@ from typing import Callable
 
 import torch
 
-from .._errors import ScissorError
-from ._products import product_dtype
 from .exact import ErrorBound, apriori_halfwidth, band_capacity, error_bound, product_units, resolve_band_, unit_vectors
+from .products import product_dtype
 from .graph import Components, budget_components, budget_levels, order_components, threshold_components
-from .result import SCCResult
+from .gram import _TILE, matrix_bytes, product_into, symmetric_gram, to_device, unit_dtype
+from .tiled import tiled_budget_components, tiled_threshold_components
 
 __all__ = [
-    "scc",
     "SetComponents",
     "components_of_sets",
-    "normalize",
-    "normalize_into",
+    "similarity_graph",
+    "degrees",
+    "sample_mask",
+    "sample_sizes_unread",
     "segment_mean",
     "segment_sizes",
-    "check_tokens",
-    "to_device",
 ]
 
 _NEG_INF = float("-inf")
-# Above this many vertices a gram matrix is built from column strips of its upper
-# triangle: half the multiply-adds, and exactly symmetric by construction.
-_TILE = 256
 # Working buffers of unit vectors are kept near this size (see _small_unit_gram).
 _CHUNK_BYTES = 2 << 20
-
-
-def normalize(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """x: [..., d] -> [..., d] unit vectors in ``dtype``; zero vectors stay zero.
-
-    A zero vector therefore has cosine 0 with every token (itself included), so it is
-    adjacent to nothing when tau >= 0 and never produces NaN (``exact.unit_vectors``).
-    """
-    return unit_vectors(x, dtype)
-
-
-def normalize_into(x: torch.Tensor, buf: torch.Tensor) -> torch.Tensor:
-    """x: [r, d] -> the first r rows of buf [>= r, d], holding ``normalize(x, buf.dtype)`` bitwise."""
-    return unit_vectors(x, buf.dtype, out=buf)[: x.shape[0]]
-
-
-def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A small host tensor on ``device``, without making the host wait.
-
-    A plain host-to-GPU copy from pageable memory synchronizes the stream (the host
-    waits for all queued work); from pinned memory, non-blocking, it is queued like a
-    kernel. The caching host allocator keeps the pinned buffer alive until the copy ran.
-    """
-    if t.device == device:
-        return t
-    if device.type == "cuda" and t.device.type == "cpu":
-        return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device)
-
-
-def unit_dtype(sim_dtype: torch.dtype) -> torch.dtype:
-    """The dtype of the unit vectors and of the similarity matrix for a product dtype.
-
-    A bfloat16 product takes float32 unit vectors rounded to bfloat16 and its results
-    go into a float32 matrix, where exact values can replace the ones near a threshold.
-    """
-    return torch.float64 if sim_dtype == torch.float64 else torch.float32
-
-
-def _product(a: torch.Tensor, b_t: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """out[...] = a @ b_t, written in place; a low-precision product is widened into out."""
-    if a.dtype == out.dtype:
-        return torch.matmul(a, b_t, out=out)
-    return out.copy_(a @ b_t)
-
-
-def gram_strips(xn: torch.Tensor, tile: int = _TILE, out: torch.Tensor | None = None):
-    """xn: [B, n, d] -> yields (i, strip [B, i + t, t]) = columns i..i+t of xn @ xn^T, rows 0..i+t.
-
-    The upper triangle (diagonal blocks included) in column strips: half the multiply-adds
-    of the full product, and tall, narrow products, which CPU matrix-multiply kernels run
-    faster than wide ones. The diagonal block of each strip (its last t rows) is made
-    exactly symmetric (kernels need not give bitwise-equal (i, j) and (j, i), and the
-    component search relies on symmetry). The in-memory and the tiled paths both build
-    on these strips, so they see bitwise-identical similarities.
-    out: optional [B, n, n]; the strips are then views of it, written in place. Strips
-    are in ``unit_dtype(xn.dtype)`` (bfloat16 products are widened to float32).
-    """
-    n = xn.shape[1]
-    wide = unit_dtype(xn.dtype)
-    for i in range(0, n, tile):
-        cols = xn[:, i : i + tile]
-        rows = xn[:, : i + cols.shape[1]]
-        if out is None:
-            strip = (rows @ cols.mT).to(wide)  # [B, i + t, t]
-        else:
-            strip = out[:, : rows.shape[1], i : i + cols.shape[1]]
-            for b in range(xn.shape[0]):  # 2-D products write straight into the strided view
-                _product(rows[b], cols[b].mT, strip[b])
-        diag = strip[:, i:]
-        diag.copy_(torch.maximum(diag, diag.mT))
-        yield i, strip
-
-
-def symmetric_gram(xn: torch.Tensor) -> torch.Tensor:
-    """xn: [B, n, d] -> [B, n, n] = xn @ xn^T in ``unit_dtype(xn.dtype)``, exactly symmetric."""
-    B, n, _ = xn.shape
-    if n <= _TILE:
-        g = (xn @ xn.mT).to(unit_dtype(xn.dtype))
-        return torch.maximum(g, g.mT)
-    g = torch.empty(B, n, n, dtype=unit_dtype(xn.dtype), device=xn.device)
-    for i, strip in gram_strips(xn, out=g):
-        t = strip.shape[2]
-        g[:, i : i + t, :i] = strip[:, :i].mT
-    return g
 
 
 def _small_unit_gram(x: torch.Tensor, sim_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,7 +44,7 @@ def _small_unit_gram(x: torch.Tensor, sim_dtype: torch.dtype) -> tuple[torch.Ten
     in ``sim_dtype``. Normalizes a few sets at a time into a small buffer: a video's
     frames are tens of MB of unit vectors that would otherwise be written once and read
     once, and on CPU fresh memory of that size costs more in page faults than the
-    normalization itself. Bitwise equal to ``symmetric_gram(normalize(x, sim_dtype))``
+    normalization itself. Bitwise equal to ``symmetric_gram(unit_vectors(x, sim_dtype))``
     for float32 / float64.
     """
     B, n, d = x.shape
@@ -140,37 +52,30 @@ def _small_unit_gram(x: torch.Tensor, sim_dtype: torch.dtype) -> tuple[torch.Ten
     residual = g.new_zeros(())
     step = max(1, _CHUNK_BYTES // max(1, n * d * g.element_size()))
     for b in range(0, B, step):
-        xn, r = product_units(normalize(x[b : b + step], g.dtype), sim_dtype)
+        xn, r = product_units(unit_vectors(x[b : b + step], g.dtype), sim_dtype)
         residual = torch.maximum(residual, r)
-        gb = _product(xn, xn.mT, g[b : b + step])
+        gb = product_into(xn, xn.mT, g[b : b + step])
         gb.copy_(torch.maximum(gb, gb.mT))
     return g, residual
 
 
 def similarity_graph(
     x: torch.Tensor, valid: torch.Tensor, sim_dtype: torch.dtype = torch.float32
-) -> tuple[torch.Tensor, ErrorBound]:
-    """x: [B, n, d] raw tokens, valid: [B] -> (W [B, n, n], its error bound).
+) -> tuple[torch.Tensor, ErrorBound, torch.Tensor | None]:
+    """x: [B, n, d] raw tokens, valid: [B] -> (W [B, n, n], its error bound, units [B, n, d] or None).
 
     W holds the cosines, products in ``sim_dtype``, in ``unit_dtype(sim_dtype)``, with
     -inf on the diagonal and padding. The bound is on |W - canonical similarity|
     (``exact.py``). valid may be on the CPU (then nothing is read back from x's device).
+    units: the float32 unit vectors of x where they were made whole (sets of more than
+    _TILE tokens; None otherwise): the exact values of the pairs near a level are
+    computed from them (``exact.resolve_band_``).
     """
-    W, bound, _ = _similarity_graph(x, valid, sim_dtype)
-    return W, bound
-
-
-def _similarity_graph(
-    x: torch.Tensor, valid: torch.Tensor, sim_dtype: torch.dtype
-) -> tuple[torch.Tensor, ErrorBound, torch.Tensor | None]:
-    """``similarity_graph``, plus the [B, n, d] float32 unit vectors of x where they were
-    made whole (sets of more than _TILE tokens; None otherwise): the exact values of the
-    pairs near a level are computed from them (``resolve_band_``)."""
     units = None
     if x.shape[1] <= _TILE:
         W, residual = _small_unit_gram(x, sim_dtype)
     else:
-        units = normalize(x, unit_dtype(sim_dtype))
+        units = unit_vectors(x, unit_dtype(sim_dtype))
         xn, residual = product_units(units, sim_dtype)
         W = symmetric_gram(xn)
         del xn
@@ -205,7 +110,6 @@ def sample_mask(
     epsilon: float,
     seed: int,
     group: torch.Tensor | None = None,
-    _unread: bool = False,
 ) -> torch.Tensor:
     """[B, n] bool: the vertices sampled by the paper's Eq. 2, N' = min(N, ceil(ln N / eps^2)).
 
@@ -214,8 +118,8 @@ def sample_mask(
     with ``seed``, on the CPU, so a video's sample does not depend on the device or on
     the other videos of a batch (a set drawn alone takes a prefix of one stream, the same
     whatever n). The mask is on valid's device. valid on a device other than the CPU is
-    not read: the draw (which needs only n) is copied there and ranked there (``_unread``
-    takes that way on the CPU too, for tests).
+    not read: the draw (which needs only n) is copied there and ranked there
+    (``sample_sizes_unread``).
     """
     B = valid.shape[0]
     group_cpu = torch.arange(B) if group is None else group.cpu()
@@ -223,18 +127,56 @@ def sample_mask(
     for g in torch.unique_consecutive(group_cpu).tolist():
         rows = (group_cpu == g).nonzero().flatten()
         noise[rows] = torch.rand(rows.numel(), n, generator=torch.Generator().manual_seed(seed))
-
-    def wanted(v: int) -> int:
-        return min(v, math.ceil(math.log(v) / epsilon**2)) if v > 0 else 0
-
-    if valid.device.type == "cpu" and not _unread:
-        want = torch.tensor([wanted(v) for v in valid.tolist()])
+    if valid.device.type == "cpu":
+        want = torch.tensor([_sample_size(v, epsilon) for v in valid.tolist()])
     else:
         noise = to_device(noise, valid.device)
-        want = to_device(torch.tensor([wanted(v) for v in range(n + 1)]), valid.device)[valid]
+        want = sample_sizes_unread(valid, n, epsilon)
     noise.masked_fill_(torch.arange(n, device=noise.device) >= valid[:, None], 2.0)  # padding sorts last
     rank = noise.argsort(dim=1).argsort(dim=1)
     return rank < want[:, None]
+
+
+def _sample_size(v: int, epsilon: float) -> int:
+    """Eq. 2's N' = min(N, ceil(ln N / eps^2)) for a set of v vertices (0 for an empty set)."""
+    return min(v, math.ceil(math.log(v) / epsilon**2)) if v > 0 else 0
+
+
+def sample_sizes_unread(valid: torch.Tensor, n: int, epsilon: float) -> torch.Tensor:
+    """valid: [B] sizes <= n on any device -> [B] N' per set there, without reading valid.
+
+    A table of N' for every size up to n is copied to valid's device and indexed there.
+    """
+    return to_device(torch.tensor([_sample_size(v, epsilon) for v in range(n + 1)]), valid.device)[valid]
+
+
+def drop_unsampled_(W: torch.Tensor, sampled: torch.Tensor, rows: int = 1024) -> torch.Tensor:
+    """W: [B, n, n], sampled: [B, n] bool -> W with -inf wherever neither end is sampled (in place).
+
+    Row blocks keep the temporary mask at rows x n.
+    """
+    unsampled = ~sampled
+    for r in range(0, W.shape[1], rows):
+        block = unsampled[:, r : r + rows, None] & unsampled[:, None, :]
+        W[:, r : r + rows].masked_fill_(block, _NEG_INF)
+    return W
+
+
+def segment_mean(x: torch.Tensor, index: torch.Tensor, num: int, dtype: torch.dtype) -> torch.Tensor:
+    """x: [m, d], index: [m] in [0, num) -> [num, d] unweighted mean of each segment (in ``dtype``).
+
+    Empty segments give zeros.
+    """
+    sums = torch.zeros(num, x.shape[-1], dtype=dtype, device=x.device).index_add_(0, index, x.to(dtype))
+    return sums.div_(segment_sizes(index, num).clamp(min=1).to(dtype)[:, None])
+
+
+def segment_sizes(index: torch.Tensor, num: int) -> torch.Tensor:
+    """index: [m] in [0, num) -> [num] int64 members per segment.
+
+    ``torch.bincount`` without reading the largest index back to the host (CUDA's does).
+    """
+    return torch.zeros(num, dtype=torch.int64, device=index.device).index_add_(0, index, torch.ones_like(index))
 
 
 @dataclass(frozen=True)
@@ -305,7 +247,7 @@ def components_of_sets(
         # bfloat16 band (several per cent of the pairs near a cut) would cost more to
         # re-check than the products save. Exact decisions make the result the same.
         sim_dtype = torch.float32
-    tiled = n * n * unit_dtype(sim_dtype).itemsize > max_matrix_bytes
+    tiled = matrix_bytes(n, sim_dtype) > max_matrix_bytes
     # A sync-free caller may know the sizes on the device only: nothing then reads them
     # (strips size their work on the host, so they do).
     valid_cpu = None if sync_free and valid.device.type != "cpu" and not tiled else valid.cpu()
@@ -320,7 +262,7 @@ def components_of_sets(
             return _tiled_sets(x, valid_cpu, tau, approximate, epsilon, seed, group_cpu, sim_dtype)
         if not approximate and one_per_group:
             return _tiled_sets(x, valid_cpu, tau, False, epsilon, seed, None, sim_dtype, keep.cpu())
-    W, bound, units = _similarity_graph(x, sizes, sim_dtype)
+    W, bound, units = similarity_graph(x, sizes, sim_dtype)
     exact = sim_dtype != torch.float64  # float64 products decide on their own
     capacity = None
     if sync_free and exact:
@@ -347,12 +289,12 @@ def components_of_sets(
             # Degrees use every pair and are known before the components: take them,
             # then drop the unsampled edges in place rather than from a copy of W.
             degree = degrees(W, tau_t)
-            edges = _drop_unsampled_(W, sampled)
+            edges = drop_unsampled_(W, sampled)
         comps = threshold_components(edges, tau_t, valid, sync_free)
     else:
 
         def cut_edges() -> torch.Tensor:
-            return W if sampled is None else _drop_unsampled_(W.clone(), sampled)
+            return W if sampled is None else drop_unsampled_(W.clone(), sampled)
 
         def cut_levels(edges: torch.Tensor) -> torch.Tensor:  # [B, 2]
             return torch.stack(budget_levels(edges, valid, keep, group, sync_free), dim=1)
@@ -401,18 +343,6 @@ def _resolve_cut_band_(
     return resolve_band_(W, x, levels, halfwidth, capacity=capacity, refine=refine, units=units)
 
 
-def _drop_unsampled_(W: torch.Tensor, sampled: torch.Tensor, rows: int = 1024) -> torch.Tensor:
-    """W: [B, n, n], sampled: [B, n] bool -> W with -inf wherever neither end is sampled (in place).
-
-    Row blocks keep the temporary mask at rows x n.
-    """
-    unsampled = ~sampled
-    for r in range(0, W.shape[1], rows):
-        block = unsampled[:, r : r + rows, None] & unsampled[:, None, :]
-        W[:, r : r + rows].masked_fill_(block, _NEG_INF)
-    return W
-
-
 def _tiled_sets(
     x: torch.Tensor,
     valid: torch.Tensor,
@@ -429,8 +359,6 @@ def _tiled_sets(
     Threshold mode, or with ``keep`` ([B], one budget per set) a budget cut. valid,
     group, keep: on the CPU.
     """
-    from .tiled import tiled_budget_components, tiled_threshold_components
-
     B, n, _ = x.shape
     sampled = to_device(sample_mask(valid, n, epsilon, seed, group), x.device) if approximate else None
     labels = torch.zeros(B, n, dtype=torch.int64, device=x.device)
@@ -453,105 +381,3 @@ def _tiled_sets(
     keep_t, cut_t = torch.stack(levels).to(unit_dtype(sim_dtype)).unbind(1)
     unresolved = torch.zeros((), dtype=torch.bool, device=x.device)
     return SetComponents(labels, reps_padded, torch.cat(counts), degree, keep_t, cut_t, unresolved)
-
-
-def segment_mean(x: torch.Tensor, index: torch.Tensor, num: int, dtype: torch.dtype) -> torch.Tensor:
-    """x: [m, d], index: [m] in [0, num) -> [num, d] unweighted mean of each segment (in ``dtype``).
-
-    Empty segments give zeros.
-    """
-    sums = torch.zeros(num, x.shape[-1], dtype=dtype, device=x.device).index_add_(0, index, x.to(dtype))
-    return sums.div_(segment_sizes(index, num).clamp(min=1).to(dtype)[:, None])
-
-
-def segment_sizes(index: torch.Tensor, num: int) -> torch.Tensor:
-    """index: [m] in [0, num) -> [num] int64 members per segment.
-
-    ``torch.bincount`` without reading the largest index back to the host (CUDA's does).
-    """
-    return torch.zeros(num, dtype=torch.int64, device=index.device).index_add_(0, index, torch.ones_like(index))
-
-
-def check_tokens(x: object, name: str, rank: int, shape_doc: str, finite: bool = True) -> torch.Tensor:
-    """Validate a floating, non-empty tensor of the given rank, finite unless told not to check; return it."""
-    if not isinstance(x, torch.Tensor):
-        raise ScissorError(f"{name} must be a torch.Tensor {shape_doc}, got {type(x).__name__}")
-    if x.dim() != rank:
-        raise ScissorError(f"{name} must be {shape_doc} (rank {rank}), got shape {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise ScissorError(
-            f"{name} must have a floating dtype (float32, float16, bfloat16, float64), got {x.dtype}"
-        )
-    if x.numel() == 0:
-        raise ScissorError(f"{name} is empty: shape {tuple(x.shape)}; expected {shape_doc} with every size >= 1")
-    if not finite:
-        return x
-    lo, hi = torch.aminmax(x)  # one pass; NaN propagates, so finite bounds mean finite values
-    if not bool(torch.isfinite(lo) & torch.isfinite(hi)):
-        bad = int((~torch.isfinite(x)).sum())
-        raise ScissorError(f"{name} contains {bad} NaN or Inf value(s); expected finite values")
-    return x
-
-
-def _budget_from(n: int, retention: float | None, max_tokens: int | None) -> int | None:
-    if max_tokens is not None:
-        return min(max_tokens, n)
-    if retention is not None:
-        return max(1, min(n, math.floor(retention * n + 0.5)))
-    return None
-
-
-def scc(
-    tokens: torch.Tensor,
-    tau: float = 0.9,
-    *,
-    retention: float | None = None,
-    max_tokens: int | None = None,
-    approximate: bool = False,
-    epsilon: float = 0.05,
-    seed: int = 0,
-    similarity_dtype: torch.dtype = torch.float32,
-) -> SCCResult:
-    """Semantic connected components of one token set.
-
-    tokens: [n, dim] float (any token set: an image, a frame, a whole video flattened).
-    tau: adjacency is ``cos > tau`` (strict), in [-1, 1]. With ``retention`` or
-    ``max_tokens`` the output has exactly ``round(retention * n)`` / ``min(max_tokens, n)``
-    components instead (single-linkage cut; tau is then ignored).
-
-    Returns an ``SCCResult``: labels [n], tokens [c, dim] (component means, input dtype),
-    representatives [c], degree [n], threshold.
-    """
-    from .config import ScissorConfig  # validation of the scalar arguments in one place
-
-    ScissorConfig(tau=tau, epsilon=epsilon, seed=seed, retention=retention, max_tokens=max_tokens)
-    check_tokens(tokens, "tokens", 2, "[n, dim]")
-    n = tokens.shape[0]
-    acc = torch.float64 if tokens.dtype == torch.float64 else torch.float32
-    if similarity_dtype not in (torch.float32, torch.bfloat16, torch.float64):
-        raise ScissorError(
-            f"similarity_dtype must be torch.float32, torch.bfloat16 or torch.float64, got {similarity_dtype}"
-        )
-    valid = torch.tensor([n])  # host tensors: components_of_sets copies what it needs
-    budget = _budget_from(n, retention, max_tokens)
-    keep = None if budget is None else torch.tensor([budget])
-    sc = components_of_sets(
-        tokens[None],
-        valid,
-        tau=tau,
-        keep=keep,
-        approximate=approximate,
-        epsilon=epsilon,
-        seed=seed,
-        sim_dtype=similarity_dtype,
-    )
-    count = int(sc.count[0])
-    labels = sc.labels[0]
-    means = segment_mean(tokens, labels, count, acc).to(tokens.dtype)
-    return SCCResult(
-        labels=labels,
-        tokens=means,
-        representatives=sc.representatives[0, :count],
-        degree=sc.degree[0],
-        threshold=float(sc.cut_threshold[0]),
-    )

@@ -26,8 +26,9 @@ from typing import Callable
 
 import torch
 
-from .exact import ErrorBound
-from .graph import Components
+from .exact import ErrorBound, band_limits, canonical_similarity, error_bound, product_units, unit_vectors
+from .graph import Components, _boruvka
+from .gram import _TILE, gram_strips, unit_dtype  # shared with the in-memory path
 
 __all__ = ["tiled_threshold_components", "tiled_budget_components"]
 
@@ -86,14 +87,11 @@ def tiled_threshold_components(
     degree [1, n] int64, self included). Similarities near tau are replaced by their
     canonical values strip by strip, as in the in-memory path.
     """
-    from .exact import band_limits, error_bound, product_units
-    from .scc import _TILE, gram_strips, normalize, unit_dtype  # shared with the in-memory path
-
     tile = tile or _TILE
 
     n = x.shape[0]
     device = x.device
-    xn, residual = product_units(normalize(x, unit_dtype(sim_dtype)), sim_dtype)
+    xn, residual = product_units(unit_vectors(x, unit_dtype(sim_dtype)), sim_dtype)
     exact = sim_dtype != torch.float64
     if exact:
         level = torch.full((1, 1), tau, dtype=torch.float64, device=device)
@@ -130,7 +128,6 @@ def _resolve_strip_(strip: torch.Tensor, x: torch.Tensor, i: int, lo: torch.Tens
     as ``exact.resolve_band_`` does for a whole matrix (self-similarities may be among
     them; they are no edges anyway).
     """
-    from .exact import canonical_similarity
 
     r, c = ((strip >= lo) & (strip <= hi)).nonzero().unbind(1)
     if r.shape[0]:
@@ -211,7 +208,6 @@ def _component_choice(
 
 def _strips_choice(xn: torch.Tensor, tile: int) -> Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]:
     """``_spanning_weights``' choice from a pass over all strips of xn [n, d] (exact, one pass a round)."""
-    from .scc import gram_strips, unit_dtype
 
     n, device = xn.shape[0], xn.device
 
@@ -235,7 +231,6 @@ def _order_keys(w: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 def _neighbour_lists(xn: torch.Tensor, tile: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """xn: [n, d] unit vectors (float32 products) -> ([n, k] weights, [n, k] ends) of each
     vertex's k strongest edges (weight, then smaller end), in one pass over the strips."""
-    from .scc import gram_strips
 
     n, device = xn.shape[0], xn.device
     k = min(k, max(1, n - 1))
@@ -296,13 +291,10 @@ def tiled_budget_components(
        exact forest's, which cannot fail (its levels are within one bound of the
        canonical ones).
     """
-    from .exact import error_bound, product_units
-    from .scc import _TILE, normalize, unit_dtype
-
     tile = tile or _TILE
     n, device = x.shape[0], x.device
     wide = unit_dtype(sim_dtype)
-    xn, residual = product_units(normalize(x, wide), sim_dtype)
+    xn, residual = product_units(unit_vectors(x, wide), sim_dtype)
     bound = None if sim_dtype == torch.float64 else error_bound(x.shape[1], sim_dtype, device, residual)
     estimates = [lambda: _spanning_weights(n, device, _strips_choice(xn, tile))]
     if wide == torch.float32:  # the neighbour lists order float32 weights exactly
@@ -324,8 +316,6 @@ def _band_pass(
     x: torch.Tensor, xn: torch.Tensor, tile: int, levels: torch.Tensor, bound: ErrorBound | None, keep: int
 ) -> tuple[Components, torch.Tensor] | None:
     """Steps 2 and 3 of ``tiled_budget_components`` around levels [1, 2]; None if the check fails."""
-    from .exact import band_limits
-    from .scc import gram_strips, unit_dtype
 
     n, device = x.shape[0], x.device
     wide = unit_dtype(xn.dtype)
@@ -444,7 +434,6 @@ def _split_ties(
     go through ``graph._boruvka`` with a merge limit, in order of their smallest member
     (the in-memory tie step's order). Returns top updated.
     """
-    from .graph import _boruvka
 
     device = top.device
     tie = (w == keep_t).to(device)

@@ -122,7 +122,7 @@ def canonical_similarity(
 
     The float32 ``unit_vectors`` of the rows, their products exact in float64, summed by
     a fixed tree, rounded once to float32. unit: a and b already hold those unit vectors
-    (as ``normalize(x, torch.float32)`` gives them), so rows are not normalized again.
+    (as ``unit_vectors(x, torch.float32)`` gives them), so rows are not normalized again.
     With ``dedupe`` most values come from a certified float64 product instead of the
     tree, each chunk's distinct rows normalized once (``_certified_canonical``; host
     reads); without, the tree runs on every pair, with no host reads. The values are

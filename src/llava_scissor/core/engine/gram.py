@@ -1,0 +1,99 @@
+"""Unit vectors and their gram matrices: the one product every similarity comes from.
+
+Each set's gram matrix is built from column strips of its upper triangle
+(``gram_strips``), in memory (``sets.similarity_graph``) and strip by strip
+(``tiled.py``) alike, so both paths see bitwise-identical similarities.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = [
+    "to_device",
+    "unit_dtype",
+    "matrix_bytes",
+    "product_into",
+    "gram_strips",
+    "symmetric_gram",
+]
+
+# Above this many vertices a gram matrix is built from column strips of its upper
+# triangle: half the multiply-adds, and exactly symmetric by construction.
+_TILE = 256
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small host tensor on ``device``, without making the host wait.
+
+    A plain host-to-GPU copy from pageable memory synchronizes the stream (the host
+    waits for all queued work); from pinned memory, non-blocking, it is queued like a
+    kernel. The caching host allocator keeps the pinned buffer alive until the copy ran.
+    """
+    if t.device == device:
+        return t
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+def unit_dtype(sim_dtype: torch.dtype) -> torch.dtype:
+    """The dtype of the unit vectors and of the similarity matrix for a product dtype.
+
+    A bfloat16 product takes float32 unit vectors rounded to bfloat16 and its results
+    go into a float32 matrix, where exact values can replace the ones near a threshold.
+    """
+    return torch.float64 if sim_dtype == torch.float64 else torch.float32
+
+
+def matrix_bytes(n: int, sim_dtype: torch.dtype) -> int:
+    """Bytes of one n x n similarity matrix for products in ``sim_dtype`` (stored in ``unit_dtype``)."""
+    return n * n * unit_dtype(sim_dtype).itemsize
+
+
+def product_into(a: torch.Tensor, b_t: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """out[...] = a @ b_t, written in place; a low-precision product is widened into out."""
+    if a.dtype == out.dtype:
+        return torch.matmul(a, b_t, out=out)
+    return out.copy_(a @ b_t)
+
+
+def gram_strips(xn: torch.Tensor, tile: int = _TILE, out: torch.Tensor | None = None):
+    """xn: [B, n, d] -> yields (i, strip [B, i + t, t]) = columns i..i+t of xn @ xn^T, rows 0..i+t.
+
+    The upper triangle (diagonal blocks included) in column strips: half the multiply-adds
+    of the full product, and tall, narrow products, which CPU matrix-multiply kernels run
+    faster than wide ones. The diagonal block of each strip (its last t rows) is made
+    exactly symmetric (kernels need not give bitwise-equal (i, j) and (j, i), and the
+    component search relies on symmetry). The in-memory and the tiled paths both build
+    on these strips, so they see bitwise-identical similarities.
+    out: optional [B, n, n]; the strips are then views of it, written in place. Strips
+    are in ``unit_dtype(xn.dtype)`` (bfloat16 products are widened to float32).
+    """
+    n = xn.shape[1]
+    wide = unit_dtype(xn.dtype)
+    for i in range(0, n, tile):
+        cols = xn[:, i : i + tile]
+        rows = xn[:, : i + cols.shape[1]]
+        if out is None:
+            strip = (rows @ cols.mT).to(wide)  # [B, i + t, t]
+        else:
+            strip = out[:, : rows.shape[1], i : i + cols.shape[1]]
+            for b in range(xn.shape[0]):  # 2-D products write straight into the strided view
+                product_into(rows[b], cols[b].mT, strip[b])
+        diag = strip[:, i:]
+        diag.copy_(torch.maximum(diag, diag.mT))
+        yield i, strip
+
+
+def symmetric_gram(xn: torch.Tensor) -> torch.Tensor:
+    """xn: [B, n, d] -> [B, n, n] = xn @ xn^T in ``unit_dtype(xn.dtype)``, exactly symmetric."""
+    B, n, _ = xn.shape
+    if n <= _TILE:
+        g = (xn @ xn.mT).to(unit_dtype(xn.dtype))
+        return torch.maximum(g, g.mT)
+    g = torch.empty(B, n, n, dtype=unit_dtype(xn.dtype), device=xn.device)
+    for i, strip in gram_strips(xn, out=g):
+        t = strip.shape[2]
+        g[:, i : i + t, :i] = strip[:, :i].mT
+    return g
