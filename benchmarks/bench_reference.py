@@ -28,6 +28,9 @@ import json, resource, sys, time
 sys.path.insert(0, {here!r})
 import torch
 from _synthetic import CORPUS
+from bench_core import CLOCK, set_clock
+set_clock({clock!r}, {threads!r})
+clock = CLOCK[{clock!r}]
 x = CORPUS[{generator!r}]({frames}, {dim})
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 if {impl!r} == "library":
@@ -42,9 +45,9 @@ else:
         return assignment, s, tokens.shape[0]
 times = []
 for _ in range({calls}):
-    t0 = time.perf_counter()
+    t0 = clock()
     assignment, s, k = call()
-    times.append(time.perf_counter() - t0)
+    times.append(clock() - t0)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 torch.save(assignment, {out!r})
 best = min(times[1:]) if len(times) > 1 else times[0]
@@ -52,8 +55,11 @@ print(json.dumps(dict(time=best, S=s, K=k, extra_mb=(peak - base) / 1024)))
 """
 
 
-def run(impl: str, frames: int, dim: int, tau: float, generator: str, calls: int, out: str) -> dict:
-    code = CHILD.format(here=HERE, impl=impl, frames=frames, dim=dim, tau=tau, generator=generator, calls=calls, out=out)
+def run(impl: str, frames: int, args: argparse.Namespace, calls: int, out: str) -> dict:
+    code = CHILD.format(
+        here=HERE, impl=impl, frames=frames, dim=args.dim, tau=args.tau, generator=args.generator, calls=calls,
+        out=out, clock=args.clock, threads=args.threads,
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -75,8 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tau", type=float, default=0.8)
     p.add_argument("--generator", default="mixed")
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="cpu: CPU time (with --threads 1)")
     args = p.parse_args(argv)
-    print(f"threshold mode, tau = {args.tau}, generator {args.generator}, dim {args.dim}")
+    threads = f"{args.threads} threads" if args.threads else "torch's threads"
+    print(f"threshold mode, tau = {args.tau}, generator {args.generator}, dim {args.dim}, {threads}, {args.clock} time")
     header = (
         f"{'frames':>6} {'S':>6} {'K':>6} {'lib s':>7} {'ref s':>7} {'time ref/lib':>12} "
         f"{'lib MB':>7} {'ref MB':>7} {'memory ref/lib':>14} {'same':>5}"
@@ -89,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             res, parts = {}, {}
             for impl in ("library", "reference"):
                 out = os.path.join(tmp, f"{impl}.pt")
-                res[impl] = run(impl, f, args.dim, args.tau, args.generator, calls, out)
+                res[impl] = run(impl, f, args, calls, out)
                 parts[impl] = torch.load(out)
             lib, ref = res["library"], res["reference"]
             same = (lib["S"], lib["K"]) == (ref["S"], ref["K"]) and same_partition(parts["library"], parts["reference"])

@@ -29,7 +29,9 @@ import json, resource, sys, time
 sys.path.insert(0, {here!r})
 import torch
 from _synthetic import CORPUS
-from bench_core import eq10_flops, matmul_rate
+from bench_core import CLOCK, eq10_flops, matmul_rate, set_clock
+set_clock({clock!r}, {threads!r})
+clock = CLOCK[{clock!r}]
 import llava_scissor
 device = torch.device({device!r})
 cuda = device.type == "cuda"
@@ -48,10 +50,10 @@ else:
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 cfg = llava_scissor.ScissorConfig(**{kw!r})
 llava_scissor.compress(x[:2], cfg)  # one-time costs (first calls of the kernels) apart
-t0 = time.perf_counter()
+t0 = clock()
 r = llava_scissor.compress(x, cfg)
 sync()
-elapsed = time.perf_counter() - t0
+elapsed = clock() - t0
 peak = torch.cuda.max_memory_allocated(device) if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 rate = max(rate, matmul_rate({dim}, 3, device=device))
 floor = eq10_flops({frames}, x.shape[1], {dim}, r.num_spatial_tokens, r.num_tokens) / rate
@@ -59,8 +61,10 @@ print(json.dumps(dict(time=elapsed, floor=floor, S=r.num_spatial_tokens, K=r.num
 """
 
 
-def run(generator: str, frames: int, dim: int, kw: dict, device: str) -> dict:
-    code = CHILD.format(here=HERE, generator=generator, frames=frames, dim=dim, kw=kw, device=device)
+def run(generator: str, frames: int, dim: int, kw: dict, device: str, clock: str, threads: int | None) -> dict:
+    code = CHILD.format(
+        here=HERE, generator=generator, frames=frames, dim=dim, kw=kw, device=device, clock=clock, threads=threads
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -81,10 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--generators", nargs="+", default=["mixed", "static"])
     p.add_argument("--modes", nargs="+", default=["exact"], choices=["exact", "sampled"])
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="cpu: CPU time (with --threads 1)")
     args = p.parse_args(argv)
     base = {"tau": args.tau} if args.tau is not None else {"retention": args.retention or 0.1}
     what = ", ".join(f"{k} = {v:g}" for k, v in base.items())
-    print(f"{what}, dim {args.dim}, device {args.device}; extra = peak memory over the input's")
+    threads = f"{args.threads} threads" if args.threads else "torch's threads"
+    print(f"{what}, dim {args.dim}, device {args.device}, {threads}, {args.clock} time; extra = peak memory over the input's")
     header = (
         f"{'generator':>11} {'mode':>7} {'frames':>6} {'S':>6} {'K':>6} {'time s':>8} {'floor s':>8} "
         f"{'ratio':>6} {'input MB':>9} {'extra MB':>9}"
@@ -96,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             kw = dict(base, approximate=mode_name == "sampled", seed=0)
             times = []
             for f in args.frames:
-                r = run(generator, f, args.dim, kw, args.device)
+                r = run(generator, f, args.dim, kw, args.device, args.clock, args.threads)
                 times.append(r["time"])
                 input_mb = f * 196 * args.dim * 4 / 2**20
                 print(
