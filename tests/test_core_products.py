@@ -82,3 +82,21 @@ def test_compress_follows_the_decision_with_the_same_output(monkeypatch, speedup
     assert (torch.bfloat16 in mode.seen) == (speedup >= MIN_SPEEDUP)
     ref = llava_scissor.compress(x, cfg.replace(similarity_dtype="float32"))
     assert torch.equal(res.tokens, ref.tokens) and torch.equal(res.assignment, ref.assignment)
+
+
+@pytest.mark.parametrize("sampled_cost", [0, 10**9])  # narrowing always sampled / always dense
+@pytest.mark.parametrize("kw", [{"retention": 0.1}, {"retention": 0.3}, {"tau": 0.9}])
+def test_band_narrowing_sampled_or_dense_gives_the_float32_output(monkeypatch, sampled_cost, kw):
+    # A bfloat16 band is narrowed by float32 values of its pairs, sampled or from the dense
+    # float32 product (a dense band); either way the decisions are the canonical ones.
+    from llava_scissor.core.engine import exact
+
+    monkeypatch.setattr(exact, "_SAMPLED_COST", sampled_cost)
+    g = torch.Generator().manual_seed(1)
+    protos = torch.randn(6, 48, generator=g)
+    # Tokens near a few prototypes: many pairs crowd near the levels, the band is dense.
+    x = protos[torch.randint(0, 6, (6, 196), generator=g)] + 0.3 * torch.randn(6, 196, 48, generator=g)
+    cfg = llava_scissor.ScissorConfig(similarity_dtype="bfloat16", **kw)
+    res = llava_scissor.compress(x, cfg)
+    ref = llava_scissor.compress(x, cfg.replace(similarity_dtype="float32"))
+    assert torch.equal(res.tokens, ref.tokens) and torch.equal(res.assignment, ref.assignment)
