@@ -1,6 +1,6 @@
 """The library beside a straightforward implementation of the paper's algorithm.
 
-    python benchmarks/bench_reference.py [--frames 32 256] [--dim 896] [--tau 0.8] [--generator mixed] [--repeat 3]
+    python benchmarks/bench_reference.py [--frames 32 256] [--dim 896] [--tau 0.9] [--generator mixed] [--repeat 3]
 
 ``_reference.py`` is the obvious implementation (dense cosine matrices, union-find over
 the edge list, a dense merge matrix), written from the paper. Each (frames,
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--frames", type=int, nargs="+", default=[32, 256])
     p.add_argument("--dim", type=int, default=896)
-    p.add_argument("--tau", type=float, default=0.8)
+    p.add_argument("--tau", type=float, default=0.9)
     p.add_argument("--generator", default="mixed")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
