@@ -10,7 +10,8 @@ import torch
 
 from llava_scissor import ScissorError
 from llava_scissor.integrations.hf import apply, build_video_inputs, prepare
-from llava_scissor.methods.fastv import attention_received, decoder_layers, fastv_pruning
+from llava_scissor.integrations.hf.fastv import decoder_layers, fastv_pruning
+from llava_scissor.methods.fastv import attention_received
 
 sys.path.insert(0, str(Path(__file__).parent))
 from hf_models import prompt, random_video, tiny_model, tiny_parts  # noqa: E402

@@ -6,11 +6,15 @@ integration, the baselines, video I/O and the command line load on first use.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._errors import ScissorError
-from .core import CompressionResult, ScissorConfig, SCCResult, scc
 from .api import compress
+from .core import CompressionResult, SCCResult, ScissorConfig, scc
+
+if TYPE_CHECKING:  # what __getattr__ below loads on first use, typed for type checkers
+    from .integrations.hf import apply, prepare
+    from .methods import available_methods
 
 __version__ = "0.1.0"
 
@@ -38,7 +42,7 @@ _LAZY = {
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        import importlib
+        import importlib  # only when a lazy name is first used
 
         module_name, attr = _LAZY[name]
         return getattr(importlib.import_module(module_name), attr)

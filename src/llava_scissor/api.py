@@ -1,4 +1,4 @@
-"""The public verbs that dispatch to the core or to another registered method."""
+"""The public verbs, and the one dispatch between SCC and another registered method."""
 
 from __future__ import annotations
 
@@ -8,8 +8,17 @@ import torch
 
 from .core import CompressionResult, ScissorConfig
 from .core import compress as _scissor_compress
+from .methods import Method, compress_with, get_method
 
-__all__ = ["compress"]
+__all__ = ["compress", "resolve_method", "SCISSOR"]
+
+#: The registry name of SCC, the default method everywhere.
+SCISSOR = "scissor"
+
+
+def resolve_method(method: str | None) -> Method:
+    """The registered ``Method`` called ``method``; None means SCC (``"scissor"``)."""
+    return get_method(SCISSOR if method is None else method)
 
 
 def compress(
@@ -29,8 +38,7 @@ def compress(
     ``max_tokens``, ...). ``method`` picks another registered method
     (``llava_scissor.available_methods()``); the default is ``"scissor"``.
     """
-    if method is None or method == "scissor":
-        return _scissor_compress(features, config, **overrides)
-    from .methods import compress_with  # lazy: baselines live outside the core
-
-    return compress_with(method, features, config, **overrides)
+    name = resolve_method(method).name
+    if name == SCISSOR:
+        return _scissor_compress(features, config, **overrides)  # all videos in one batched call
+    return compress_with(name, features, config, **overrides)

@@ -20,6 +20,7 @@ from ..core.config import ScissorConfig
 from ..core.result import CompressionResult
 from . import DEFAULT_FRAMES, DEFAULT_MODEL
 from ._io import load_features, save_result
+from .._timing import synchronize
 from ._progress import Progress
 
 __all__ = ["ask", "compress", "visualize", "info"]
@@ -65,13 +66,10 @@ def _check_output(path: str, suffixes: tuple[str, ...]) -> None:
 def _compress(features: torch.Tensor, config: ScissorConfig) -> tuple[CompressionResult, float]:
     from ..api import compress as compress_tokens
 
-    cuda = features.device.type == "cuda"
-    if cuda:
-        torch.cuda.synchronize(features.device)
+    synchronize(features.device)
     start = time.perf_counter()
     result = compress_tokens(features, config)
-    if cuda:
-        torch.cuda.synchronize(features.device)
+    synchronize(features.device)
     assert isinstance(result, CompressionResult)
     return result, time.perf_counter() - start
 
@@ -115,7 +113,7 @@ def _read_clip(path: str, frames: int, progress: Progress) -> Any:
 
 
 def _load(args: argparse.Namespace, progress: Progress) -> Any:
-    from ._model import load_model
+    from ..integrations.hf.session import load_model
 
     return load_model(args.model or DEFAULT_MODEL, device=args.device, dtype=args.dtype, progress=progress)
 
@@ -125,7 +123,7 @@ def _load(args: argparse.Namespace, progress: Progress) -> Any:
 
 def ask(args: argparse.Namespace) -> int:
     """Answer QUESTION about VIDEO with compressed video tokens (and, with --compare, without)."""
-    from ._model import answer
+    from ..integrations.hf.session import answer
 
     config = _config(args)
     _check_video(args.video)
@@ -269,7 +267,7 @@ def _encode_video(args: argparse.Namespace, progress: Progress, timings: dict[st
 
     Returns (loaded model, clip, features [F, N, D]); stage times go into ``timings``.
     """
-    from ._model import encode
+    from ..integrations.hf.session import encode
 
     _check_video(args.video)
     start = time.perf_counter()

@@ -138,8 +138,8 @@ def _real_features(
     model: str, video: str, frames: int, device: str, dtype: str
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """[F, N, d] projected tokens of ``video`` and, when the family can, its vision attention."""
-    from ..cli._model import _inputs, _video_token, encode, load_model
     from ..integrations.hf import get_family
+    from ..integrations.hf.session import encode, load_model, video_inputs, video_token
     from ..video import read_video
 
     loaded = load_model(model, device=device, dtype=dtype)
@@ -147,7 +147,7 @@ def _real_features(
     features, _ = encode(loaded, clip.frames)
     side: dict[str, torch.Tensor] = {}
     try:
-        inputs = _inputs(loaded, clip.frames, _video_token(loaded))
+        inputs = video_inputs(loaded, clip.frames, video_token(loaded))
         with torch.no_grad():
             attention = get_family(loaded.model).vision_attention(loaded.model, inputs)
         side["vision_attention"] = attention[0].detach().float().cpu()

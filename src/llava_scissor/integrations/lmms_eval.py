@@ -99,7 +99,7 @@ def build_model_class() -> type:
             **compression: Any,
         ) -> None:
             super().__init__()
-            from ..cli._model import load_model
+            from .hf.session import load_model
             from ..methods import get_method
             from .hf import apply
 

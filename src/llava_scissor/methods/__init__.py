@@ -30,6 +30,7 @@ __all__ = [
     "available_methods",
     "get_method",
     "compress_with",
+    "resolve_arguments",
     "register_method",
 ]
 
@@ -47,24 +48,18 @@ class Method:
             receives inside the vision tower.
         in_model: True when the method acts inside the language model (FastV); its
             ``compress`` then needs the language model's attention and is normally
-            driven by the model integration (``llava_scissor.prepare/apply``).
-        description: one line for listings.
+            driven by the model integration (``llava_scissor.prepare/apply``, which
+            enters the prefill hook registered for it: ``integrations/hf/hooks.py``).
         options: the frozen dataclass of the method's own hyperparameters (paper
             defaults), or None. Keyword arguments named like its fields are accepted
             by ``compress_with`` / ``llava_scissor.compress``.
-        paper: citation of the method's paper.
-        prefill_hook: for in-model methods, ``(model, prepared) -> context manager`` that
-            the HF integration's ``apply`` enters around each call with video.
     """
 
     name: str
     compress: Callable[..., CompressionResult]
     side_inputs: tuple[str, ...] = ()
     in_model: bool = False
-    description: str = ""
     options: type | None = None
-    paper: str = ""
-    prefill_hook: Callable[..., Any] | None = None
 
     def option_names(self) -> tuple[str, ...]:
         """Names of the method's own hyperparameters (fields of ``options``)."""
@@ -135,20 +130,7 @@ def compress_with(
     Returns one ``CompressionResult`` per video (a list for a list input).
     """
     method = get_method(name)
-    side: dict[str, Any] = {}
-    option_values: dict[str, Any] = {}
-    overrides: dict[str, Any] = {}
-    options = overrides_and_side_inputs.pop("options", None)
-    option_names = set(method.option_names())
-    for key, value in overrides_and_side_inputs.items():
-        if key in method.side_inputs:
-            side[key] = value
-        elif key in option_names:
-            option_values[key] = value
-        else:
-            overrides[key] = value
-    cfg = with_overrides(config, **overrides)
-    options = _build_options(method, options, option_values)
+    cfg, options, side = resolve_arguments(method, config, overrides_and_side_inputs)
 
     if isinstance(features, torch.Tensor):
         return method.compress(features, cfg, options=options, **side)
@@ -173,6 +155,31 @@ def compress_with(
             video_side[key] = value[i]
         results.append(method.compress(video, cfg, options=options, **video_side))
     return results
+
+
+def resolve_arguments(
+    method: Method, config: ScissorConfig | None, kwargs: dict[str, Any]
+) -> tuple[ScissorConfig, Any, dict[str, Any]]:
+    """Split a call's keyword arguments for ``method``: (config, options, side inputs).
+
+    Names in ``Method.side_inputs`` are side inputs; names of the method's ``options``
+    fields are its hyperparameters (or ``options=<that dataclass>``); everything else
+    must be a ``ScissorConfig`` field. Everything is validated here.
+    """
+    side: dict[str, Any] = {}
+    option_values: dict[str, Any] = {}
+    overrides: dict[str, Any] = {}
+    kwargs = dict(kwargs)
+    options = kwargs.pop("options", None)
+    option_names = set(method.option_names())
+    for key, value in kwargs.items():
+        if key in method.side_inputs:
+            side[key] = value
+        elif key in option_names:
+            option_values[key] = value
+        else:
+            overrides[key] = value
+    return with_overrides(config, **overrides), _build_options(method, options, option_values), side
 
 
 def _build_options(method: Method, options: Any, values: dict[str, Any]) -> Any:

@@ -55,7 +55,6 @@ def l2norm_compress(features: torch.Tensor, config: ScissorConfig, *, options: A
     return result_from_kept(features, kept, "l2norm", config.merge, similarity_dtype(config))
 
 
-_PAPER = "Sun et al. 2025, LLaVA-Scissor (ablation), arXiv 2506.21862"
-register_method(Method("uniform", uniform_compress, description="evenly spaced representatives + merge", paper=_PAPER))
-register_method(Method("random", random_compress, description="seeded random representatives + merge", paper=_PAPER))
-register_method(Method("l2norm", l2norm_compress, description="highest-L2-norm representatives + merge", paper=_PAPER))
+register_method(Method("uniform", uniform_compress))
+register_method(Method("random", random_compress))
+register_method(Method("l2norm", l2norm_compress))

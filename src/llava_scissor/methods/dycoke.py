@@ -121,7 +121,5 @@ register_method(
     Method(
         "dycoke",
         dycoke_compress,
-        description="DyCoke temporal token merging across windows of 4 frames",
-        paper="Tao et al., CVPR 2025, DyCoke, arXiv 2411.15024",
     )
 )

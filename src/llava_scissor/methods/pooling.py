@@ -99,7 +99,5 @@ register_method(
     Method(
         "pooling",
         pooling_compress,
-        description="PLLaVA spatial average pooling of each frame to the budget",
-        paper="Xu et al. 2024, PLLaVA, arXiv 2404.16994",
     )
 )

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from ..core.compress import compress as core_compress
 from ..core.config import ScissorConfig
 from ..core.result import CompressionResult
 from . import Method, register_method
@@ -22,8 +23,6 @@ def scissor_compress(
     features: torch.Tensor, config: ScissorConfig, *, options: Any = None
 ) -> CompressionResult:
     """features: [F, N, d] -> SCC (threshold ``tau`` or an exact budget), see ``llava_scissor.core.compress``."""
-    from ..core import compress as core_compress  # the core may import lazily
-
     return core_compress(features, config)  # one tensor in, one result out
 
 
@@ -31,7 +30,5 @@ register_method(
     Method(
         name="scissor",
         compress=scissor_compress,
-        description="Semantic Connected Components: spatial SCC per frame, temporal SCC, merge",
-        paper="Sun et al. 2025, LLaVA-Scissor, arXiv 2506.21862",
     )
 )

@@ -117,8 +117,6 @@ register_method(
     Method(
         "vidcom2",
         vidcom2_compress,
-        description="VidCom2: frame budgets by uniqueness, keep the most unique tokens",
         options=VidCom2Options,
-        paper="Liu et al. 2025, VidCom2, arXiv 2505.14454",
     )
 )

@@ -144,8 +144,6 @@ register_method(
         "visionzip",
         visionzip_compress,
         side_inputs=("vision_attention",),
-        description="VisionZip: dominant tokens by vision attention + merged contextual tokens (5.4:1)",
         options=VisionZipOptions,
-        paper="Yang et al., CVPR 2025, VisionZip, arXiv 2412.04467",
     )
 )

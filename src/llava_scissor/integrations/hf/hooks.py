@@ -8,13 +8,15 @@ integration leaves the video tokens uncompressed for it and, inside ``apply``, e
     def fastv_prefill_hook(model, prepared) -> ContextManager:
         # prepared: PreparedInputs; prepared.stats[i].row / .start / .tokens_after give
         # each video's span in the sequence the model receives; prepared.method is the
-        # Method. Install forward hooks on model.model.language_model here (acting only
-        # on the prefill call) and remove them on exit.
+        # Method, prepared.config / .options its resolved budget and options. Install
+        # forward hooks on model.model.language_model here (acting only on the prefill
+        # call) and remove them on exit.
         ...
 
     register_prefill_hook("fastv", fastv_prefill_hook)
 
-A ``prefill_hook`` attribute on the method object works as well and wins.
+This registry is the one extension point for in-model methods (``fastv.py`` registers
+FastV's hook here).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 from typing import Any, Callable, ContextManager
 
 from ..._errors import ScissorError
+from ...methods import Method
 
 __all__ = ["register_prefill_hook", "prefill_hook_for"]
 
@@ -37,9 +40,6 @@ def register_prefill_hook(method_name: str, hook: PrefillHook) -> None:
     _HOOKS[method_name] = hook
 
 
-def prefill_hook_for(method: Any) -> PrefillHook | None:
-    """The prefill hook of ``method`` (its attribute, else the registered one), or None."""
-    if method is None:
-        return None
-    hook = getattr(method, "prefill_hook", None)
-    return hook if hook is not None else _HOOKS.get(getattr(method, "name", ""))
+def prefill_hook_for(method: Method | None) -> PrefillHook | None:
+    """The prefill hook registered for ``method``, or None."""
+    return None if method is None else _HOOKS.get(method.name)

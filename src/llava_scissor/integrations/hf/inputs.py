@@ -23,7 +23,7 @@ import torch
 from ..._errors import ScissorError
 from .families import supported_model_types
 
-__all__ = ["ProcessorParts", "load_processor", "build_video_inputs", "sample_frames"]
+__all__ = ["ProcessorParts", "load_processor", "build_video_inputs", "sample_frames", "video_token_for"]
 
 _VIDEO_TOKENS = {
     "llava_onevision": "<video>",
@@ -31,6 +31,11 @@ _VIDEO_TOKENS = {
     "qwen2_vl": "<|video_pad|>",
     "qwen2_5_vl": "<|video_pad|>",
 }
+
+
+def video_token_for(model_type: str) -> str:
+    """The placeholder string of one video in prompts of a supported ``model_type``."""
+    return _VIDEO_TOKENS.get(model_type, "<video>")
 
 
 @dataclass

@@ -15,7 +15,9 @@ import inspect
 from typing import Any, Callable
 
 from ..._errors import ScissorError
-from ...core.config import ScissorConfig, with_overrides
+from ...api import resolve_method
+from ...core.config import ScissorConfig
+from ...methods import resolve_arguments
 from .families import get_family
 from .hooks import prefill_hook_for
 from .prepare import PreparedInputs, VideoStats, prepare, supports_precomputed_features
@@ -165,8 +167,7 @@ def apply(
             f"{type(model).__name__}.forward does not accept mm_encoder_outputs; llava-scissor needs a "
             "transformers release with precomputed multimodal encoder outputs (5.18 or later; tested 5.18.0 and 5.23.0)"
         )
-    if method is None or method == "scissor":
-        with_overrides(config, **overrides)  # validate now rather than at the first call
+    resolve_arguments(resolve_method(method), config, overrides)  # validate now rather than at the first call
     previous = get_handle(model)
     if previous is not None:
         previous.remove()

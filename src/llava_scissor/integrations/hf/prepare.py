@@ -25,10 +25,13 @@ from typing import Any, Mapping
 import torch
 
 from ..._errors import ScissorError
-from ...core.config import ScissorConfig, with_overrides
+from ..._timing import synchronize as _sync
+from ...api import resolve_method
+from ...core.config import ScissorConfig
 from ...core.result import CompressionResult
 from .families import Family, VideoFeatures, get_family
 from .families._base import base_model
+from ...methods import Method, resolve_arguments
 from .hooks import prefill_hook_for
 
 __all__ = ["prepare", "PreparedInputs", "VideoStats", "supports_precomputed_features"]
@@ -76,37 +79,33 @@ class PreparedInputs(dict):
     Attributes:
         stats: one ``VideoStats`` per video, in processor order.
         encode_seconds: wall time of the vision encoder for all videos.
-        source_index: [B, L'] int64, for each prepared position the position in the
-            original sequence it stands for (a video token: its representative), -1 on
-            padding. None when nothing changed.
-        method: the method object when a baseline acts inside the language model (it
-            receives the prepared inputs through ``apply``), else None.
+        method: the ``Method`` when it acts inside the language model (its prefill hook
+            receives these inputs through ``apply``), else None.
+        config / options: that method's resolved ``ScissorConfig`` (its budget) and
+            options, for its prefill hook; None otherwise.
     """
 
     stats: list[VideoStats]
     encode_seconds: float
-    source_index: torch.Tensor | None
-    method: Any
+    method: Method | None
+    config: ScissorConfig | None
+    options: Any
 
     def __init__(self, kwargs: Mapping[str, Any], stats: list[VideoStats] | None = None,
-                 encode_seconds: float = 0.0, source_index: torch.Tensor | None = None,
-                 method: Any = None) -> None:
+                 encode_seconds: float = 0.0, method: Method | None = None,
+                 config: ScissorConfig | None = None, options: Any = None) -> None:
         super().__init__(kwargs)
         self.stats = list(stats or [])
         self.encode_seconds = encode_seconds
-        self.source_index = source_index
         self.method = method
+        self.config = config
+        self.options = options
 
 
 def supports_precomputed_features(model: Any) -> bool:
     """True when ``model.forward`` accepts ``mm_encoder_outputs`` (transformers >= the
     release that added precomputed multimodal encoder outputs: 5.18.0; absent in 5.17)."""
     return "mm_encoder_outputs" in inspect.signature(model.forward).parameters
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _identity_result(features: torch.Tensor, method: str) -> CompressionResult:
@@ -122,15 +121,6 @@ def _identity_result(features: torch.Tensor, method: str) -> CompressionResult:
         tokens_per_frame=n,
         method=method,
     )
-
-
-def _resolve_method(method: str | None) -> tuple[str, Any]:
-    """(name, Method object or None for the built-in scissor)."""
-    if method is None or method == "scissor":
-        return "scissor", None
-    from ...methods import get_method  # lazy: baselines live outside the core
-
-    return method, get_method(method)
 
 
 def prepare(
@@ -181,50 +171,32 @@ def prepare(
             f"{type(model).__name__}.forward does not accept mm_encoder_outputs; llava-scissor needs a "
             "transformers release with precomputed multimodal encoder outputs (5.18 or later; tested 5.18.0 and 5.23.0)"
         )
-    name, method_obj = _resolve_method(method)
-    in_model = bool(getattr(method_obj, "in_model", False))
-    if in_model and enabled and prefill_hook_for(method_obj) is None:
+    method_obj = resolve_method(method)
+    if method_obj.in_model and enabled and prefill_hook_for(method_obj) is None:
         raise ScissorError(
-            f"method {name!r} acts inside the language model and has no prefill hook; register one with "
-            "llava_scissor.integrations.hf.register_prefill_hook (see integrations/hf/hooks.py)"
+            f"method {method_obj.name!r} acts inside the language model and has no prefill hook; register one "
+            "with llava_scissor.integrations.hf.register_prefill_hook (see integrations/hf/hooks.py)"
         )
-    if name == "scissor":
-        cfg: Any = with_overrides(config, **overrides)
-        compress_kwargs: dict[str, Any] = {}
-    else:
-        cfg = config
-        compress_kwargs = dict(overrides)
+    cfg, options, given_side = resolve_arguments(method_obj, config, overrides)
 
-    ids: torch.Tensor = inputs["input_ids"]
-    device = ids.device
+    device = inputs["input_ids"].device
     with torch.no_grad():
         _sync(device)
         t0 = time.perf_counter()
         videos = family.extract(model, inputs)
         _sync(device)
         encode_seconds = time.perf_counter() - t0
-
-        side: list[dict[str, Any]] = [{} for _ in videos]
-        needed = tuple(getattr(method_obj, "side_inputs", ()) or ())
-        if enabled and not in_model and "vision_attention" in needed:
-            for s, att in zip(side, family.vision_attention(model, inputs)):
-                s["vision_attention"] = att
-        unknown = sorted(set(needed) - {"vision_attention"})
-        if unknown and enabled and not in_model:
-            raise ScissorError(f"method {name!r} needs side inputs {unknown}; the HF integration supplies only vision_attention")
-
+        compress_now = enabled and not method_obj.in_model
+        side = _side_inputs(model, family, inputs, method_obj, len(videos)) if compress_now else [{}] * len(videos)
         results: list[CompressionResult] = []
         seconds: list[float] = []
         for video, extra in zip(videos, side):
             _sync(device)
             t0 = time.perf_counter()
-            if not enabled or in_model:
-                result = _identity_result(video.features, "none" if not enabled else name)
+            if compress_now:
+                result = method_obj.compress(video.features, cfg, options=options, **given_side, **extra)
             else:
-                from ...api import compress
-
-                result = compress(video.features, cfg, method=None if name == "scissor" else name,
-                                  **compress_kwargs, **extra)
+                result = _identity_result(video.features, "none" if not enabled else method_obj.name)
             _sync(device)
             seconds.append(time.perf_counter() - t0)
             results.append(result)
@@ -266,7 +238,21 @@ def prepare(
             zip(videos, results, packed_rows, seconds, starts)
         )
     ]
-    return PreparedInputs(out, stats, encode_seconds, source, method_obj if in_model else None)
+    if not method_obj.in_model:
+        return PreparedInputs(out, stats, encode_seconds)
+    return PreparedInputs(out, stats, encode_seconds, method_obj, cfg, options)
+
+
+def _side_inputs(model: Any, family: Family, inputs: Mapping[str, Any], method: Method, count: int) -> list[dict[str, Any]]:
+    """The side inputs ``method`` needs, per video, from the model (only ``vision_attention`` can be had)."""
+    unknown = sorted(set(method.side_inputs) - {"vision_attention"})
+    if unknown:
+        raise ScissorError(
+            f"method {method.name!r} needs side inputs {unknown}; the HF integration supplies only vision_attention"
+        )
+    if "vision_attention" not in method.side_inputs:
+        return [{} for _ in range(count)]
+    return [{"vision_attention": att} for att in family.vision_attention(model, inputs)]
 
 
 def _encode_images(model: Any, inputs: Mapping[str, Any]) -> Any:

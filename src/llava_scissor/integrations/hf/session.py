@@ -1,28 +1,71 @@
-"""Loading a transformers video LLM and running it for the command line.
+"""A transformers video LLM in one session: loading, prompts, encoding, answering.
 
-The only module of the command line that imports transformers (lazily, on first use).
+What the command line, ``eval.fidelity`` and the lmms-eval plugin share: load a
+supported model and its processor from a folder or a hub id (``load_model``), build its
+video inputs and chat prompt, run its vision tower (``encode``), answer a question with
+compression (``answer``). transformers is imported on first use.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ContextManager, Iterator, Protocol
 
 import numpy as np
 import torch
 
-from .._errors import ScissorError
-from ._progress import Progress
+from ..._errors import ScissorError
+from ..._timing import synchronize as _sync
+from .families import get_family, supported_model_types
+from .inputs import build_video_inputs, load_processor, video_token_for
+from .prepare import prepare
 
 if TYPE_CHECKING:
-    from ..core.config import ScissorConfig
+    from ...core.config import ScissorConfig
 
-__all__ = ["Loaded", "Answer", "load_model", "encode", "answer"]
+__all__ = [
+    "Progress",
+    "Loaded",
+    "Answer",
+    "load_model",
+    "video_token",
+    "chat_prompt",
+    "video_inputs",
+    "encode",
+    "answer",
+]
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$|^[A-Za-z0-9][\w.-]*$")
+
+
+class Progress(Protocol):
+    """Where a session reports its steps (the command line passes its progress bars).
+
+    ``bar(label, total)`` is a context manager around one step; what it yields has
+    ``update(done)``. ``enabled``: whether anything is shown (library progress bars follow it).
+    """
+
+    enabled: bool
+
+    def bar(self, label: str, total: int | None = None) -> ContextManager[Any]: ...
+
+
+class _Silent:
+    """No progress shown."""
+
+    enabled = False
+
+    @contextlib.contextmanager
+    def bar(self, label: str, total: int | None = None) -> Iterator[Any]:
+        yield self
+
+    def update(self, done: int, total: int | None = None) -> None:
+        pass
 
 
 @dataclass
@@ -174,8 +217,6 @@ def _chat_template(source: str, local_only: bool, processor: Any) -> str | None:
             text = fh.read()
         if filename.endswith(".jinja"):
             return text
-        import json
-
         value = json.loads(text).get("chat_template")
         if isinstance(value, str):
             return value
@@ -192,9 +233,7 @@ def load_model(name: str, *, device: str = "auto", dtype: str = "auto", progress
         raise ScissorError("models need transformers: pip install 'llava-scissor[hf]'") from None
     from transformers import AutoConfig, AutoModelForImageTextToText
 
-    from ..integrations.hf import load_processor, supported_model_types
-
-    progress = progress or Progress(quiet=True)
+    progress = progress or _Silent()
     _quiet_libraries(progress)
     target = _resolve_device(device)
     torch_dtype = _resolve_dtype(dtype, target)
@@ -227,14 +266,15 @@ def load_model(name: str, *, device: str = "auto", dtype: str = "auto", progress
                   device=target, chat_template=template)
 
 
-def _video_token(loaded: Loaded) -> str:
+def video_token(loaded: Loaded) -> str:
+    """The placeholder string of one video in the model's prompts (``<video>``, ``<|video_pad|>``)."""
     token = getattr(loaded.processor, "video_token", None)
     if isinstance(token, str):
         return token
-    return {"qwen2_vl": "<|video_pad|>", "qwen2_5_vl": "<|video_pad|>"}.get(loaded.model_type, "<video>")
+    return video_token_for(loaded.model_type)
 
 
-def _prompt(loaded: Loaded, question: str) -> str:
+def chat_prompt(loaded: Loaded, question: str) -> str:
     """The chat prompt with one video and the question, ending where the answer starts."""
     messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
     tokenizer = getattr(loaded.processor, "tokenizer", None)
@@ -243,12 +283,11 @@ def _prompt(loaded: Loaded, question: str) -> str:
             messages, chat_template=loaded.chat_template, tokenize=False, add_generation_prompt=True
         )
     # No template anywhere: the Qwen2 chat format that every supported family's LLM uses.
-    return f"<|im_start|>user\n{_video_token(loaded)}\n{question}<|im_end|>\n<|im_start|>assistant\n"
+    return f"<|im_start|>user\n{video_token(loaded)}\n{question}<|im_end|>\n<|im_start|>assistant\n"
 
 
-def _inputs(loaded: Loaded, frames: np.ndarray, text: str) -> dict[str, Any]:
-    from ..integrations.hf import build_video_inputs
-
+def video_inputs(loaded: Loaded, frames: np.ndarray, text: str) -> dict[str, Any]:
+    """Model inputs for one video (frames [F, H, W, 3] uint8) and its prompt ``text``, on the model's device."""
     batch = build_video_inputs(loaded.processor, text, [frames])
     dtype = loaded.model.dtype
     out: dict[str, Any] = {}
@@ -263,20 +302,13 @@ def _inputs(loaded: Loaded, frames: np.ndarray, text: str) -> dict[str, Any]:
     return out
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def encode(loaded: Loaded, frames: np.ndarray) -> tuple[torch.Tensor, float]:
     """([F, N, dim] float32 tokens (on the model's device) after vision tower and projector, seconds).
 
     frames: [F, H, W, 3] uint8. For Qwen models F is the number of temporal steps (two
     frames each). Sets ``loaded.grid`` to the (h, w) token grid of one frame.
     """
-    from ..integrations.hf import get_family
-
-    inputs = _inputs(loaded, frames, _video_token(loaded))
+    inputs = video_inputs(loaded, frames, video_token(loaded))
     _sync(loaded.device)
     start = time.perf_counter()
     with torch.no_grad():
@@ -323,10 +355,8 @@ def answer(
     kept as it is). Timings: vision (tower + projector), compression, prefill (up to the
     first new token), generation (the remaining tokens).
     """
-    from ..integrations.hf import prepare
-
-    progress = progress or Progress(quiet=True)
-    inputs = _inputs(loaded, frames, _prompt(loaded, question))
+    progress = progress or _Silent()
+    inputs = video_inputs(loaded, frames, chat_prompt(loaded, question))
     label = "compressing" if config is not None else "encoding (uncompressed)"
     with progress.bar(label):
         prepared = prepare(loaded.model, inputs, config, enabled=config is not None)
