@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _synthetic import synthetic_video  # noqa: E402
-from bench_core import best_of, eq10_flops, grid_parser, matmul_rate  # noqa: E402
+from bench_core import best_of, eq10_flops, grid_parser, matmul_rate, set_clock  # noqa: E402
 
 import llava_scissor  # noqa: E402
 
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.backends.cuda.matmul.allow_tf32 = False  # the floor and the products in float32
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"torch {torch.__version__}, {name}")
+    print(f"torch {torch.__version__}, {name}, {set_clock(args.clock, args.threads)}")
     header = (
         f"{'dim':>5} {'mode':>10} {'S':>5} {'K':>5} {'floor ms':>9} {'free ms':>8} {'sized ms':>8} "
         f"{'free/floor':>10} {'syncs free':>10} {'syncs sized':>11} {'same':>5}"

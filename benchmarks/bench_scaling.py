@@ -1,13 +1,16 @@
-"""Cost growth of `compress` with video length: time and peak memory, exact vs sampled.
+"""Cost growth of `compress` with video length: time, floor ratio and extra memory.
 
-    python benchmarks/bench_scaling.py [--frames 32 128 512 1024] [--dim 896] [--retention R] [--modes exact sampled]
+    python benchmarks/bench_scaling.py [--frames 32 128 512] [--dim 896] [--retention 0.1 | --tau 0.9]
+                                       [--generators mixed static] [--modes exact sampled] [--device cpu]
 
-Each (frames, mode) runs in a fresh subprocess so that its peak resident memory can be
-read (ru_maxrss) and compared with the resident size right after the input was built;
-the difference is the extra peak memory of compression. Threshold mode (tau = 0.9) by
-default, a budget with --retention, on a synthetic video whose regions have varied
-noise (so the spatial step keeps ~15 % at tau = 0.9).
-The growth exponent b of time ~ frames^b is fitted by least squares on log-log.
+Each (generator, mode, frames) runs in a fresh subprocess, so that its peak memory can be
+read: on a CPU the peak resident size (ru_maxrss) over the one right after the input was
+built, on CUDA the peak allocated bytes over the input's. "floor" is the paper's Eq. 10
+FLOPs over the float32 matrix-multiply rate measured in the same process; "ratio" is
+time / floor. The growth exponent b of time ~ frames^b is fitted by least squares on
+log-log over all lengths, and again over the last two. Default: a budget of 10 % on the
+corpus's ``mixed`` (regions from tight to loose) and ``static`` (near-duplicate frames)
+generators.
 """
 
 from __future__ import annotations
@@ -25,20 +28,43 @@ CHILD = r"""
 import json, resource, sys, time
 sys.path.insert(0, {here!r})
 import torch
-from _synthetic import synthetic_video
+from _synthetic import CORPUS
+from bench_core import CLOCK, eq10_flops, matmul_rate, set_clock
+set_clock({clock!r}, {threads!r})
+clock = CLOCK[{clock!r}]
 import llava_scissor
-x = synthetic_video(frames={frames}, dim={dim}, noise=(0.2, 0.4))
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-t0 = time.perf_counter()
-r = llava_scissor.compress(x, tau=0.9, retention={retention}, approximate={approximate}, seed=0)
-elapsed = time.perf_counter() - t0
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps(dict(time=elapsed, S=r.num_spatial_tokens, K=r.num_tokens, base_kb=base, peak_kb=peak)))
+device = torch.device({device!r})
+cuda = device.type == "cuda"
+if cuda:
+    torch.backends.cuda.matmul.allow_tf32 = False
+x = CORPUS[{generator!r}]({frames}, {dim}).to(device)
+rate = matmul_rate({dim}, 3, device=device)
+def sync():
+    if cuda:
+        torch.cuda.synchronize(device)
+if cuda:
+    sync()
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.max_memory_allocated(device)
+else:
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+cfg = llava_scissor.ScissorConfig(**{kw!r})
+llava_scissor.compress(x[:2], cfg)  # one-time costs (first calls of the kernels) apart
+t0 = clock()
+r = llava_scissor.compress(x, cfg)
+sync()
+elapsed = clock() - t0
+peak = torch.cuda.max_memory_allocated(device) if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+rate = max(rate, matmul_rate({dim}, 3, device=device))
+floor = eq10_flops({frames}, x.shape[1], {dim}, r.num_spatial_tokens, r.num_tokens) / rate
+print(json.dumps(dict(time=elapsed, floor=floor, S=r.num_spatial_tokens, K=r.num_tokens, extra=peak - base)))
 """
 
 
-def run(frames: int, dim: int, approximate: bool, retention: float | None = None) -> dict:
-    code = CHILD.format(here=HERE, frames=frames, dim=dim, approximate=approximate, retention=retention)
+def run(generator: str, frames: int, dim: int, kw: dict, device: str, clock: str, threads: int | None) -> dict:
+    code = CHILD.format(
+        here=HERE, generator=generator, frames=frames, dim=dim, kw=kw, device=device, clock=clock, threads=threads
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -46,30 +72,47 @@ def run(frames: int, dim: int, approximate: bool, retention: float | None = None
 def fit_exponent(xs: list[float], ys: list[float]) -> float:
     lx, ly = [math.log(v) for v in xs], [math.log(v) for v in ys]
     mx, my = sum(lx) / len(lx), sum(ly) / len(ly)
-    return sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / sum((a - mx) ** 2 for a in lx)
+    return sum((a - mx) * (b - my) for a, b in zip(lx, ly, strict=True)) / sum((a - mx) ** 2 for a in lx)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--frames", type=int, nargs="+", default=[32, 128, 512, 1024])
+    p.add_argument("--frames", type=int, nargs="+", default=[32, 128, 512])
     p.add_argument("--dim", type=int, default=896)
-    p.add_argument("--retention", type=float, default=None, help="a budget instead of tau = 0.9")
-    p.add_argument("--modes", nargs="+", default=["exact", "sampled"], choices=["exact", "sampled"])
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--retention", type=float, default=None, help="a budget (default 0.1)")
+    mode.add_argument("--tau", type=float, default=None, help="threshold mode instead of a budget")
+    p.add_argument("--generators", nargs="+", default=["mixed", "static"])
+    p.add_argument("--modes", nargs="+", default=["exact"], choices=["exact", "sampled"])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="cpu: CPU time (with --threads 1)")
     args = p.parse_args(argv)
-    header = f"{'frames':>6} {'mode':>8} {'tokens':>8} {'S':>6} {'K':>6} {'time s':>8} {'input MB':>9} {'extra peak MB':>14}"
+    base = {"tau": args.tau} if args.tau is not None else {"retention": args.retention or 0.1}
+    what = ", ".join(f"{k} = {v:g}" for k, v in base.items())
+    threads = f"{args.threads} threads" if args.threads else "torch's threads"
+    print(f"{what}, dim {args.dim}, device {args.device}, {threads}, {args.clock} time; extra = peak memory over the input's")
+    header = (
+        f"{'generator':>11} {'mode':>7} {'frames':>6} {'S':>6} {'K':>6} {'time s':>8} {'floor s':>8} "
+        f"{'ratio':>6} {'input MB':>9} {'extra MB':>9}"
+    )
     print(header)
     print("-" * len(header))
-    for mode in args.modes:
-        approximate = mode == "sampled"
-        times = []
-        for f in args.frames:
-            r = run(f, args.dim, approximate, args.retention)
-            times.append(r["time"])
-            input_mb = f * 196 * args.dim * 4 / 2**20
-            extra = (r["peak_kb"] - r["base_kb"]) / 1024
-            print(f"{f:>6} {mode:>8} {f * 196:>8} {r['S']:>6} {r['K']:>6} {r['time']:>8.2f} {input_mb:>9.0f} {extra:>14.0f}")
-        if len(args.frames) > 1:
-            print(f"{'':>6} {mode:>8} time ~ frames^{fit_exponent(args.frames, times):.2f}")
+    for generator in args.generators:
+        for mode_name in args.modes:
+            kw = dict(base, approximate=mode_name == "sampled", seed=0)
+            times = []
+            for f in args.frames:
+                r = run(generator, f, args.dim, kw, args.device, args.clock, args.threads)
+                times.append(r["time"])
+                input_mb = f * 196 * args.dim * 4 / 2**20
+                print(
+                    f"{generator:>11} {mode_name:>7} {f:>6} {r['S']:>6} {r['K']:>6} {r['time']:>8.2f} "
+                    f"{r['floor']:>8.2f} {r['time'] / r['floor']:>6.2f} {input_mb:>9.0f} {r['extra'] / 2**20:>9.0f}"
+                )
+            if len(args.frames) > 1:
+                last = f"; {args.frames[-2]}-{args.frames[-1]}: {fit_exponent(args.frames[-2:], times[-2:]):.2f}"
+                print(f"{'':>11} {mode_name:>7} time ~ frames^{fit_exponent(args.frames, times):.2f}{last}")
     return 0
 
 

@@ -264,6 +264,9 @@ def test_info(capsys):
     assert {"llava_scissor", "versions", "device", "model_types", "optional", "default_model"} <= set(report)
     assert "qwen2_5_vl" in report["model_types"]
     assert report["device"]["default"] in ("cpu", "cuda", "mps")
+    # Which products similarity_dtype="bfloat16" takes on this machine, and why.
+    assert report["device"]["bfloat16_products"].split()[0] in ("bfloat16", "float32")
+    assert "bfloat16_products" in out and "bfloat16_products" in run(capsys, "info")[1]
 
 
 # --------------------------------------------------------------------------- errors

@@ -18,6 +18,7 @@ from .. import __version__
 from .._errors import ScissorError, ScissorWarning
 from .._files import check_output
 from .._timing import synchronize
+from ..core import bfloat16_products
 from ..core.config import ScissorConfig
 from ..core.result import CompressionResult
 from . import DEFAULT_FRAMES, DEFAULT_MODEL, PROG
@@ -512,6 +513,9 @@ def _info() -> dict[str, Any]:
     mps = getattr(torch.backends, "mps", None)
     device["mps"] = bool(mps is not None and mps.is_available())
     device["default"] = "cuda" if device["cuda"] else ("mps" if device["mps"] else "cpu")
+    # What similarity_dtype="bfloat16" runs here (measured once on a CPU; the output is the same).
+    path = bfloat16_products(device["default"])
+    device["bfloat16_products"] = f"{str(path.dtype).removeprefix('torch.')} ({path.reason})"
     from ..methods import available_methods
 
     model_types: list[str] | str

@@ -51,8 +51,10 @@ class ScissorConfig:
             budget mode; by default S is the geometric mean of K and F * N.
         spatial / temporal / merge: switches of the three steps (the paper's ablation).
         similarity_dtype: dtype of the similarity products: "float32" (default),
-            "bfloat16" (faster products for token sets above 256 tokens, float32 below;
-            the same result as "float32") or "float64".
+            "bfloat16" (faster products for token sets above 256 tokens where the
+            device multiplies bfloat16 faster: CUDA, or a CPU measured once per process,
+            ``llava_scissor.core.bfloat16_products``; float32 products elsewhere; the same
+            result as "float32") or "float64".
             With float32 and bfloat16 every similarity close enough to a decision
             (tau, a budget's cut, the merge step's best target) to be on the wrong side
             of it is re-computed exactly, so both give identical outputs; float64

@@ -6,4 +6,5 @@ graph.py   Borůvka components, single-linkage cuts, ordering by degree (B dense
 tiled.py   the same components strip by strip, for sets whose matrix does not fit
 sets.py    similarity graphs, degrees, the Eq. 2 sample, and ``components_of_sets``
 merge.py   the merge step's exact argmax
+products.py  which dtype the products run in: bfloat16 only where the device multiplies it faster
 """

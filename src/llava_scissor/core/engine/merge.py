@@ -11,6 +11,7 @@ import torch
 
 from .exact import canonical_similarity, error_bound, product_units, unit_vectors
 from .gram import unit_dtype
+from .products import product_dtype
 from .sets import segment_sizes
 
 __all__ = ["merge"]
@@ -74,6 +75,7 @@ def _assign(
     Equal targets (copies of one token kept apart, zero tokens split by a budget) would
     otherwise all send their members to the first of them and leave the others empty.
     """
+    sim_dtype = product_dtype(sim_dtype, o.device)  # bfloat16 only where it pays (same output)
     unit = unit_dtype(sim_dtype)
     t_units = unit_vectors(t, unit)  # [k, d]; near-ties get exact values from these
     tn, t_res = product_units(t_units, sim_dtype)

@@ -18,6 +18,7 @@ import torch
 from .exact import ErrorBound, apriori_halfwidth, band_capacity, error_bound, product_units, resolve_band_, unit_vectors
 from .gram import _TILE, matrix_bytes, product_into, symmetric_gram, to_device, unit_dtype
 from .graph import Components, budget_components, budget_levels, order_components, threshold_components
+from .products import product_dtype
 from .tiled import tiled_budget_components, tiled_threshold_components
 
 __all__ = [
@@ -239,6 +240,8 @@ def components_of_sets(
     """
     B, n, _ = x.shape
     device = x.device
+    # bfloat16 products only where the device multiplies them faster (same output).
+    sim_dtype = product_dtype(sim_dtype, device)
     if sim_dtype == torch.bfloat16 and n <= _TILE:
         # Small sets (a frame's tokens): float32 products cost little there, and the
         # bfloat16 band (several per cent of the pairs near a cut) would cost more to

@@ -228,6 +228,13 @@ def _order_keys(w: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return (ordered << 32) | (0xFFFFFFFF - u)
 
 
+def _weights(keys: torch.Tensor) -> torch.Tensor:
+    """int64 keys of ``_order_keys`` -> their float32 weights; the empty key (int64 min) -> -inf."""
+    ordered = (keys >> 32).to(torch.int32)
+    w = torch.where(ordered < 0, ordered ^ 0x7FFFFFFF, ordered).view(torch.float32)
+    return torch.where(keys == torch.iinfo(torch.int64).min, float("-inf"), w)
+
+
 def _neighbour_lists(xn: torch.Tensor, tile: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """xn: [n, d] unit vectors (float32 products) -> ([n, k] weights, [n, k] ends) of each
     vertex's k strongest edges (weight, then smaller end), in one pass over the strips."""
@@ -242,10 +249,17 @@ def _neighbour_lists(xn: torch.Tensor, tile: int, k: int) -> tuple[torch.Tensor,
         s[i:].fill_diagonal_(float("-inf"))
         # Rows take the whole strip; columns take the rows above the diagonal block
         # (the block's pairs reach its columns as rows): every pair once per end.
-        for lo, hi, cand in ((0, R, _order_keys(s, idx[i : i + t].expand(R, t))),
-                             (i, i + t, _order_keys(s[:i].T.contiguous(), idx[:i].expand(t, i)))):
-            both = torch.cat([keys[lo:hi], cand], dim=1)
-            keys[lo:hi] = both.topk(k, dim=1).values
+        columns = _order_keys(s[:i].T.contiguous(), idx[:i].expand(t, i))
+        # A row's list changes only if the strip has an edge at least as strong as its
+        # k-th (keys order by weight first): most rows of a long set's late strips have
+        # none, and skip the keys and the top-k.
+        rows = (s.amax(dim=1) >= _weights(keys[:R, -1])).nonzero().squeeze(1)
+        if rows.shape[0]:
+            cand = _order_keys(s.index_select(0, rows), idx[i : i + t].expand(rows.shape[0], t))
+            both = torch.cat([keys.index_select(0, rows), cand], dim=1)
+            keys.index_copy_(0, rows, both.topk(k, dim=1).values)
+        both = torch.cat([keys[i : i + t], columns], dim=1)
+        keys[i : i + t] = both.topk(k, dim=1).values
     u = 0xFFFFFFFF - (keys & 0xFFFFFFFF)
     ordered = (keys >> 32).to(torch.int32)
     w = torch.where(ordered < 0, ordered ^ 0x7FFFFFFF, ordered).view(torch.float32)

@@ -1,0 +1,62 @@
+"""Where one `compress` call's time goes: a cProfile of it on one thread, in CPU time.
+
+    python benchmarks/profile_core.py [--generator mixed] [--dim 896] [--retention 0.1 | --tau 0.9]
+                                      [--similarity-dtype float32] [--rows 25]
+
+Prints the call's CPU time beside its Eq. 10 floor (float32 rate measured in CPU time on one
+thread, the same way), then the functions of the call by cumulative time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _synthetic import CORPUS
+from bench_core import best_of, eq10_flops, matmul_rate, set_clock
+
+import llava_scissor
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--generator", default="mixed", choices=list(CORPUS))
+    p.add_argument("--frames", type=int, default=32)
+    p.add_argument("--dim", type=int, default=896)
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--retention", type=float, default=None, help="a budget (default 0.1)")
+    mode.add_argument("--tau", type=float, default=None)
+    p.add_argument("--similarity-dtype", default="float32")
+    p.add_argument("--rows", type=int, default=25)
+    args = p.parse_args(argv)
+    set_clock("cpu", 1)
+    kw = {"tau": args.tau} if args.tau is not None else {"retention": args.retention or 0.1}
+    x = CORPUS[args.generator](args.frames, args.dim)
+    cfg = llava_scissor.ScissorConfig(similarity_dtype=args.similarity_dtype, **kw)
+    res = llava_scissor.compress(x, cfg)
+    t = best_of(lambda: llava_scissor.compress(x, cfg), 3, warm=False)
+    rate = matmul_rate(args.dim, 3)
+    floor = eq10_flops(args.frames, x.shape[1], args.dim, res.num_spatial_tokens, res.num_tokens) / rate
+    print(
+        f"{args.generator}, {args.frames} x 196 x {args.dim}, {kw}, {args.similarity_dtype}: "
+        f"S = {res.num_spatial_tokens}, K = {res.num_tokens}; one thread, CPU time: "
+        f"{t * 1e3:.0f} ms, floor {floor * 1e3:.0f} ms ({rate / 1e9:.0f} GFLOP/s), ratio {t / floor:.2f}"
+    )
+    prof = cProfile.Profile(time.process_time)
+    prof.enable()
+    llava_scissor.compress(x, cfg)
+    prof.disable()
+    pstats.Stats(prof).sort_stats("cumulative").print_stats(args.rows)
+    return 0
+
+
+if __name__ == "__main__":
+    torch.set_grad_enabled(False)
+    raise SystemExit(main())

@@ -1,0 +1,17 @@
+"""Shared test settings."""
+
+import pytest
+
+from llava_scissor.core.engine import products as _products
+
+
+@pytest.fixture(autouse=True)
+def _bfloat16_products_everywhere(monkeypatch):
+    """Tests that ask for similarity_dtype="bfloat16" get bfloat16 products on every CPU.
+
+    The library takes them only where this CPU multiplies bfloat16 faster (``core/engine/products.py``);
+    the bfloat16 code paths (wide error bounds, their bands) must be tested on every
+    machine, and the output is the same either way. ``test_core_products.py`` tests the
+    decision itself.
+    """
+    monkeypatch.setattr(_products, "_measured_cpu_speedup", lambda: float("inf"))

@@ -1,0 +1,102 @@
+"""bfloat16 products only where they pay: the decision, not the timing (``core/engine/products.py``)."""
+
+import pytest
+import torch
+from torch.overrides import TorchFunctionMode
+
+import llava_scissor
+from llava_scissor.core import bfloat16_products
+from llava_scissor.core.engine import products as _products
+from llava_scissor.core.engine.products import (
+    MIN_SPEEDUP,
+    choose_path,
+    product_dtype,
+    speedup_of,
+)
+
+# The real probe, before the suite's fixture (conftest.py) replaces it in each test.
+_REAL_PROBE = _products._measured_cpu_speedup
+
+
+def _never() -> float:
+    raise AssertionError("the CPU probe must not run for this device")
+
+
+def test_cuda_and_meta_take_bfloat16_without_measuring():
+    assert choose_path("cuda", _never).dtype == torch.bfloat16
+    assert choose_path("meta", _never).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize(
+    ("speedup", "dtype"),
+    [(6.0, torch.bfloat16), (MIN_SPEEDUP, torch.bfloat16), (MIN_SPEEDUP * 0.99, torch.float32), (0.01, torch.float32)],
+)
+def test_cpu_takes_bfloat16_only_when_measurably_faster(speedup, dtype):
+    path = choose_path("cpu", lambda: speedup)
+    assert path.dtype == dtype
+    assert "measured" in path.reason
+
+
+def test_other_dtypes_are_never_changed():
+    for requested in (torch.float32, torch.float64):
+        assert product_dtype(requested, torch.device("cpu")) == requested
+
+
+def test_speedup_is_the_ratio_of_interleaved_minima():
+    t32 = iter([3.0, 1.0, 2.0])
+    t16 = iter([0.5, 0.6, 9.0])
+    assert speedup_of(lambda: next(t32), lambda: next(t16), repeat=3) == 2.0
+
+
+def test_probe_runs_once_per_process_and_leaves_the_global_rng_alone():
+    _REAL_PROBE.cache_clear()
+    state = torch.get_rng_state()
+    first = _REAL_PROBE()
+    assert _REAL_PROBE() == first > 0
+    assert _REAL_PROBE.cache_info().misses == 1
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+class _Dtypes(TorchFunctionMode):
+    """Records the dtypes of the matrix products' inputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: set[torch.dtype] = set()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in (torch.mm, torch.matmul, torch.bmm, torch.Tensor.__matmul__):
+            self.seen |= {a.dtype for a in args if isinstance(a, torch.Tensor)}
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("speedup", [0.01, float("inf")])
+def test_compress_follows_the_decision_with_the_same_output(monkeypatch, speedup):
+    monkeypatch.setattr(_products, "_measured_cpu_speedup", lambda: speedup)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 196, 64, generator=g)  # S above 256 tokens: the temporal step may take bfloat16
+    cfg = llava_scissor.ScissorConfig(retention=0.25, similarity_dtype="bfloat16")
+    with _Dtypes() as mode:
+        res = llava_scissor.compress(x, cfg)
+    assert (torch.bfloat16 in mode.seen) == (bfloat16_products("cpu").dtype == torch.bfloat16)
+    assert (torch.bfloat16 in mode.seen) == (speedup >= MIN_SPEEDUP)
+    ref = llava_scissor.compress(x, cfg.replace(similarity_dtype="float32"))
+    assert torch.equal(res.tokens, ref.tokens) and torch.equal(res.assignment, ref.assignment)
+
+
+@pytest.mark.parametrize("sampled_cost", [0, 10**9])  # narrowing always sampled / always dense
+@pytest.mark.parametrize("kw", [{"retention": 0.1}, {"retention": 0.3}, {"tau": 0.9}])
+def test_band_narrowing_sampled_or_dense_gives_the_float32_output(monkeypatch, sampled_cost, kw):
+    # A bfloat16 band is narrowed by float32 values of its pairs, sampled or from the dense
+    # float32 product (a dense band); either way the decisions are the canonical ones.
+    from llava_scissor.core.engine import exact
+
+    monkeypatch.setattr(exact, "_SAMPLED_COST", sampled_cost)
+    g = torch.Generator().manual_seed(1)
+    protos = torch.randn(6, 48, generator=g)
+    # Tokens near a few prototypes: many pairs crowd near the levels, the band is dense.
+    x = protos[torch.randint(0, 6, (6, 196), generator=g)] + 0.3 * torch.randn(6, 196, 48, generator=g)
+    cfg = llava_scissor.ScissorConfig(similarity_dtype="bfloat16", **kw)
+    res = llava_scissor.compress(x, cfg)
+    ref = llava_scissor.compress(x, cfg.replace(similarity_dtype="float32"))
+    assert torch.equal(res.tokens, ref.tokens) and torch.equal(res.assignment, ref.assignment)
