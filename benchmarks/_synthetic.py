@@ -30,10 +30,16 @@ GRID = 14
 
 
 def synthetic_video(
-    frames: int = 32, grid: int = GRID, dim: int = 896, regions: int = 12, objects: int = 4,
+    frames: int = 32,
+    grid: int = GRID,
+    dim: int = 896,
+    regions: int = 12,
+    objects: int = 4,
     noise: float | tuple[float, float] = 0.35,
-    seed: int = 0, dtype: torch.dtype = torch.float32,
-    centers: torch.Tensor | None = None, object_size: float = 2.0,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    centers: torch.Tensor | None = None,
+    object_size: float = 2.0,
 ) -> torch.Tensor:
     """-> [frames, grid*grid, dim] features.
 

@@ -94,7 +94,9 @@ def grid_parser(doc: str | None) -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=2)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument(
-        "--clock", choices=sorted(CLOCK), default="wall",
+        "--clock",
+        choices=sorted(CLOCK),
+        default="wall",
         help="wall (default), or cpu: this process's CPU time (for a shared machine, with --threads 1)",
     )
     return p
@@ -116,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--taus", type=float, nargs="+", default=[0.9, 0.8])
     p.add_argument("--generators", nargs="+", default=list(CORPUS), choices=list(CORPUS))
     p.add_argument(
-        "--similarity-dtypes", nargs="+", default=None,
+        "--similarity-dtypes",
+        nargs="+",
+        default=None,
         help="float32, bfloat16, float64 (default: float32, and bfloat16 where its products run here)",
     )
     p.add_argument("--device", default="cpu")
@@ -152,7 +156,11 @@ def main(argv: list[str] | None = None) -> int:
                 for g, x in videos.items():
                     res = llava_scissor.compress(x, cfg)  # also the warm-up
                     if (g, label) not in outputs:
-                        ref = res if sim == "float32" else llava_scissor.compress(x, cfg.replace(similarity_dtype="float32"))
+                        ref = (
+                            res
+                            if sim == "float32"
+                            else llava_scissor.compress(x, cfg.replace(similarity_dtype="float32"))
+                        )
                         outputs[g, label] = (ref.tokens, ref.assignment)
                     tokens, assignment = outputs[g, label]
                     same &= torch.equal(res.tokens, tokens) and torch.equal(res.assignment, assignment)

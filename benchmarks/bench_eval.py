@@ -56,9 +56,16 @@ def _requests(videos: list[Path], max_new_tokens: int) -> tuple[dict[int, dict[s
 
     docs = {i: {"video": str(v)} for i, v in enumerate(videos)}
     gen = {"max_new_tokens": max_new_tokens, "until": ["<|im_end|>"]}
-    reqs = [Instance(request_type="generate_until", doc={}, idx=0, metadata={"task": "bench", "doc_id": i, "repeats": 1},
-                     arguments=(QUESTIONS[i % len(QUESTIONS)], dict(gen), lambda d: [d["video"]], i, "bench", "test"))
-            for i in docs]
+    reqs = [
+        Instance(
+            request_type="generate_until",
+            doc={},
+            idx=0,
+            metadata={"task": "bench", "doc_id": i, "repeats": 1},
+            arguments=(QUESTIONS[i % len(QUESTIONS)], dict(gen), lambda d: [d["video"]], i, "bench", "test"),
+        )
+        for i in docs
+    ]
     return docs, reqs
 
 
@@ -74,15 +81,25 @@ def run(args: argparse.Namespace) -> None:
         model_dir = write_tiny_model("llava_onevision", folder / "model", seed=2)
         videos = [_write_video(folder / f"clip{i}.mp4", args.frames, seed=i) for i in range(args.requests)]
         extra: dict[str, Any] = {} if args.method == "none" else {"retention": args.retention}
-        print(f"plugin on a tiny LLaVA-OneVision (tests/hf_models.py), method={args.method} {extra}, "
-              f"{args.requests} requests, {args.frames} frames, max_new_tokens={args.max_new_tokens}, "
-              f"torch threads={torch.get_num_threads()}")
+        print(
+            f"plugin on a tiny LLaVA-OneVision (tests/hf_models.py), method={args.method} {extra}, "
+            f"{args.requests} requests, {args.frames} frames, max_new_tokens={args.max_new_tokens}, "
+            f"torch threads={torch.get_num_threads()}"
+        )
         print(f"{'batch':>5} {'seconds':>8} {'samples/s':>10} {'ratio':>6}")
         reference = None
         first_rate = None
         for bs in args.batch_sizes:
-            lm = model_class()(pretrained=str(model_dir), method=args.method, max_frames_num=args.frames,
-                               device=args.device, dtype="float32", batch_size=bs, sidecar="none", **extra)
+            lm = model_class()(
+                pretrained=str(model_dir),
+                method=args.method,
+                max_frames_num=args.frames,
+                device=args.device,
+                dtype="float32",
+                batch_size=bs,
+                sidecar="none",
+                **extra,
+            )
             docs, reqs = _requests(videos, args.max_new_tokens)
             lm.task_dict = {"bench": {"test": docs}}
             lm.generate_until(reqs)  # warm-up

@@ -48,13 +48,26 @@ def build_model(dtype: torch.dtype) -> Any:
 
     config = LlavaOnevisionConfig(
         text_config=dict(
-            model_type="qwen2", hidden_size=896, num_hidden_layers=24, num_attention_heads=14,
-            num_key_value_heads=2, intermediate_size=4864, vocab_size=256, max_position_embeddings=32768,
-            pad_token_id=PAD_ID, eos_token_id=PAD_ID, tie_word_embeddings=True,
+            model_type="qwen2",
+            hidden_size=896,
+            num_hidden_layers=24,
+            num_attention_heads=14,
+            num_key_value_heads=2,
+            intermediate_size=4864,
+            vocab_size=256,
+            max_position_embeddings=32768,
+            pad_token_id=PAD_ID,
+            eos_token_id=PAD_ID,
+            tie_word_embeddings=True,
         ),
         vision_config=dict(
-            model_type="siglip_vision_model", hidden_size=64, intermediate_size=128, num_hidden_layers=1,
-            num_attention_heads=2, image_size=378, patch_size=14,
+            model_type="siglip_vision_model",
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=378,
+            patch_size=14,
         ),
         image_token_index=IMAGE_ID,
         video_token_index=VIDEO_ID,
@@ -149,29 +162,51 @@ def run(frames_list: Sequence[int], retentions: Sequence[float], repeats: int, d
             inputs = build_inputs(frames, dtype)
             full_tokens = inputs["input_ids"].shape[1]
             ttft, prefill, _ = best_of(lambda: model.generate(**inputs, max_new_tokens=1, do_sample=False))
-            yield dict(frames=frames, retention=1.0, tokens=full_tokens, ttft=ttft, prefill=prefill,
-                       measured=1.0, eq9=1.0, arch=1.0, overhead=0.0)
+            yield dict(
+                frames=frames,
+                retention=1.0,
+                tokens=full_tokens,
+                ttft=ttft,
+                prefill=prefill,
+                measured=1.0,
+                eq9=1.0,
+                arch=1.0,
+                overhead=0.0,
+            )
             base = prefill
             for r in retentions:
+
                 def compressed() -> float:
                     prepared = llava_scissor.prepare(model, inputs, retention=r)
                     model.generate(**prepared, max_new_tokens=1, do_sample=False)
                     return sum(s.seconds for s in prepared.stats), prepared["input_ids"].shape[1]
 
                 ttft_c, prefill_c, (comp, tokens) = best_of(compressed)
-                yield dict(frames=frames, retention=r, tokens=tokens, ttft=ttft_c, prefill=prefill_c,
-                           measured=prefill_c / base, eq9=predicted_ratio(tokens, full_tokens),
-                           arch=arch_ratio(tokens, full_tokens), overhead=comp / base)
+                yield dict(
+                    frames=frames,
+                    retention=r,
+                    tokens=tokens,
+                    ttft=ttft_c,
+                    prefill=prefill_c,
+                    measured=prefill_c / base,
+                    eq9=predicted_ratio(tokens, full_tokens),
+                    arch=arch_ratio(tokens, full_tokens),
+                    overhead=comp / base,
+                )
 
 
-HEADER = (f"{'frames':>6} {'retention':>9} {'tokens':>6} {'ttft_s':>8} {'prefill_s':>9} "
-          f"{'measured':>8} {'eq9':>6} {'meas/eq9':>8} {'arch':>6} {'meas/arch':>9} {'overhead':>8}")
+HEADER = (
+    f"{'frames':>6} {'retention':>9} {'tokens':>6} {'ttft_s':>8} {'prefill_s':>9} "
+    f"{'measured':>8} {'eq9':>6} {'meas/eq9':>8} {'arch':>6} {'meas/arch':>9} {'overhead':>8}"
+)
 
 
 def format_row(r: dict) -> str:
-    return (f"{r['frames']:>6} {r['retention'] * 100:>8.0f}% {r['tokens']:>6} {r['ttft']:>8.2f} {r['prefill']:>9.2f} "
-            f"{r['measured']:>8.3f} {r['eq9']:>6.3f} {r['measured'] / r['eq9']:>8.2f} {r['arch']:>6.3f} "
-            f"{r['measured'] / r['arch']:>9.2f} {r['overhead'] * 100:>7.2f}%")
+    return (
+        f"{r['frames']:>6} {r['retention'] * 100:>8.0f}% {r['tokens']:>6} {r['ttft']:>8.2f} {r['prefill']:>9.2f} "
+        f"{r['measured']:>8.3f} {r['eq9']:>6.3f} {r['measured'] / r['eq9']:>8.2f} {r['arch']:>6.3f} "
+        f"{r['measured'] / r['arch']:>9.2f} {r['overhead'] * 100:>7.2f}%"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -186,8 +221,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     import transformers
 
-    print(f"torch {torch.__version__}, transformers {transformers.__version__}, threads {torch.get_num_threads()}, "
-          f"dtype {args.dtype}; LM: Qwen2-0.5B dims, random weights; 196 tokens/frame")
+    print(
+        f"torch {torch.__version__}, transformers {transformers.__version__}, threads {torch.get_num_threads()}, "
+        f"dtype {args.dtype}; LM: Qwen2-0.5B dims, random weights; 196 tokens/frame"
+    )
     print(HEADER)
     print("-" * len(HEADER), flush=True)
     for row in run(args.frames, args.retention, args.repeats, getattr(torch, args.dtype)):

@@ -57,8 +57,16 @@ print(json.dumps(dict(time=best, S=s, K=k, extra_mb=(peak - base) / 1024)))
 
 def run(impl: str, frames: int, args: argparse.Namespace, calls: int, out: str) -> dict:
     code = CHILD.format(
-        here=HERE, impl=impl, frames=frames, dim=args.dim, tau=args.tau, generator=args.generator, calls=calls,
-        out=out, clock=args.clock, threads=args.threads,
+        here=HERE,
+        impl=impl,
+        frames=frames,
+        dim=args.dim,
+        tau=args.tau,
+        generator=args.generator,
+        calls=calls,
+        out=out,
+        clock=args.clock,
+        threads=args.threads,
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])

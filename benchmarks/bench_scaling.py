@@ -91,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     base = {"tau": args.tau} if args.tau is not None else {"retention": args.retention or 0.1}
     what = ", ".join(f"{k} = {v:g}" for k, v in base.items())
     threads = f"{args.threads} threads" if args.threads else "torch's threads"
-    print(f"{what}, dim {args.dim}, device {args.device}, {threads}, {args.clock} time; extra = peak memory over the input's")
+    print(
+        f"{what}, dim {args.dim}, device {args.device}, {threads}, {args.clock} time; extra = peak memory over the input's"
+    )
     header = (
         f"{'generator':>11} {'mode':>7} {'frames':>6} {'S':>6} {'K':>6} {'time s':>8} {'floor s':>8} "
         f"{'ratio':>6} {'input MB':>9} {'extra MB':>9}"

@@ -52,9 +52,21 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "pixel_tokens.safetensors")
         save_file({"features": tokens}, path)
-        return cli(["visualize", args.video, "--features", path, "--retention", args.retention,
-                    "--title", "LLaVA-Scissor on docs/sample.mp4 (stand-in tokens: 8x8 pixel patches, 196 per frame)",
-                    "-o", args.output, "--quiet"])
+        return cli(
+            [
+                "visualize",
+                args.video,
+                "--features",
+                path,
+                "--retention",
+                args.retention,
+                "--title",
+                "LLaVA-Scissor on docs/sample.mp4 (stand-in tokens: 8x8 pixel patches, 196 per frame)",
+                "-o",
+                args.output,
+                "--quiet",
+            ]
+        )
 
 
 if __name__ == "__main__":

@@ -60,7 +60,9 @@ def _day(t: float) -> Image.Image:
     by = 232 - height
     squash = 1.0 if height > 6 else 0.85
     d.ellipse(((bx - 12) * s, 238 * s, (bx + 12) * s, 246 * s), fill=(62, 120, 52))  # shadow
-    d.ellipse(((bx - r / squash) * s, (by - r * squash) * s, (bx + r / squash) * s, (by + r * squash) * s), fill=(220, 40, 40))
+    d.ellipse(
+        ((bx - r / squash) * s, (by - r * squash) * s, (bx + r / squash) * s, (by + r * squash) * s), fill=(220, 40, 40)
+    )
     d.ellipse(((bx - 9) * s, (by - 13) * s, (bx - 1) * s, (by - 6) * s), fill=(250, 150, 150))  # highlight
     return img
 
@@ -82,11 +84,16 @@ def _night(t: float) -> Image.Image:
         d.rectangle((lx * s, 228 * s, (lx + 26) * s, 232 * s), fill=(230, 230, 230))
     cx = -70 + 70 * t  # the car drives right
     d.rectangle((cx * s, 200 * s, (cx + 96) * s, 228 * s), fill=(240, 200, 30))  # body
-    d.polygon([((cx + 20) * s, 200 * s), ((cx + 34) * s, 180 * s), ((cx + 70) * s, 180 * s), ((cx + 84) * s, 200 * s)], fill=(230, 185, 20))
+    d.polygon(
+        [((cx + 20) * s, 200 * s), ((cx + 34) * s, 180 * s), ((cx + 70) * s, 180 * s), ((cx + 84) * s, 200 * s)],
+        fill=(230, 185, 20),
+    )
     d.rectangle(((cx + 38) * s, 184 * s, (cx + 66) * s, 198 * s), fill=(150, 200, 235))  # window
     for wx in (cx + 20, cx + 76):
         d.ellipse(((wx - 11) * s, 218 * s, (wx + 11) * s, 240 * s), fill=(20, 20, 20))
-    d.polygon([((cx + 96) * s, 206 * s), ((cx + 150) * s, 196 * s), ((cx + 150) * s, 226 * s)], fill=(250, 240, 170))  # headlight
+    d.polygon(
+        [((cx + 96) * s, 206 * s), ((cx + 150) * s, 196 * s), ((cx + 150) * s, 226 * s)], fill=(250, 240, 170)
+    )  # headlight
     return img
 
 

@@ -32,8 +32,18 @@ from typing import Any
 import numpy as np
 import torch
 
-MODEL_TYPES = ("llava_onevision", "llava_next_video", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe",
-               "qwen3_5", "qwen3_5_moe", "glm4v", "glm46v")
+MODEL_TYPES = (
+    "llava_onevision",
+    "llava_next_video",
+    "qwen2_vl",
+    "qwen2_5_vl",
+    "qwen3_vl",
+    "qwen3_vl_moe",
+    "qwen3_5",
+    "qwen3_5_moe",
+    "glm4v",
+    "glm46v",
+)
 #: families whose video is one placeholder segment per temporal step
 SEGMENTED = ("qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe", "glm4v", "glm46v")
 #: 3-D rotary positions (supplied by the integration)
@@ -67,10 +77,18 @@ _QWEN = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3
 _GLM = ("glm4v", "glm46v")
 IMAGE_ID = {"llava_onevision": 3, "llava_next_video": 3, **{t: 7 for t in _QWEN}, **{t: 14 for t in _GLM}}
 VIDEO_ID = {"llava_onevision": 4, "llava_next_video": 4, **{t: 8 for t in _QWEN}, **{t: 14 for t in _GLM}}
-VIDEO_TOKEN = {"llava_onevision": "<video>", "llava_next_video": "<video>", **{t: "<|video_pad|>" for t in _QWEN},
-               **{t: "<|video|>" for t in _GLM}}
-IMAGE_TOKEN = {"llava_onevision": "<image>", "llava_next_video": "<image>", **{t: "<|image_pad|>" for t in _QWEN},
-               **{t: "<|image|>" for t in _GLM}}
+VIDEO_TOKEN = {
+    "llava_onevision": "<video>",
+    "llava_next_video": "<video>",
+    **{t: "<|video_pad|>" for t in _QWEN},
+    **{t: "<|video|>" for t in _GLM},
+}
+IMAGE_TOKEN = {
+    "llava_onevision": "<image>",
+    "llava_next_video": "<image>",
+    **{t: "<|image_pad|>" for t in _QWEN},
+    **{t: "<|image|>" for t in _GLM},
+}
 #: what the chat template writes for a video (GLM's real template wraps it in the video markers)
 VIDEO_PART = dict(VIDEO_TOKEN, **{t: "<|begin_of_video|><|video|><|end_of_video|>" for t in _GLM})
 
@@ -136,8 +154,13 @@ def tiny_config(model_type: str) -> Any:
         return tf.LlavaOnevisionConfig(
             text_config=_text_config(),
             vision_config=dict(
-                model_type="siglip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                num_attention_heads=4, image_size=84, patch_size=14,
+                model_type="siglip_vision_model",
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                image_size=84,
+                patch_size=14,
             ),
             image_token_index=IMAGE_ID[model_type],
             video_token_index=VIDEO_ID[model_type],
@@ -150,8 +173,14 @@ def tiny_config(model_type: str) -> Any:
         return tf.LlavaNextVideoConfig(
             text_config=_text_config(),
             vision_config=dict(
-                model_type="clip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                num_attention_heads=4, image_size=84, patch_size=14, projection_dim=32,
+                model_type="clip_vision_model",
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                image_size=84,
+                patch_size=14,
+                projection_dim=32,
             ),
             image_token_index=IMAGE_ID[model_type],
             video_token_index=VIDEO_ID[model_type],
@@ -170,8 +199,16 @@ def tiny_config(model_type: str) -> Any:
         text["model_type"] = "qwen2_vl_text"
         return tf.Qwen2VLConfig(
             text_config=text,
-            vision_config=dict(depth=2, embed_dim=32, hidden_size=32, num_heads=4, mlp_ratio=2, patch_size=14,
-                               spatial_merge_size=2, temporal_patch_size=2),
+            vision_config=dict(
+                depth=2,
+                embed_dim=32,
+                hidden_size=32,
+                num_heads=4,
+                mlp_ratio=2,
+                patch_size=14,
+                spatial_merge_size=2,
+                temporal_patch_size=2,
+            ),
             tie_word_embeddings=False,
             **ids,
         )
@@ -179,9 +216,19 @@ def tiny_config(model_type: str) -> Any:
         text["model_type"] = "qwen2_5_vl_text"
         return tf.Qwen2_5_VLConfig(
             text_config=text,
-            vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=32,
-                               patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=56,
-                               fullatt_block_indexes=[1], tokens_per_second=2),
+            vision_config=dict(
+                depth=2,
+                hidden_size=32,
+                intermediate_size=64,
+                num_heads=4,
+                out_hidden_size=32,
+                patch_size=14,
+                spatial_merge_size=2,
+                temporal_patch_size=2,
+                window_size=56,
+                fullatt_block_indexes=[1],
+                tokens_per_second=2,
+            ),
             tie_word_embeddings=False,
             **ids,
         )
@@ -193,8 +240,16 @@ def tiny_config(model_type: str) -> Any:
 def _segmented_config(model_type: str, text: dict[str, Any], ids: dict[str, int]) -> Any:
     import transformers as tf
 
-    vision = {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 4, "out_hidden_size": 32,
-              "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2}
+    vision = {
+        "depth": 2,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_heads": 4,
+        "out_hidden_size": 32,
+        "patch_size": 14,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+    }
     text = dict(text, head_dim=8)
     text["rope_parameters"] = dict(text["rope_parameters"], mrope_interleaved=True)
     moe = {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32}
@@ -202,28 +257,43 @@ def _segmented_config(model_type: str, text: dict[str, Any], ids: dict[str, int]
         vision.update(num_position_embeddings=16, deepstack_visual_indexes=[0, 1])
         if model_type == "qwen3_vl":
             return tf.Qwen3VLConfig(text_config=dict(text, model_type="qwen3_vl_text"), vision_config=vision, **ids)
-        return tf.Qwen3VLMoeConfig(text_config=dict(text, model_type="qwen3_vl_moe_text", decoder_sparse_step=1, **moe),
-                                   vision_config=vision, **ids)
+        return tf.Qwen3VLMoeConfig(
+            text_config=dict(text, model_type="qwen3_vl_moe_text", decoder_sparse_step=1, **moe),
+            vision_config=vision,
+            **ids,
+        )
     if model_type in ("qwen3_5", "qwen3_5_moe"):
         vision.update(num_position_embeddings=16)
         # one linear-attention (Gated DeltaNet) and one full-attention layer; rotary on all of head_dim
-        text.update(layer_types=["linear_attention", "full_attention"], partial_rotary_factor=1.0,
-                    linear_conv_kernel_dim=2, linear_key_head_dim=8, linear_value_head_dim=8,
-                    linear_num_key_heads=2, linear_num_value_heads=4)
+        text.update(
+            layer_types=["linear_attention", "full_attention"],
+            partial_rotary_factor=1.0,
+            linear_conv_kernel_dim=2,
+            linear_key_head_dim=8,
+            linear_value_head_dim=8,
+            linear_num_key_heads=2,
+            linear_num_value_heads=4,
+        )
         text["rope_parameters"] = dict(text["rope_parameters"], partial_rotary_factor=1.0)
         if model_type == "qwen3_5":
             return tf.Qwen3_5Config(text_config=dict(text, model_type="qwen3_5_text"), vision_config=vision, **ids)
         return tf.Qwen3_5MoeConfig(
             text_config=dict(text, model_type="qwen3_5_moe_text", shared_expert_intermediate_size=32, **moe),
-            vision_config=vision, **ids,
+            vision_config=vision,
+            **ids,
         )
     vision.update(image_size=56)
     text = {k: v for k, v in text.items() if k not in ("head_dim", "tie_word_embeddings")}
     text["rope_parameters"] = {k: v for k, v in text["rope_parameters"].items() if k != "mrope_interleaved"}
     return (tf.Glm4vConfig if model_type == "glm4v" else tf.Glm46VConfig)(
-        text_config=dict(text, model_type="glm4v_text"), vision_config=dict(vision, model_type="glm4v_vision"),
-        image_token_id=14, video_token_id=15, image_start_token_id=10, image_end_token_id=11,
-        video_start_token_id=12, video_end_token_id=13,
+        text_config=dict(text, model_type="glm4v_text"),
+        vision_config=dict(vision, model_type="glm4v_vision"),
+        image_token_id=14,
+        video_token_id=15,
+        image_start_token_id=10,
+        image_end_token_id=11,
+        video_start_token_id=12,
+        video_end_token_id=13,
     )
 
 
@@ -274,14 +344,17 @@ def tiny_image_processor(model_type: str) -> Any:
         )
     if model_type == "llava_next_video":
         return LlavaNextImageProcessorPil(
-            size={"shortest_edge": 84}, crop_size={"height": 84, "width": 84},
+            size={"shortest_edge": 84},
+            crop_size={"height": 84, "width": 84},
             image_grid_pinpoints=[[84, 84], [84, 168], [168, 84]],
         )
     del tf
     if model_type in _GLM:
         # GLM's resize bounds the pixels of a temporal patch (two frames)
         return Glm4vImageProcessorPil(
-            size={"shortest_edge": 2 * 56 * 56, "longest_edge": 2 * 56 * 84}, patch_size=14, merge_size=2,
+            size={"shortest_edge": 2 * 56 * 56, "longest_edge": 2 * 56 * 84},
+            patch_size=14,
+            merge_size=2,
             temporal_patch_size=2,
         )
     return Qwen2VLImageProcessorPil(
@@ -306,9 +379,13 @@ def random_video(frames: int, height: int = 84, width: int = 84, seed: int = 0) 
     out = []
     for f in range(frames):
         field = np.clip(base + drift * f, 0, 255)
-        img = torch.nn.functional.interpolate(
-            torch.tensor(field, dtype=torch.float32).permute(2, 0, 1)[None], size=(height, width), mode="bilinear"
-        )[0].permute(1, 2, 0).numpy()
+        img = (
+            torch.nn.functional.interpolate(
+                torch.tensor(field, dtype=torch.float32).permute(2, 0, 1)[None], size=(height, width), mode="bilinear"
+            )[0]
+            .permute(1, 2, 0)
+            .numpy()
+        )
         noise = rng.normal(0, 6, size=img.shape)
         out.append(np.clip(img + noise, 0, 255).astype(np.uint8))
     return np.stack(out)
@@ -337,7 +414,13 @@ def write_tiny_model(model_type: str, path: str | Path, seed: int = 0) -> Path:
     if model_type == "llava_onevision":
         # what LlavaOnevisionProcessor reads to count image tokens
         (path / "processor_config.json").write_text(
-            json.dumps({"processor_class": "LlavaOnevisionProcessor", "num_image_tokens": 36,
-                        "vision_feature_select_strategy": "full", "vision_aspect_ratio": "anyres_max_9"})
+            json.dumps(
+                {
+                    "processor_class": "LlavaOnevisionProcessor",
+                    "num_image_tokens": 36,
+                    "vision_feature_select_strategy": "full",
+                    "vision_aspect_ratio": "anyres_max_9",
+                }
+            )
         )
     return path

@@ -29,9 +29,25 @@ from llava_scissor.cli._progress import Progress  # noqa: E402
 FRAMES = 6
 OV_TOKENS = 9  # tiny LLaVA-OneVision: 3 x 3 tokens per frame
 ASK_KEYS = {
-    "model", "model_type", "device", "video", "question", "answer", "frames", "frame_indices",
-    "tokens_per_frame", "tokens_before", "tokens_after", "spatial_tokens", "retention", "config",
-    "generated_tokens", "timings", "compare", "method", "options",
+    "model",
+    "model_type",
+    "device",
+    "video",
+    "question",
+    "answer",
+    "frames",
+    "frame_indices",
+    "tokens_per_frame",
+    "tokens_before",
+    "tokens_after",
+    "spatial_tokens",
+    "retention",
+    "config",
+    "generated_tokens",
+    "timings",
+    "compare",
+    "method",
+    "options",
 }
 STAGES = ("decode", "vision", "compression", "prefill", "generation")
 
@@ -57,8 +73,9 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def features_file(tmp_path, frames: int = 4, tokens: int = 16, dim: int = 24, suffix: str = ".safetensors",
-                  key: str = "features") -> str:
+def features_file(
+    tmp_path, frames: int = 4, tokens: int = 16, dim: int = 24, suffix: str = ".safetensors", key: str = "features"
+) -> str:
     torch.manual_seed(0)
     feats = torch.randn(frames, tokens, dim)
     feats[:, : tokens // 2] += 3 * torch.randn(dim)  # one large similar region per frame
@@ -76,8 +93,18 @@ def features_file(tmp_path, frames: int = 4, tokens: int = 16, dim: int = 24, su
 
 
 def test_ask_prints_answer_and_table(capsys, video, ov_model):
-    code, out, err = run(capsys, "ask", video, "describe the video", "--model", ov_model,
-                         "--frames", str(FRAMES), "--max-new-tokens", "5")
+    code, out, err = run(
+        capsys,
+        "ask",
+        video,
+        "describe the video",
+        "--model",
+        ov_model,
+        "--frames",
+        str(FRAMES),
+        "--max-new-tokens",
+        "5",
+    )
     assert code == 0, err
     assert err == ""  # no progress output when stdout is not a terminal
     lines = out.splitlines()
@@ -95,8 +122,21 @@ def test_ask_prints_answer_and_table(capsys, video, ov_model):
 
 
 def test_ask_json_schema(capsys, video, ov_model):
-    code, out, err = run(capsys, "ask", video, "what happens", "--model", ov_model, "--frames", str(FRAMES),
-                         "--retention", "0.25", "--max-new-tokens", "3", "--json")
+    code, out, err = run(
+        capsys,
+        "ask",
+        video,
+        "what happens",
+        "--model",
+        ov_model,
+        "--frames",
+        str(FRAMES),
+        "--retention",
+        "0.25",
+        "--max-new-tokens",
+        "3",
+        "--json",
+    )
     assert code == 0, err
     report = json.loads(out)
     assert set(report) == ASK_KEYS
@@ -113,8 +153,22 @@ def test_ask_json_schema(capsys, video, ov_model):
 
 
 def test_ask_compare(capsys, video, ov_model):
-    code, out, err = run(capsys, "ask", video, "describe the video", "--model", ov_model, "--frames", str(FRAMES),
-                         "--tau", "0.5", "--compare", "--json", "--max-new-tokens", "4")
+    code, out, err = run(
+        capsys,
+        "ask",
+        video,
+        "describe the video",
+        "--model",
+        ov_model,
+        "--frames",
+        str(FRAMES),
+        "--tau",
+        "0.5",
+        "--compare",
+        "--json",
+        "--max-new-tokens",
+        "4",
+    )
     assert code == 0, err
     report = json.loads(out)
     compare = report["compare"]
@@ -122,14 +176,40 @@ def test_ask_compare(capsys, video, ov_model):
     assert report["tokens_after"] < compare["tokens"]
     assert compare["generated_tokens"] == 4 and isinstance(compare["answer"], str)
     assert compare["timings"]["compression"] is None and compare["timings"]["prefill"] >= 0
-    code, out, err = run(capsys, "ask", video, "describe the video", "--model", ov_model, "--frames", str(FRAMES),
-                         "--tau", "0.5", "--compare", "--max-new-tokens", "4")
+    code, out, err = run(
+        capsys,
+        "ask",
+        video,
+        "describe the video",
+        "--model",
+        ov_model,
+        "--frames",
+        str(FRAMES),
+        "--tau",
+        "0.5",
+        "--compare",
+        "--max-new-tokens",
+        "4",
+    )
     assert code == 0 and "uncompressed (54 video tokens):" in out and "(uncompressed" in out
 
 
 def test_ask_qwen(capsys, video, qwen_model):
-    code, out, err = run(capsys, "ask", video, "what happens", "--model", qwen_model, "--frames", "4",
-                         "--max-tokens", "3", "--json", "--max-new-tokens", "3")
+    code, out, err = run(
+        capsys,
+        "ask",
+        video,
+        "what happens",
+        "--model",
+        qwen_model,
+        "--frames",
+        "4",
+        "--max-tokens",
+        "3",
+        "--json",
+        "--max-new-tokens",
+        "3",
+    )
     assert code == 0, err
     report = json.loads(out)
     assert report["model_type"] == "qwen2_vl"
@@ -142,15 +222,29 @@ def test_every_family_from_a_saved_folder(capsys, tmp_path, video, model_type):
     """Each family saved as a folder (no video_preprocessor_config.json, as the tiny writer
     saves it) loads and runs ask / compress / visualize from the command line."""
     folder = str(write_tiny_model(model_type, tmp_path / model_type))
-    code, out, err = run(capsys, "ask", video, "what happens", "--model", folder, "--frames", "4",
-                         "--retention", "0.5", "--max-new-tokens", "2", "--json")
+    code, out, err = run(
+        capsys,
+        "ask",
+        video,
+        "what happens",
+        "--model",
+        folder,
+        "--frames",
+        "4",
+        "--retention",
+        "0.5",
+        "--max-new-tokens",
+        "2",
+        "--json",
+    )
     assert code == 0, err
     report = json.loads(out)
     assert report["model_type"] == model_type and report["generated_tokens"] == 2
     assert report["tokens_after"] < report["tokens_before"]
     tokens = str(tmp_path / "tokens.safetensors")
-    code, out, err = run(capsys, "compress", video, "--model", folder, "--frames", "4", "--retention", "0.5",
-                         "-o", tokens)
+    code, out, err = run(
+        capsys, "compress", video, "--model", folder, "--frames", "4", "--retention", "0.5", "-o", tokens
+    )
     assert code == 0, err
     assert load_file(tokens)["tokens"].shape[0] == report["tokens_after"]
     picture = str(tmp_path / "tokens.png")
@@ -164,8 +258,9 @@ def test_every_family_from_a_saved_folder(capsys, tmp_path, video, model_type):
 
 def test_compress_video_through_the_model(capsys, tmp_path, video, ov_model):
     out_path = str(tmp_path / "tokens.safetensors")
-    code, out, err = run(capsys, "compress", video, "--model", ov_model, "--frames", str(FRAMES), "--tau", "0.6",
-                         "-o", out_path)
+    code, out, err = run(
+        capsys, "compress", video, "--model", ov_model, "--frames", str(FRAMES), "--tau", "0.6", "-o", out_path
+    )
     assert code == 0, err
     assert out.startswith(f"wrote {out_path}")
     tensors = load_file(out_path)
@@ -306,10 +401,19 @@ BAD = {
     "unknown option": (["ask", "{video}", "q", "--budget", "3"], "unrecognized arguments"),
     "unknown model type": (["ask", "{video}", "q", "--model", "{bert}"], "model type 'bert'"),
     "model folder missing": (["ask", "{video}", "q", "--model", "{root}/no-model"], "model folder not found"),
-    "model not available offline": (["ask", "{video}", "q", "--model", "llava-hf/no-such-model-here"], "--model FOLDER"),
-    "features wrong shape": (["compress", "--features", "{flat}", "-o", "{root}/o.safetensors"], "[frames, tokens, dim]"),
+    "model not available offline": (
+        ["ask", "{video}", "q", "--model", "llava-hf/no-such-model-here"],
+        "--model FOLDER",
+    ),
+    "features wrong shape": (
+        ["compress", "--features", "{flat}", "-o", "{root}/o.safetensors"],
+        "[frames, tokens, dim]",
+    ),
     "features missing": (["compress", "--features", "{root}/none.npy", "-o", "{root}/o.safetensors"], "not found"),
-    "video and features": (["compress", "{video}", "--features", "{flat}", "-o", "{root}/o.safetensors"], "exactly one"),
+    "video and features": (
+        ["compress", "{video}", "--features", "{flat}", "-o", "{root}/o.safetensors"],
+        "exactly one",
+    ),
     "bad output suffix": (["compress", "--features", "{flat}", "-o", "{root}/o.bin"], ".safetensors"),
     "bad picture suffix": (["visualize", "{video}", "--features", "{flat}", "-o", "{root}/o.jpg"], ".png"),
     "no command": ([], "required"),
@@ -340,11 +444,17 @@ def test_frames_must_match_features(capsys, tmp_path, video):
 def test_console_entry_points_exit_codes(tmp_path, video):
     """The real process: ``python -m llava_scissor``; exit status and a single stderr line."""
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    ok = subprocess.run([sys.executable, "-m", "llava_scissor", "info", "--json"], capture_output=True, text=True,
-                        env=env, timeout=120)
+    ok = subprocess.run(
+        [sys.executable, "-m", "llava_scissor", "info", "--json"], capture_output=True, text=True, env=env, timeout=120
+    )
     assert ok.returncode == 0 and json.loads(ok.stdout)["default_model"].startswith("llava-hf/")
-    bad = subprocess.run([sys.executable, "-m", "llava_scissor", "ask", str(tmp_path / "x.mp4"), "q"],
-                         capture_output=True, text=True, env=env, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "llava_scissor", "ask", str(tmp_path / "x.mp4"), "q"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
     assert "video file not found" in bad.stderr
@@ -377,7 +487,7 @@ def test_progress_only_on_a_terminal(monkeypatch):
     assert "decoding" in text and "4/4" in text and text.endswith("\n")
     with progress.bar("loading") as bar:  # no count: the label and the elapsed time
         pass
-    assert stream.getvalue()[len(text):].startswith("\rloading ... 00:00")
+    assert stream.getvalue()[len(text) :].startswith("\rloading ... 00:00")
     quiet = _Terminal()
     with Progress(quiet=True, stream=quiet).bar("decoding", 4) as bar:
         bar.update(4)
@@ -398,8 +508,9 @@ SAMPLE = os.path.join(ROOT, "docs", "sample.mp4")
 
 def test_first_command_on_the_sample_video(capsys, ov_model):
     """``llava-scissor ask docs/sample.mp4 ...`` with a local folder instead of the download."""
-    code, out, err = run(capsys, "ask", SAMPLE, "What happens in this video?", "--model", ov_model,
-                         "--max-new-tokens", "4", "--json")
+    code, out, err = run(
+        capsys, "ask", SAMPLE, "What happens in this video?", "--model", ov_model, "--max-new-tokens", "4", "--json"
+    )
     assert code == 0, err
     report = json.loads(out)
     assert report["frames"] == 32 and report["tokens_before"] == 32 * OV_TOKENS
@@ -411,8 +522,13 @@ def test_first_command_offline_says_how_to_pass_a_folder(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf-home"))
     env.pop("HF_HUB_CACHE", None)
     env.pop("TRANSFORMERS_CACHE", None)
-    proc = subprocess.run([sys.executable, "-m", "llava_scissor", "ask", SAMPLE, "What happens in this video?"],
-                          capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "llava_scissor", "ask", SAMPLE, "What happens in this video?"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert "llava-hf/llava-onevision-qwen2-0.5b-ov-hf" in proc.stderr and "--model FOLDER" in proc.stderr

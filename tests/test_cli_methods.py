@@ -65,8 +65,20 @@ def test_method_options_reach_the_method(capsys, tmp_path) -> None:
     outs = {}
     for ratio in ("1", "7"):
         out = str(tmp_path / f"v{ratio}.safetensors")
-        code, _, err = run(capsys, "compress", "--features", feats, "--method", "vidcom2", "--retention", "0.25",
-                           "--option", f"temperature={ratio}", "-o", out)
+        code, _, err = run(
+            capsys,
+            "compress",
+            "--features",
+            feats,
+            "--method",
+            "vidcom2",
+            "--retention",
+            "0.25",
+            "--option",
+            f"temperature={ratio}",
+            "-o",
+            out,
+        )
         assert code == 0, err
         outs[ratio] = _metadata(out)
     assert outs["1"]["options"] == {"temperature": 1}
@@ -78,13 +90,40 @@ def test_method_options_reach_the_method(capsys, tmp_path) -> None:
 
 def test_visionzip_through_the_model_and_visualize_a_baseline(capsys, tmp_path, video, ov_model) -> None:
     out = str(tmp_path / "vz.safetensors")
-    code, _, err = run(capsys, "compress", video, "--model", ov_model, "--frames", str(FRAMES), "--method",
-                       "visionzip", "--retention", "0.25", "-o", out)
+    code, _, err = run(
+        capsys,
+        "compress",
+        video,
+        "--model",
+        ov_model,
+        "--frames",
+        str(FRAMES),
+        "--method",
+        "visionzip",
+        "--retention",
+        "0.25",
+        "-o",
+        out,
+    )
     assert code == 0, err
     assert _metadata(out)["tokens_after"] == K
     png = str(tmp_path / "d.png")
-    code, out_text, err = run(capsys, "visualize", video, "--model", ov_model, "--frames", str(FRAMES),
-                              "--method", "dycoke", "--retention", "0.25", "-o", png, "--json")
+    code, out_text, err = run(
+        capsys,
+        "visualize",
+        video,
+        "--model",
+        ov_model,
+        "--frames",
+        str(FRAMES),
+        "--method",
+        "dycoke",
+        "--retention",
+        "0.25",
+        "-o",
+        png,
+        "--json",
+    )
     assert code == 0, err
     report = json.loads(out_text)
     assert report["method"] == "dycoke" and report["tokens_after"] == K
@@ -93,8 +132,24 @@ def test_visionzip_through_the_model_and_visualize_a_baseline(capsys, tmp_path, 
 @pytest.mark.parametrize("method", METHODS)
 def test_ask_runs_every_method(capsys, video, ov_model, method) -> None:
     extra = ["--option", "layer=1"] if method == "fastv" else []  # the tiny model has 2 layers
-    code, out, err = run(capsys, "ask", video, "describe the video", "--model", ov_model, "--frames", str(FRAMES),
-                         "--method", method, "--retention", "0.25", "--max-new-tokens", "3", "--json", *extra)
+    code, out, err = run(
+        capsys,
+        "ask",
+        video,
+        "describe the video",
+        "--model",
+        ov_model,
+        "--frames",
+        str(FRAMES),
+        "--method",
+        method,
+        "--retention",
+        "0.25",
+        "--max-new-tokens",
+        "3",
+        "--json",
+        *extra,
+    )
     assert code == 0, err
     report = json.loads(out)
     assert report["method"] == method and report["options"] == ({"layer": 1} if extra else {})
@@ -102,8 +157,21 @@ def test_ask_runs_every_method(capsys, video, ov_model, method) -> None:
 
 
 def test_ask_compare_two_methods_side_by_side(capsys, video, ov_model) -> None:
-    argv = ["ask", video, "describe the video", "--model", ov_model, "--frames", str(FRAMES), "--retention",
-            "0.25", "--max-new-tokens", "3", "--compare", "dycoke"]
+    argv = [
+        "ask",
+        video,
+        "describe the video",
+        "--model",
+        ov_model,
+        "--frames",
+        str(FRAMES),
+        "--retention",
+        "0.25",
+        "--max-new-tokens",
+        "3",
+        "--compare",
+        "dycoke",
+    ]
     code, out, err = run(capsys, *argv, "--json")
     assert code == 0, err
     report = json.loads(out)
@@ -117,27 +185,64 @@ def test_ask_compare_two_methods_side_by_side(capsys, video, ov_model) -> None:
 
 
 BAD = {
-    "unknown method": (["compress", "--features", "{feats}", "--method", "nope", "-o", "{o}"],
-                       "unknown method 'nope'; available methods"),
-    "baseline without a budget": (["compress", "--features", "{feats}", "--method", "dycoke", "-o", "{o}"],
-                                  "needs a budget: --retention R or --max-tokens K"),
-    "baseline with tau": (["compress", "--features", "{feats}", "--method", "uniform", "--tau", "0.5", "-o", "{o}"],
-                          "needs a budget"),
-    "unknown option": (["compress", "--features", "{feats}", "--method", "dycoke", "--retention", "0.2", "--option",
-                        "windw=3", "-o", "{o}"], "or option(s) ['windw']"),
-    "bad option value": (["compress", "--features", "{feats}", "--method", "visionzip", "--retention", "0.2",
-                          "--option", "dominant_ratio=-1", "-o", "{o}"], "dominant_ratio must be > 0"),
-    "option not NAME=VALUE": (["compress", "--features", "{feats}", "--option", "dominant", "-o", "{o}"],
-                              "NAME=VALUE"),
-    "budget as an option": (["compress", "--features", "{feats}", "--option", "tau=0.5", "-o", "{o}"],
-                            "use --tau"),
-    "in-model method on features": (["compress", "--features", "{feats}", "--method", "fastv", "--retention", "0.2",
-                                     "-o", "{o}"], "'ask --method fastv' runs it"),
+    "unknown method": (
+        ["compress", "--features", "{feats}", "--method", "nope", "-o", "{o}"],
+        "unknown method 'nope'; available methods",
+    ),
+    "baseline without a budget": (
+        ["compress", "--features", "{feats}", "--method", "dycoke", "-o", "{o}"],
+        "needs a budget: --retention R or --max-tokens K",
+    ),
+    "baseline with tau": (
+        ["compress", "--features", "{feats}", "--method", "uniform", "--tau", "0.5", "-o", "{o}"],
+        "needs a budget",
+    ),
+    "unknown option": (
+        [
+            "compress",
+            "--features",
+            "{feats}",
+            "--method",
+            "dycoke",
+            "--retention",
+            "0.2",
+            "--option",
+            "windw=3",
+            "-o",
+            "{o}",
+        ],
+        "or option(s) ['windw']",
+    ),
+    "bad option value": (
+        [
+            "compress",
+            "--features",
+            "{feats}",
+            "--method",
+            "visionzip",
+            "--retention",
+            "0.2",
+            "--option",
+            "dominant_ratio=-1",
+            "-o",
+            "{o}",
+        ],
+        "dominant_ratio must be > 0",
+    ),
+    "option not NAME=VALUE": (["compress", "--features", "{feats}", "--option", "dominant", "-o", "{o}"], "NAME=VALUE"),
+    "budget as an option": (["compress", "--features", "{feats}", "--option", "tau=0.5", "-o", "{o}"], "use --tau"),
+    "in-model method on features": (
+        ["compress", "--features", "{feats}", "--method", "fastv", "--retention", "0.2", "-o", "{o}"],
+        "'ask --method fastv' runs it",
+    ),
     "side input missing from a features file": (
-        ["visualize", "{video}", "--features", "{feats}", "--method", "visionzip", "--retention", "0.2", "-o",
-         "{png}"], "features file does not hold"),
-    "unknown compare method": (["ask", "{video}", "q", "--retention", "0.2", "--compare", "nope"],
-                               "unknown method 'nope'"),
+        ["visualize", "{video}", "--features", "{feats}", "--method", "visionzip", "--retention", "0.2", "-o", "{png}"],
+        "features file does not hold",
+    ),
+    "unknown compare method": (
+        ["ask", "{video}", "q", "--retention", "0.2", "--compare", "nope"],
+        "unknown method 'nope'",
+    ),
     "compare baseline with tau": (["ask", "{video}", "q", "--tau", "0.5", "--compare", "dycoke"], "needs a budget"),
 }
 
@@ -151,8 +256,12 @@ def test_bad_method_is_one_line_before_any_work(capsys, monkeypatch, tmp_path, v
         raise AssertionError("a model was loaded before the options were checked")
 
     monkeypatch.setattr(model_module, "load_model", no_model)
-    names = {"feats": features_file(tmp_path), "o": str(tmp_path / "o.safetensors"), "png": str(tmp_path / "o.png"),
-             "video": video}
+    names = {
+        "feats": features_file(tmp_path),
+        "o": str(tmp_path / "o.safetensors"),
+        "png": str(tmp_path / "o.png"),
+        "video": video,
+    }
     argv, expected = BAD[case]
     code, out, err = run(capsys, *[a.format(**names) for a in argv])
     assert code == 2, err

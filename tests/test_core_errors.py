@@ -26,7 +26,10 @@ GOOD = torch.randn(2, 9, 4)
         (torch.tensor([[[1.0, float("inf")], [0.0, -float("inf")]]]), r"contains 2 NaN or Inf value"),
         ("not a tensor", r"features must be a tensor \[frames, tokens_per_frame, dim\] or a list of them, got str"),
         ([], r"features is an empty list"),
-        ([GOOD, torch.randn(2, 8, 4)], r"features\[1\] has tokens_per_frame x dim = \(8, 4\), but features\[0\] has \(9, 4\)"),
+        (
+            [GOOD, torch.randn(2, 8, 4)],
+            r"features\[1\] has tokens_per_frame x dim = \(8, 4\), but features\[0\] has \(9, 4\)",
+        ),
         ([GOOD, GOOD.double()], r"features\[1\] is torch.float64 on cpu, but features\[0\] is torch.float32"),
         ([GOOD, torch.randn(9, 4)], r"features\[1\] must be \[frames, tokens_per_frame, dim\]"),
     ],

@@ -49,8 +49,16 @@ def canonical_matrix(x: torch.Tensor) -> torch.Tensor:
 
 
 def same_result(a, b) -> None:
-    for name in ("tokens", "assignment", "representatives", "sizes", "spatial_tokens", "spatial_labels",
-                 "temporal_labels", "spatial_representatives"):
+    for name in (
+        "tokens",
+        "assignment",
+        "representatives",
+        "sizes",
+        "spatial_tokens",
+        "spatial_labels",
+        "temporal_labels",
+        "spatial_representatives",
+    ):
         assert torch.equal(getattr(a, name), getattr(b, name)), name
     assert a.spatial_threshold == b.spatial_threshold and a.temporal_threshold == b.temporal_threshold
 

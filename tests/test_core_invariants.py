@@ -64,9 +64,7 @@ def test_spatial_tokens_are_component_means_and_merge_formula():
     flat = x.reshape(-1, x.shape[-1])
     for s in range(r.num_spatial_tokens):
         torch.testing.assert_close(r.spatial_tokens[s], flat[r.spatial_labels == s].mean(0))
-    temporal = torch.stack(
-        [r.spatial_tokens[r.temporal_labels == k].mean(0) for k in range(r.num_tokens)]
-    )
+    temporal = torch.stack([r.spatial_tokens[r.temporal_labels == k].mean(0) for k in range(r.num_tokens)])
     # Merge: each original joins its most similar temporal token.
     cos = torch.nn.functional.normalize(flat, dim=-1) @ torch.nn.functional.normalize(temporal, dim=-1).T
     assert torch.equal(r.assignment, cos.argmax(-1))
@@ -328,8 +326,12 @@ def test_budget_cut_matches_kruskal(seed):
     comps = budget_components(W, valid, torch.tensor([keep]), torch.zeros(3, dtype=torch.int64))
     offset = [0, 40, 71]
     pooled = sorted(
-        ((float(W[b, i, j]), offset[b] + i, offset[b] + j)
-         for b, m in enumerate(valid.tolist()) for i in range(m) for j in range(i + 1, m)),
+        (
+            (float(W[b, i, j]), offset[b] + i, offset[b] + j)
+            for b, m in enumerate(valid.tolist())
+            for i in range(m)
+            for j in range(i + 1, m)
+        ),
         reverse=True,
     )
     parent = list(range(total))

@@ -29,7 +29,7 @@ def test_strips_equal_full_matrix(approximate):
     x = video()
     kw = dict(tau=0.95, approximate=approximate, epsilon=0.6, seed=5)
     full = llava_scissor.compress(x, **kw)
-    assert full.num_spatial_tokens ** 2 * 4 > SMALL  # the strip path is really taken
+    assert full.num_spatial_tokens**2 * 4 > SMALL  # the strip path is really taken
     tiled = llava_scissor.compress(x, max_matrix_bytes=SMALL, **kw)
     for field in ("tokens", "assignment", "representatives", "spatial_labels", "temporal_labels"):
         assert torch.equal(getattr(full, field), getattr(tiled, field)), field

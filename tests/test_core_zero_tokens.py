@@ -48,8 +48,7 @@ def test_three_zero_tokens_per_frame(mode: dict, path: dict) -> None:
     assert torch.equal(result.assignment, plain.assignment)  # every path decides alike
 
 
-@pytest.mark.parametrize("mode", [dict(tau=0.9), dict(retention=0.5), dict(max_tokens=3), dict(tau=1.0)],
-                         ids=str)
+@pytest.mark.parametrize("mode", [dict(tau=0.9), dict(retention=0.5), dict(max_tokens=3), dict(tau=1.0)], ids=str)
 @pytest.mark.parametrize("sync_free", [False, True])
 def test_all_zero_input(mode: dict, sync_free: bool) -> None:
     x = torch.zeros(F, N, D)
@@ -80,8 +79,10 @@ def test_near_zero_is_zero_and_small_is_not() -> None:
     assert result.assignment.view(F, N)[:, :3].unique().numel() == 1
     small = _with_zeros(scale=1e-6)  # small but with a direction: an ordinary token
     assert not bool(zero_tokens(small).any())
-    assert torch.equal(llava_scissor.compress(small, tau=0.9).assignment,
-                       llava_scissor.compress(_with_zeros(scale=1.0), tau=0.9).assignment)
+    assert torch.equal(
+        llava_scissor.compress(small, tau=0.9).assignment,
+        llava_scissor.compress(_with_zeros(scale=1.0), tau=0.9).assignment,
+    )
 
 
 def test_scc_of_one_set_with_zero_tokens() -> None:

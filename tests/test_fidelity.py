@@ -68,8 +68,14 @@ def test_event_coverage_counts_a_kept_event_token():
     flat = v.features.reshape(-1, 32)
     assignment = torch.full((flat.shape[0],), -1, dtype=torch.long)
     assignment[kept] = torch.arange(2)
-    result = CompressionResult(tokens=flat[kept], assignment=assignment, representatives=kept,
-                               sizes=torch.ones(2, dtype=torch.long), frames=8, tokens_per_frame=36)
+    result = CompressionResult(
+        tokens=flat[kept],
+        assignment=assignment,
+        representatives=kept,
+        sizes=torch.ones(2, dtype=torch.long),
+        frames=8,
+        tokens_per_frame=36,
+    )
     scores = fidelity(result, v.features, regions_of(v))
     assert scores["event_coverage"] == pytest.approx(1 / len(events))
     # Discarded tokens count with their nearest output token.
@@ -88,14 +94,34 @@ def test_pseudo_regions_and_real_feature_mode():
     v = make_video(seed=5, **SMALL)
     regions = pseudo_regions(v.features, clusters=12)
     assert regions.labels.shape == (8, 36) and regions.prototypes.shape == (12, 32)
-    table = run_features(v.features, {"vision_attention": v.vision_attention}, ["uniform", "visionzip", "fastv"],
-                         retentions=(0.25,), clusters=12)
+    table = run_features(
+        v.features,
+        {"vision_attention": v.vision_attention},
+        ["uniform", "visionzip", "fastv"],
+        retentions=(0.25,),
+        clusters=12,
+    )
     assert set(table) == {"uniform", "visionzip"}  # fastv's LLM attention is not available
 
 
 def test_command_prints_method_by_retention_by_metric(capsys):
-    argv = ["--methods", "uniform", "dycoke", "--retention", "0.1", "0.05", "--videos", "1",
-            "--frames", "8", "--grid", "6", "6", "--dim", "32"]
+    argv = [
+        "--methods",
+        "uniform",
+        "dycoke",
+        "--retention",
+        "0.1",
+        "0.05",
+        "--videos",
+        "1",
+        "--frames",
+        "8",
+        "--grid",
+        "6",
+        "6",
+        "--dim",
+        "32",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     for metric in METRICS:

@@ -49,8 +49,10 @@ def test_fastv_between_full_and_pruned():
 
 
 def test_config_from_folder_and_text_config(tmp_path):
-    cfg = {"model_type": "llava_onevision", "text_config": {"num_hidden_layers": 28, "hidden_size": 3584,
-                                                            "intermediate_size": 18944}}
+    cfg = {
+        "model_type": "llava_onevision",
+        "text_config": {"num_hidden_layers": 28, "hidden_size": 3584, "intermediate_size": 18944},
+    }
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     dims = LMDims.from_config(tmp_path)
     assert (dims.layers, dims.hidden, dims.ffn) == (28, 3584, 18944)

@@ -46,8 +46,9 @@ def family_setup(request: Any) -> tuple[str, Any, Any]:
     return model_type, model, H.tiny_parts(model_type, model)
 
 
-def _inputs(model_type: str, parts: Any, frames: list[int], seeds: list[int] | None = None,
-            questions: list[str] | None = None) -> Any:
+def _inputs(
+    model_type: str, parts: Any, frames: list[int], seeds: list[int] | None = None, questions: list[str] | None = None
+) -> Any:
     seeds = seeds or list(range(1, len(frames) + 1))
     questions = questions or ["describe the video", "what happens in this video"][: len(frames)]
     videos = [H.random_video(f, _height(model_type), 84, seed=s) for f, s in zip(frames, seeds)]
@@ -81,7 +82,10 @@ def test_unsupported_model_raises_with_the_list() -> None:
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     text_model = Qwen2ForCausalLM(Qwen2Config(**{k: v for k, v in H._text_config().items() if k != "model_type"}))
-    for fn in (lambda: apply(text_model), lambda: prepare(text_model, {"input_ids": torch.ones(1, 3, dtype=torch.long)})):
+    for fn in (
+        lambda: apply(text_model),
+        lambda: prepare(text_model, {"input_ids": torch.ones(1, 3, dtype=torch.long)}),
+    ):
         with pytest.raises(ScissorError, match="llava_onevision.*qwen2_vl"):
             fn()
 
@@ -133,8 +137,9 @@ def test_compressed_tokens_reach_the_language_model(family_setup: Any) -> None:
         # the placement rule: every token in its representative's frame segment, in order
         frames = (exp.representatives[stats.order] // video.features.shape[1]).tolist()
         if model_type in H.SEGMENTED:
-            assert frames == sorted(frames) and frames == [f for f, c in enumerate(stats.segment_tokens)
-                                                           for _ in range(c)]
+            assert frames == sorted(frames) and frames == [
+                f for f, c in enumerate(stats.segment_tokens) for _ in range(c)
+            ]
         at = stats.positions
         assert bool((ids[stats.row, at] == video_id).all())
         got = embeds[stats.row, at]
@@ -154,8 +159,12 @@ def test_compressed_tokens_reach_the_language_model(family_setup: Any) -> None:
         assert len(deepstack) == len(model.config.vision_config.deepstack_visual_indexes) == len(videos[0].side)
         order_in_sequence = sorted(visual_rows, key=lambda r: (r[0], int(r[1][0])))
         for layer, rows in enumerate(deepstack):
-            want = torch.cat([reduce_rows(exp, video.side[layer], video.features)[order]
-                              for _, _, exp, video, order in order_in_sequence])
+            want = torch.cat(
+                [
+                    reduce_rows(exp, video.side[layer], video.features)[order]
+                    for _, _, exp, video, order in order_in_sequence
+                ]
+            )
             torch.testing.assert_close(rows, want, rtol=0, atol=0)
             assert rows.shape[0] == int(mask.sum())
     else:

@@ -104,9 +104,13 @@ def test_own_inputs_match_the_model_processor() -> None:
     parts = H.tiny_parts("llava_onevision")
     ip = parts.image_processor
     processor = LlavaOnevisionProcessor(
-        image_processor=ip, tokenizer=parts.tokenizer, num_image_tokens=36, vision_feature_select_strategy="full",
-        video_processor=LlavaOnevisionVideoProcessor(size={"height": 84, "width": 84}, image_mean=ip.image_mean,
-                                                     image_std=ip.image_std),
+        image_processor=ip,
+        tokenizer=parts.tokenizer,
+        num_image_tokens=36,
+        vision_feature_select_strategy="full",
+        video_processor=LlavaOnevisionVideoProcessor(
+            size={"height": 84, "width": 84}, image_mean=ip.image_mean, image_std=ip.image_std
+        ),
     )
     video = H.random_video(4)
     ours = build_video_inputs(parts, [H.prompt("llava_onevision")], [video])
@@ -170,8 +174,9 @@ def test_releases_without_precomputed_features_are_refused() -> None:
     original = type(model).forward
 
     def old_forward(input_ids: Any = None, pixel_values_videos: Any = None, attention_mask: Any = None) -> Any:
-        return original(model, input_ids=input_ids, pixel_values_videos=pixel_values_videos,
-                        attention_mask=attention_mask)
+        return original(
+            model, input_ids=input_ids, pixel_values_videos=pixel_values_videos, attention_mask=attention_mask
+        )
 
     model.forward = old_forward
     for fn in (lambda: apply(model), lambda: prepare(model, inputs)):

@@ -135,8 +135,11 @@ class _SampledVideos:
         self.data, self.metadata = data, metadata
 
     def __call__(self, videos: Any, **kwargs: Any) -> dict[str, Any]:
-        return {"pixel_values_videos": self.data["pixel_values_videos"],
-                "video_grid_thw": self.data["video_grid_thw"], "video_metadata": self.metadata}
+        return {
+            "pixel_values_videos": self.data["pixel_values_videos"],
+            "video_grid_thw": self.data["video_grid_thw"],
+            "video_metadata": self.metadata,
+        }
 
 
 @pytest.mark.parametrize("fps", [1.0, 4.0])

@@ -71,54 +71,92 @@ def user(tmp_path: Path) -> dict[str, str]:
 
 
 BAD = {
-    "compress output is its input": (
-        ["compress", "--features", "{features}", "-o", "{features}"], "is the input"),
+    "compress output is its input": (["compress", "--features", "{features}", "-o", "{features}"], "is the input"),
     "compress output links to its input": (
-        ["compress", "--features", "{features}", "-o", "{root}/link.safetensors"], "is the input"),
+        ["compress", "--features", "{features}", "-o", "{root}/link.safetensors"],
+        "is the input",
+    ),
     "compress output is a hard link of its input": (
-        ["compress", "--features", "{features}", "-o", "{root}/hard.safetensors"], "is the input"),
+        ["compress", "--features", "{features}", "-o", "{root}/hard.safetensors"],
+        "is the input",
+    ),
     "compress input through a link is the output": (
-        ["compress", "--features", "{root}/link.safetensors", "-o", "{features}"], "is the input"),
+        ["compress", "--features", "{root}/link.safetensors", "-o", "{features}"],
+        "is the input",
+    ),
     "visualize output is its video": (
-        ["visualize", "{gif}", "--features", "{features}", "-o", "{gif}"], "is the input"),
+        ["visualize", "{gif}", "--features", "{features}", "-o", "{gif}"],
+        "is the input",
+    ),
     "visualize output links to its video": (
-        ["visualize", "{gif}", "--features", "{features}", "-o", "{root}/link.gif"], "is the input"),
+        ["visualize", "{gif}", "--features", "{features}", "-o", "{root}/link.gif"],
+        "is the input",
+    ),
     "output in an unwritable place": (
-        ["compress", "--features", "{features}", "-o", "/proc/x.safetensors"], "cannot write in the output folder"),
+        ["compress", "--features", "{features}", "-o", "/proc/x.safetensors"],
+        "cannot write in the output folder",
+    ),
     # the output is checked before the model is looked for: no model error, no work
     "unwritable output, before any work": (
         ["compress", "{gif}", "--model", "{root}/no-such-model", "-o", "/proc/x.safetensors"],
-        "cannot write in the output folder"),
+        "cannot write in the output folder",
+    ),
     "output folder missing": (
-        ["visualize", "{gif}", "--features", "{features}", "-o", "{root}/nope/x.png"], "folder does not exist"),
+        ["visualize", "{gif}", "--features", "{features}", "-o", "{root}/nope/x.png"],
+        "folder does not exist",
+    ),
     "output is a folder": (
-        ["visualize", "{gif}", "--features", "{features}", "-o", "{root}/folder.png"], "is a directory"),
+        ["visualize", "{gif}", "--features", "{features}", "-o", "{root}/folder.png"],
+        "is a directory",
+    ),
     "output is not a regular file": (
-        ["visualize", "{gif}", "--features", "{features}", "-o", "{root}/fifo.png"], "not a regular file"),
-    "output with a wrong suffix": (
-        ["compress", "--features", "{features}", "-o", "{root}/out.bin"], ".safetensors"),
+        ["visualize", "{gif}", "--features", "{features}", "-o", "{root}/fifo.png"],
+        "not a regular file",
+    ),
+    "output with a wrong suffix": (["compress", "--features", "{features}", "-o", "{root}/out.bin"], ".safetensors"),
     # bad options and inputs next to an existing output: refused, the output untouched
     "unknown method": (
         ["compress", "--features", "{features}", "--method", "nope", "-o", "{root}/earlier.safetensors"],
-        "unknown method 'nope'"),
+        "unknown method 'nope'",
+    ),
     "baseline without a budget": (
         ["visualize", "{gif}", "--features", "{features}", "--method", "dycoke", "-o", "{root}/earlier.png"],
-        "needs a budget"),
+        "needs a budget",
+    ),
     "bad method option": (
-        ["compress", "--features", "{features}", "--method", "visionzip", "--retention", "0.2", "--option",
-         "dominant_ratio=0", "-o", "{root}/earlier.safetensors"], "dominant_ratio must be > 0"),
+        [
+            "compress",
+            "--features",
+            "{features}",
+            "--method",
+            "visionzip",
+            "--retention",
+            "0.2",
+            "--option",
+            "dominant_ratio=0",
+            "-o",
+            "{root}/earlier.safetensors",
+        ],
+        "dominant_ratio must be > 0",
+    ),
     "retention out of range": (
         ["compress", "--features", "{features}", "--retention", "2", "-o", "{root}/earlier.safetensors"],
-        "retention must be in (0, 1]"),
+        "retention must be in (0, 1]",
+    ),
     "corrupt features file": (
         ["compress", "--features", "{root}/corrupt.safetensors", "-o", "{root}/earlier.safetensors"],
-        "cannot read features file"),
+        "cannot read features file",
+    ),
     "features that do not fit the video's grid": (
-        ["visualize", "{gif}", "--features", "{features}", "--grid", "3x3", "-o", "{root}/earlier.png"], "grid"),
+        ["visualize", "{gif}", "--features", "{features}", "--grid", "3x3", "-o", "{root}/earlier.png"],
+        "grid",
+    ),
 }
 if not ROOT:  # root may write anything: permissions cannot refuse it
     BAD["output is read-only"] = (
-        ["visualize", "{gif}", "--features", "{features}", "-o", "{root}/readonly.png"], "read-only")
+        ["visualize", "{gif}", "--features", "{features}", "-o", "{root}/readonly.png"],
+        "read-only",
+    )
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
@@ -140,8 +178,7 @@ def test_bad_output_is_refused(capsys: Any, monkeypatch: Any, case: str, user: d
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".png", ".gif", ".html"])
-def test_interrupted_write_keeps_the_old_file(capsys: Any, monkeypatch: Any, user: dict[str, str],
-                                              suffix: str) -> None:
+def test_interrupted_write_keeps_the_old_file(capsys: Any, monkeypatch: Any, user: dict[str, str], suffix: str) -> None:
     """An interrupt after the bytes are written and before the rename (the last moment):
     the existing output is intact and no temporary file is left."""
     root = Path(user["root"])
@@ -155,8 +192,11 @@ def test_interrupted_write_keeps_the_old_file(capsys: Any, monkeypatch: Any, use
         raise KeyboardInterrupt
 
     monkeypatch.setattr(os, "replace", interrupted)
-    argv = (["compress", "--features", user["features"]] if suffix == ".safetensors"
-            else ["visualize", user["gif"], "--features", user["features"]])
+    argv = (
+        ["compress", "--features", user["features"]]
+        if suffix == ".safetensors"
+        else ["visualize", user["gif"], "--features", user["features"]]
+    )
     code = main([*argv, "--retention", "0.25", "-o", str(output)])
     _, err = capsys.readouterr()
     assert code == 130 and "interrupted" in err

@@ -94,10 +94,20 @@ CASES = [
     ("missing", "nowhere.mp4", [], 2, "error: video file not found"),
     ("directory", "folder.mp4", [], 2, "error: expected a video file, got a directory"),
     ("one frame", "one.mp4", [], 0, "warning: .*one.mp4 has 1 frame, fewer than the 32 asked: each frame used once"),
-    ("more frames than the video", "short.mp4", ["--frames", "100000"], 0,
-     r"warning: .*short.mp4 has 5 frames, fewer than the 100000 asked.*--repeat-frames"),
-    ("huge --frames, repeated", "short.mp4", ["--frames", "100000000", "--repeat-frames"], 2,
-     r"error: 100,000,000 frames of 64x48 need .* GiB of memory once decoded, more than the limit of"),
+    (
+        "more frames than the video",
+        "short.mp4",
+        ["--frames", "100000"],
+        0,
+        r"warning: .*short.mp4 has 5 frames, fewer than the 100000 asked.*--repeat-frames",
+    ),
+    (
+        "huge --frames, repeated",
+        "short.mp4",
+        ["--frames", "100000000", "--repeat-frames"],
+        2,
+        r"error: 100,000,000 frames of 64x48 need .* GiB of memory once decoded, more than the limit of",
+    ),
     ("--frames 0", "short.mp4", ["--frames", "0"], 2, "error: argument --frames: frames must be >= 1"),
     ("--frames text", "short.mp4", ["--frames", "many"], 2, "error: argument --frames: frames must be a whole number"),
 ]
@@ -116,7 +126,11 @@ def _snapshot(folder: Path) -> dict[str, tuple[str, float, int]]:
     for path in sorted(folder.rglob("*")):
         if path.is_file():
             st = path.stat()
-            found[str(path.relative_to(folder))] = (hashlib.sha256(path.read_bytes()).hexdigest(), st.st_mtime, st.st_mode)
+            found[str(path.relative_to(folder))] = (
+                hashlib.sha256(path.read_bytes()).hexdigest(),
+                st.st_mtime,
+                st.st_mode,
+            )
     return found
 
 
@@ -162,17 +176,30 @@ def test_visualize_features_of_more_frames_than_a_truncated_video_decodes(capsys
     assert not (tmp_path / "v.png").exists()
 
 
-@pytest.mark.parametrize("video,extra,status,kind", [
-    ("half.mp4", ["--frames", "8"], 0, "warning"),
-    ("short.mp4", ["--frames", "100000000", "--repeat-frames"], 2, "error"),
-    ("notes.mp4", [], 2, "error"),
-])
+@pytest.mark.parametrize(
+    "video,extra,status,kind",
+    [
+        ("half.mp4", ["--frames", "8"], 0, "warning"),
+        ("short.mp4", ["--frames", "100000000", "--repeat-frames"], 2, "error"),
+        ("notes.mp4", [], 2, "error"),
+    ],
+)
 def test_the_real_program(tmp_path, videos, ov_model, video, extra, status, kind):
     """The installed entry point as a user runs it: no Python warning text, no traceback."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
     env.pop("LLAVA_SCISSOR_DEBUG", None)
-    argv = [sys.executable, "-m", "llava_scissor", "compress", str(videos / video), "--model", ov_model,
-            "-o", str(tmp_path / "o.safetensors"), *extra]
+    argv = [
+        sys.executable,
+        "-m",
+        "llava_scissor",
+        "compress",
+        str(videos / video),
+        "--model",
+        ov_model,
+        "-o",
+        str(tmp_path / "o.safetensors"),
+        *extra,
+    ]
     run = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300, check=False)
     assert run.returncode == status, run.stderr
     assert run.stderr.count("\n") == 1 and run.stderr.startswith(f"llava-scissor: {kind}:"), run.stderr
@@ -181,8 +208,13 @@ def test_the_real_program(tmp_path, videos, ov_model, video, extra, status, kind
 @pytest.mark.parametrize("command", COMMANDS)
 def test_memory_is_refused_before_the_model_loads(capsys, tmp_path, videos, command):
     """The model folder does not exist: the memory check, which comes first, is what fails."""
-    argv = _argv(command, str(videos / "short.mp4"), str(tmp_path / "no-model"), tmp_path,
-                 ["--frames", "100000000", "--repeat-frames"])
+    argv = _argv(
+        command,
+        str(videos / "short.mp4"),
+        str(tmp_path / "no-model"),
+        tmp_path,
+        ["--frames", "100000000", "--repeat-frames"],
+    )
     assert main(argv) == 2
     _, stderr = capsys.readouterr()
     assert stderr.count("\n") == 1 and "GiB of memory once decoded" in stderr, stderr

@@ -124,7 +124,7 @@ def test_generate_under_apply_returns_the_callers_prompt(setup: Any) -> None:
         assert torch.equal(handle.last["input_ids"], prepared["input_ids"])
     # the idiom every transformers user writes
     assert torch.equal(out[:, : inputs["input_ids"].shape[1]], inputs["input_ids"])
-    assert torch.equal(out[:, inputs["input_ids"].shape[1]:], answer)
+    assert torch.equal(out[:, inputs["input_ids"].shape[1] :], answer)
 
 
 def test_generate_under_apply_dict_output_and_several_sequences(setup: Any) -> None:

@@ -36,8 +36,14 @@ from hf_models import write_tiny_model  # noqa: E402
 
 #: documents of the generation task: odd, so 2 ranks get 4 and 3 and lmms-eval pads the second
 DOCS = 7
-QUESTIONS = ["what happens in the video", "describe the video", "what is shown", "is the cat left or right",
-             "what color is the dog", "please answer briefly what runs"]
+QUESTIONS = [
+    "what happens in the video",
+    "describe the video",
+    "what is shown",
+    "is the cat left or right",
+    "what color is the dog",
+    "please answer briefly what runs",
+]
 
 
 def _write_video(path: Path, frames: int = 6, size: int = 84, seed: int = 0, still: int = 1) -> Path:
@@ -79,16 +85,19 @@ def process_results(doc, results):
 def _write_task(folder: Path, videos: list[Path]) -> None:
     """``tiny_video_qa``: one document per video, a short greedy answer, two metrics."""
     folder.mkdir(parents=True, exist_ok=True)
-    rows = [{"id": i, "video": str(v), "question": QUESTIONS[i % len(QUESTIONS)], "answer": "cat"}
-            for i, v in enumerate(videos)]
+    rows = [
+        {"id": i, "video": str(v), "question": QUESTIONS[i % len(QUESTIONS)], "answer": "cat"}
+        for i, v in enumerate(videos)
+    ]
     (folder / "qa.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     (folder / "tiny_utils.py").write_text(_UTILS)
-    (folder / "tiny_video_qa.yaml").write_text(textwrap.dedent(f"""
+    (folder / "tiny_video_qa.yaml").write_text(
+        textwrap.dedent(f"""
         task: tiny_video_qa
         dataset_path: json
         dataset_kwargs:
           data_files:
-            test: {folder / 'qa.jsonl'}
+            test: {folder / "qa.jsonl"}
         test_split: test
         output_type: generate_until
         doc_to_visual: !function tiny_utils.doc_to_visual
@@ -105,22 +114,32 @@ def _write_task(folder: Path, videos: list[Path]) -> None:
           - metric: length
             aggregation: mean
             higher_is_better: true
-        """))
+        """)
+    )
 
 
 def _write_mc_task(folder: Path, videos: list[Path]) -> None:
     """``tiny_video_mc``: lmms-eval's own multiple-choice scoring (loglikelihood per choice)."""
     folder.mkdir(parents=True, exist_ok=True)
-    rows = [{"id": i, "video": str(v), "question": "what runs in the video", "choices": ["cat", "dog", "red"],
-             "label": i % 3} for i, v in enumerate(videos)]
+    rows = [
+        {
+            "id": i,
+            "video": str(v),
+            "question": "what runs in the video",
+            "choices": ["cat", "dog", "red"],
+            "label": i % 3,
+        }
+        for i, v in enumerate(videos)
+    ]
     (folder / "mc.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     (folder / "tiny_utils.py").write_text(_UTILS)
-    (folder / "tiny_video_mc.yaml").write_text(textwrap.dedent(f"""
+    (folder / "tiny_video_mc.yaml").write_text(
+        textwrap.dedent(f"""
         task: tiny_video_mc
         dataset_path: json
         dataset_kwargs:
           data_files:
-            test: {folder / 'mc.jsonl'}
+            test: {folder / "mc.jsonl"}
         test_split: test
         output_type: multiple_choice
         doc_to_visual: !function tiny_utils.doc_to_visual
@@ -131,7 +150,8 @@ def _write_mc_task(folder: Path, videos: list[Path]) -> None:
           - metric: acc
             aggregation: mean
             higher_is_better: true
-        """))
+        """)
+    )
 
 
 def _entry_point_dist(folder: Path) -> Path:
@@ -149,9 +169,16 @@ def _entry_point_dist(folder: Path) -> Path:
 def _env(extra_path: Path, home: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(extra_path), env.get("PYTHONPATH", "")])
-    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HOME=str(home / "hf"),
-               HF_DATASETS_CACHE=str(home / "datasets"), WANDB_MODE="disabled", TOKENIZERS_PARALLELISM="false",
-               OMP_NUM_THREADS="1")
+    env.update(
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        HF_HOME=str(home / "hf"),
+        HF_DATASETS_CACHE=str(home / "datasets"),
+        WANDB_MODE="disabled",
+        TOKENIZERS_PARALLELISM="false",
+        OMP_NUM_THREADS="1",
+    )
     for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(name, None)
     return env
@@ -175,18 +202,57 @@ class Run:
         self.sidecar_file = sidecars[0] if sidecars else None
 
 
-def _lmms_eval(tmp: Path, name: str, model_args: str, tasks: str, include: Path, *, batch_size: str = "1",
-               processes: int = 1, model: str = "llava_scissor", check: bool = True) -> Run | subprocess.CompletedProcess:
+def _lmms_eval(
+    tmp: Path,
+    name: str,
+    model_args: str,
+    tasks: str,
+    include: Path,
+    *,
+    batch_size: str = "1",
+    processes: int = 1,
+    model: str = "llava_scissor",
+    check: bool = True,
+) -> Run | subprocess.CompletedProcess:
     out_dir = tmp / name
     env = _env(_entry_point_dist(tmp / "ep"), tmp)
-    args = ["--model", model, "--model_args", model_args, "--tasks", tasks, "--include_path", str(include),
-            "--batch_size", batch_size, "--log_samples", "--output_path", str(out_dir)]
+    args = [
+        "--model",
+        model,
+        "--model_args",
+        model_args,
+        "--tasks",
+        tasks,
+        "--include_path",
+        str(include),
+        "--batch_size",
+        batch_size,
+        "--log_samples",
+        "--output_path",
+        str(out_dir),
+    ]
     if processes == 1:
         cmd = [sys.executable, "-m", "lmms_eval", *args]
     else:
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--main_process_port", str(29500 + os.getpid() % 1000), "-m", "lmms_eval", *args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_processes",
+            str(processes),
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            str(29500 + os.getpid() % 1000),
+            "-m",
+            "lmms_eval",
+            *args,
+        ]
     run = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=420, cwd=tmp)
     if not check:
         return run
@@ -207,15 +273,25 @@ def setup(tmp_path_factory) -> dict[str, Path]:
     _write_task(tmp / "tasks", videos)
     _write_mc_task(tmp / "mc_tasks", videos[:3])
     # seed 2: a tiny model whose greedy answers differ between prompts (seed 0 stops at once)
-    return {"tmp": tmp, "model": write_tiny_model("llava_onevision", tmp / "model", seed=2), "tasks": tmp / "tasks",
-            "mc_tasks": tmp / "mc_tasks"}
+    return {
+        "tmp": tmp,
+        "model": write_tiny_model("llava_onevision", tmp / "model", seed=2),
+        "tasks": tmp / "tasks",
+        "mc_tasks": tmp / "mc_tasks",
+    }
 
 
 @pytest.fixture(scope="module")
 def single(setup) -> Run:
     """One process, batch size 2: the reference for the 2-process run."""
-    run = _lmms_eval(setup["tmp"], "single", _model_args(setup["model"], "scissor", "retention=0.5"),
-                     "tiny_video_qa", setup["tasks"], batch_size="2")
+    run = _lmms_eval(
+        setup["tmp"],
+        "single",
+        _model_args(setup["model"], "scissor", "retention=0.5"),
+        "tiny_video_qa",
+        setup["tasks"],
+        batch_size="2",
+    )
     assert isinstance(run, Run)
     return run
 
@@ -227,7 +303,9 @@ def test_registered_through_entry_point(tmp_path):
         "cls = r.get_model_class('llava_scissor');"
         "print(cls.__module__, cls.__name__)"
     )
-    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, env=env, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, env=env, timeout=120
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split()[-2:] == ["llava_scissor.integrations.lmms_eval._model", "LlavaScissor"]
 
@@ -272,8 +350,15 @@ def test_data_parallel_two_processes_match_one(setup, single):
     """accelerate launch, 2 CPU processes (gloo): lmms-eval shards the documents (4 and 3,
     plus one padding request on rank 1), gathers on rank 0; every sample's answer, score and
     token counts equal the 1-process run's."""
-    dp = _lmms_eval(setup["tmp"], "dp2", _model_args(setup["model"], "scissor", "retention=0.5"), "tiny_video_qa",
-                    setup["tasks"], batch_size="2", processes=2)
+    dp = _lmms_eval(
+        setup["tmp"],
+        "dp2",
+        _model_args(setup["model"], "scissor", "retention=0.5"),
+        "tiny_video_qa",
+        setup["tasks"],
+        batch_size="2",
+        processes=2,
+    )
     assert isinstance(dp, Run)
     one, two = single.samples["tiny_video_qa"], dp.samples["tiny_video_qa"]
     assert [s["doc_id"] for s in two] == [s["doc_id"] for s in one] == list(range(DOCS))
@@ -292,8 +377,9 @@ def test_multiple_choice_through_cli(setup):
     """A multiple-choice task (one loglikelihood request per choice) scored by lmms-eval
     itself, uncompressed and compressed."""
     for method, extra in (("none", ""), ("scissor", "retention=0.25")):
-        run = _lmms_eval(setup["tmp"], f"mc_{method}", _model_args(setup["model"], method, extra), "tiny_video_mc",
-                         setup["mc_tasks"])
+        run = _lmms_eval(
+            setup["tmp"], f"mc_{method}", _model_args(setup["model"], method, extra), "tiny_video_mc", setup["mc_tasks"]
+        )
         assert isinstance(run, Run)
         assert 0.0 <= run.results["results"]["tiny_video_mc"]["acc,none"] <= 1.0
         samples = run.samples["tiny_video_mc"]
@@ -328,15 +414,27 @@ def _instances(videos: list[Path], gen: dict[str, Any]) -> tuple[dict[int, dict[
     from lmms_eval.api.instance import Instance
 
     docs = {i: {"video": str(v)} for i, v in enumerate(videos)}
-    reqs = [Instance(request_type="generate_until", doc={}, idx=0, metadata={"task": "t", "doc_id": i, "repeats": 1},
-                     arguments=(QUESTIONS[i % len(QUESTIONS)], dict(gen), lambda d: [d["video"]], i, "t", "test"))
-            for i in docs]
+    reqs = [
+        Instance(
+            request_type="generate_until",
+            doc={},
+            idx=0,
+            metadata={"task": "t", "doc_id": i, "repeats": 1},
+            arguments=(QUESTIONS[i % len(QUESTIONS)], dict(gen), lambda d: [d["video"]], i, "t", "test"),
+        )
+        for i in docs
+    ]
     return docs, reqs
 
 
-@pytest.mark.parametrize("model_type,method,extra", [("llava_onevision", "scissor", {"tau": 0.95}),
-                                                     ("llava_onevision", "none", {}),
-                                                     ("qwen2_5_vl", "scissor", {"retention": 0.5})])
+@pytest.mark.parametrize(
+    "model_type,method,extra",
+    [
+        ("llava_onevision", "scissor", {"tau": 0.95}),
+        ("llava_onevision", "none", {}),
+        ("qwen2_5_vl", "scissor", {"retention": 0.5}),
+    ],
+)
 def test_batch_of_4_equals_batch_of_1(setup, model_type, method, extra):
     """Greedy answers and token counts at batch size 4 are those of batch size 1: prompts
     of different lengths, (threshold mode) videos compressed to different lengths in one
@@ -347,12 +445,21 @@ def test_batch_of_4_equals_batch_of_1(setup, model_type, method, extra):
         write_tiny_model(model_type, folder, seed=2)
     outputs = {}
     for bs in (1, 4):
-        lm = plugin.model_class()(pretrained=str(folder), method=method, max_frames_num=6, device="cpu",
-                                  dtype="float32", batch_size=bs, **extra)
+        lm = plugin.model_class()(
+            pretrained=str(folder),
+            method=method,
+            max_frames_num=6,
+            device="cpu",
+            dtype="float32",
+            batch_size=bs,
+            **extra,
+        )
         docs, reqs = _instances(videos, {"max_new_tokens": 6, "until": ["<|im_end|>"]})
         lm.task_dict = {"t": {"test": docs}}
-        outputs[bs] = [(r.text, {k: v for k, v in r.token_counts.to_dict().items() if k != "compression_seconds"})
-                       for r in lm.generate_until(reqs)]
+        outputs[bs] = [
+            (r.text, {k: v for k, v in r.token_counts.to_dict().items() if k != "compression_seconds"})
+            for r in lm.generate_until(reqs)
+        ]
     assert outputs[4] == outputs[1]
     assert len({text for text, _ in outputs[1]}) > 1  # the answers differ, so the check has teeth
     if "tau" in extra:
@@ -364,17 +471,39 @@ def test_in_process_requests_and_records(setup):
 
     video = sorted((setup["tmp"] / "videos").glob("clip*.mp4"))[1]  # 4 of its 6 frames are read
     cls = plugin.model_class()
-    lm = cls(pretrained=str(setup["model"]), method="uniform", retention=0.25, max_frames_num=4, device="cpu",
-             dtype="float32", batch_size="auto")
+    lm = cls(
+        pretrained=str(setup["model"]),
+        method="uniform",
+        retention=0.25,
+        max_frames_num=4,
+        device="cpu",
+        dtype="float32",
+        batch_size="auto",
+    )
     assert lm.batch_size_per_gpu == plugin.AUTO_BATCH_SIZE
     lm.task_dict = {"t": {"test": {0: {"video": str(video)}}}}
     meta = {"task": "t", "doc_id": 0, "repeats": 1}
-    gen = Instance(request_type="generate_until", doc={}, idx=0, metadata=meta,
-                   arguments=("describe the video", {"max_new_tokens": 2}, lambda d: [d["video"]], 0, "t", "test"))
-    ll = Instance(request_type="loglikelihood", doc={}, idx=1, metadata=meta,
-                  arguments=("describe the video", " cat", lambda d: [d["video"]], 0, "t", "test"))
-    pad = Instance(request_type="generate_until", doc={}, idx=0, metadata={**meta, "__padding_only__": True},
-                   arguments=gen.arguments)
+    gen = Instance(
+        request_type="generate_until",
+        doc={},
+        idx=0,
+        metadata=meta,
+        arguments=("describe the video", {"max_new_tokens": 2}, lambda d: [d["video"]], 0, "t", "test"),
+    )
+    ll = Instance(
+        request_type="loglikelihood",
+        doc={},
+        idx=1,
+        metadata=meta,
+        arguments=("describe the video", " cat", lambda d: [d["video"]], 0, "t", "test"),
+    )
+    pad = Instance(
+        request_type="generate_until",
+        doc={},
+        idx=0,
+        metadata={**meta, "__padding_only__": True},
+        arguments=gen.arguments,
+    )
     (text, padded) = lm.generate_until([gen, pad])
     (scored,) = lm.loglikelihood([ll])
     assert isinstance(text, GenerationResult) and isinstance(text.text, str)
@@ -418,8 +547,16 @@ def test_in_model_method_runs_one_request_at_a_time(setup):
     """FastV prunes inside the language model, one sequence per call: batch size 4 falls
     back to 1 (the evaluation runs instead of failing at the first batch)."""
     video = setup["tmp"] / "videos" / "clip0.mp4"
-    lm = plugin.model_class()(pretrained=str(setup["model"]), method="fastv", retention=0.5, layer=1,
-                              max_frames_num=4, device="cpu", dtype="float32", batch_size=4)
+    lm = plugin.model_class()(
+        pretrained=str(setup["model"]),
+        method="fastv",
+        retention=0.5,
+        layer=1,
+        max_frames_num=4,
+        device="cpu",
+        dtype="float32",
+        batch_size=4,
+    )
     assert lm.batch_size_per_gpu == 1 and lm.batch_sizes == {"generate_until": 1}
     docs, reqs = _instances([video, video], {"max_new_tokens": 2})
     lm.task_dict = {"t": {"test": docs}}

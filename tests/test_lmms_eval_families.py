@@ -24,7 +24,8 @@ def _task(folder: Path, video: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     rows = [{"id": i, "video": str(video), "question": "what happens in the video", "answer": "cat"} for i in range(2)]
     (folder / "data.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    (folder / "seg_utils.py").write_text(textwrap.dedent("""
+    (folder / "seg_utils.py").write_text(
+        textwrap.dedent("""
         def doc_to_visual(doc):
             return [doc["video"]]
 
@@ -33,13 +34,15 @@ def _task(folder: Path, video: Path) -> None:
 
         def process_results(doc, results):
             return {"exact": float(results[0].strip() == doc["answer"])}
-        """))
-    (folder / "seg_video_qa.yaml").write_text(textwrap.dedent(f"""
+        """)
+    )
+    (folder / "seg_video_qa.yaml").write_text(
+        textwrap.dedent(f"""
         task: seg_video_qa
         dataset_path: json
         dataset_kwargs:
           data_files:
-            test: {folder / 'data.jsonl'}
+            test: {folder / "data.jsonl"}
         test_split: test
         output_type: generate_until
         doc_to_visual: !function seg_utils.doc_to_visual
@@ -52,7 +55,8 @@ def _task(folder: Path, video: Path) -> None:
           - metric: exact
             aggregation: mean
             higher_is_better: true
-        """))
+        """)
+    )
 
 
 def test_plugin_evaluates_a_segmented_family(tmp_path: Path) -> None:
@@ -63,9 +67,21 @@ def test_plugin_evaluates_a_segmented_family(tmp_path: Path) -> None:
     _task(tasks, video)
     out_dir = tmp_path / "results"
     cmd = [
-        sys.executable, "-m", "lmms_eval", "--model", "llava_scissor",
-        "--model_args", f"pretrained={model},method=scissor,retention=0.5,max_frames_num=4,device=cpu,dtype=float32",
-        "--tasks", "seg_video_qa", "--include_path", str(tasks), "--batch_size", "1", "--output_path", str(out_dir),
+        sys.executable,
+        "-m",
+        "lmms_eval",
+        "--model",
+        "llava_scissor",
+        "--model_args",
+        f"pretrained={model},method=scissor,retention=0.5,max_frames_num=4,device=cpu,dtype=float32",
+        "--tasks",
+        "seg_video_qa",
+        "--include_path",
+        str(tasks),
+        "--batch_size",
+        "1",
+        "--output_path",
+        str(out_dir),
     ]
     env = _env(_entry_point_dist(tmp_path / "ep"), tmp_path)
     run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path, check=False)

@@ -52,14 +52,27 @@ def test_group_batches_keeps_order_and_groups():
 
 
 def _record(task: str, doc: int, before: int, after: int, out: int | None = 3) -> SampleRecord:
-    return SampleRecord(task=task, doc_id=doc, request=0, method="scissor", video_tokens_before=before,
-                        video_tokens_after=after, retention=after / before if before else None,
-                        compression_seconds=0.5, input_tokens=after + 10, output_tokens=out)
+    return SampleRecord(
+        task=task,
+        doc_id=doc,
+        request=0,
+        method="scissor",
+        video_tokens_before=before,
+        video_tokens_after=after,
+        retention=after / before if before else None,
+        compression_seconds=0.5,
+        input_tokens=after + 10,
+        output_tokens=out,
+    )
 
 
 def test_summarize_means_per_task():
-    records = [_record("a", 0, 100, 10), _record("a", 1, 100, 30), _record("b", 0, 50, 25, out=None),
-               _record("a", 2, 0, 0)]  # a text-only request: no retention
+    records = [
+        _record("a", 0, 100, 10),
+        _record("a", 1, 100, 30),
+        _record("b", 0, 50, 25, out=None),
+        _record("a", 2, 0, 0),
+    ]  # a text-only request: no retention
     s = summarize(records)
     assert list(s) == ["a", "b"]
     assert s["a"]["docs"] == 3 and s["a"]["requests"] == 3
@@ -87,7 +100,9 @@ def test_sidecar_written_atomically_next_to_results(tmp_path):
     assert side == new.with_name("2026-12-01T09-00-00.123_llava_scissor.json")
     write_json_atomic(side, {"x": 1})
     assert json.loads(side.read_text()) == {"x": 1}
-    assert sorted(p.name for p in side.parent.iterdir()) == sorted([old.name, new.name, later.name, side.name])  # no temp left
+    assert sorted(p.name for p in side.parent.iterdir()) == sorted(
+        [old.name, new.name, later.name, side.name]
+    )  # no temp left
     with pytest.raises(FileExistsError):
         write_json_atomic(side, {"x": 2})
     assert json.loads(side.read_text()) == {"x": 1}

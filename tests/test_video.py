@@ -216,8 +216,11 @@ def test_memory_is_checked_before_decoding(tmp_path, monkeypatch):
     from llava_scissor.video import _decode
 
     monkeypatch.setattr(_decode, "_decode", lambda *a, **k: pytest.fail("decoded before the check"))
-    with pytest.raises(ScissorError, match=r"100,000 frames of 64x48 need 0.9 GiB of memory once decoded, "
-                                           r"more than the limit of 1.0 MiB \(max_bytes\)") as err:
+    with pytest.raises(
+        ScissorError,
+        match=r"100,000 frames of 64x48 need 0.9 GiB of memory once decoded, "
+        r"more than the limit of 1.0 MiB \(max_bytes\)",
+    ) as err:
         read_video(path, 100_000, repeat=True, max_bytes=2**20)
     assert "\n" not in str(err.value)
     limit, why = memory_limit()
@@ -325,7 +328,9 @@ def test_the_committed_sample_video():
 def test_sample_video_script_renders(tmp_path):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("make_sample_video", os.path.join(ROOT, "scripts", "make_sample_video.py"))
+    spec = importlib.util.spec_from_file_location(
+        "make_sample_video", os.path.join(ROOT, "scripts", "make_sample_video.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     frames = module.render(seconds=1.0, fps=4)

@@ -149,9 +149,7 @@ def fastv_flops(full: int, kept: int, dims: LMDims, layer: int = 3, generated: i
     return total
 
 
-def spatial_tokens_for(
-    frames: int, tokens_per_frame: int, output: int, spatial_retention: float | None = None
-) -> int:
+def spatial_tokens_for(frames: int, tokens_per_frame: int, output: int, spatial_retention: float | None = None) -> int:
     """S that ``compress`` uses for a budget of ``output`` tokens (``core.budget``, the one rule).
 
     By default round(sqrt(K * F * N)) within [max(K, F), F * N]; ``spatial_retention``
@@ -253,7 +251,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         dims = LMDims.from_config(args.config)
         rows = flops_table(
-            dims, args.frames, args.tokens_per_frame, args.retention, args.generated, args.fastv_layer,
+            dims,
+            args.frames,
+            args.tokens_per_frame,
+            args.retention,
+            args.generated,
+            args.fastv_layer,
             args.spatial_retention,
         )
     except ScissorError as exc:

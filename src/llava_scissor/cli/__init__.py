@@ -113,22 +113,48 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
     budget = argparse.ArgumentParser(add_help=False)
-    budget.add_argument("--method", default="scissor", metavar="NAME",
-                        help="compression method (default scissor; the others: baselines, which need "
-                        "--retention or --max-tokens); 'llava-scissor info' lists them")
-    budget.add_argument("--option", action="append", type=_option, default=[], metavar="NAME=VALUE",
-                        help="a hyperparameter of --method (repeatable), e.g. dominant_ratio=3 for visionzip, "
-                        "layer=2 for fastv, or a ScissorConfig field such as similarity_dtype=bfloat16")
+    budget.add_argument(
+        "--method",
+        default="scissor",
+        metavar="NAME",
+        help="compression method (default scissor; the others: baselines, which need "
+        "--retention or --max-tokens); 'llava-scissor info' lists them",
+    )
+    budget.add_argument(
+        "--option",
+        action="append",
+        type=_option,
+        default=[],
+        metavar="NAME=VALUE",
+        help="a hyperparameter of --method (repeatable), e.g. dominant_ratio=3 for visionzip, "
+        "layer=2 for fastv, or a ScissorConfig field such as similarity_dtype=bfloat16",
+    )
     group = budget.add_mutually_exclusive_group()
-    group.add_argument("--retention", type=_fraction, metavar="R", help="keep this fraction of the video tokens, in (0, 1]")
-    group.add_argument("--tau", type=_tau, metavar="T", help="similarity threshold in [-1, 1] (default 0.9, the paper's); the token count follows from the video")
-    group.add_argument("--max-tokens", type=_positive_int("max-tokens"), metavar="K", help="keep exactly K video tokens")
+    group.add_argument(
+        "--retention", type=_fraction, metavar="R", help="keep this fraction of the video tokens, in (0, 1]"
+    )
+    group.add_argument(
+        "--tau",
+        type=_tau,
+        metavar="T",
+        help="similarity threshold in [-1, 1] (default 0.9, the paper's); the token count follows from the video",
+    )
+    group.add_argument(
+        "--max-tokens", type=_positive_int("max-tokens"), metavar="K", help="keep exactly K video tokens"
+    )
 
     model = argparse.ArgumentParser(add_help=False)
     mg = model.add_argument_group("model")
-    mg.add_argument("--model", metavar="ID_OR_FOLDER", help=f"Hugging Face model id or local folder (default: {DEFAULT_MODEL})")
+    mg.add_argument(
+        "--model", metavar="ID_OR_FOLDER", help=f"Hugging Face model id or local folder (default: {DEFAULT_MODEL})"
+    )
     mg.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, mps")
-    mg.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"), help="auto: bfloat16 on a GPU, float32 on the CPU")
+    mg.add_argument(
+        "--dtype",
+        default="auto",
+        choices=("auto", "float32", "bfloat16", "float16"),
+        help="auto: bfloat16 on a GPU, float32 on the CPU",
+    )
 
     parser = _Parser(
         prog=PROG,
@@ -139,40 +165,94 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     ask = sub.add_parser(
-        "ask", parents=[common, budget, model], help="answer a question about a video with compressed video tokens",
+        "ask",
+        parents=[common, budget, model],
+        help="answer a question about a video with compressed video tokens",
         description="Sample frames, compress the video tokens, generate an answer, and print the numbers.",
     )
     ask.add_argument("video", metavar="VIDEO")
     ask.add_argument("question", metavar="QUESTION")
-    ask.add_argument("--frames", type=_positive_int("frames"), default=DEFAULT_FRAMES, metavar="N", help=f"frames sampled uniformly (default {DEFAULT_FRAMES})")
-    ask.add_argument("--compare", nargs="?", const="none", default=None, metavar="METHOD",
-                     help="also answer without compression (no METHOD, or 'none'), or with METHOD at the same "
-                     "budget (its default options), and show both answers side by side")
+    ask.add_argument(
+        "--frames",
+        type=_positive_int("frames"),
+        default=DEFAULT_FRAMES,
+        metavar="N",
+        help=f"frames sampled uniformly (default {DEFAULT_FRAMES})",
+    )
+    ask.add_argument(
+        "--compare",
+        nargs="?",
+        const="none",
+        default=None,
+        metavar="METHOD",
+        help="also answer without compression (no METHOD, or 'none'), or with METHOD at the same "
+        "budget (its default options), and show both answers side by side",
+    )
     ask.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    ask.add_argument("--max-new-tokens", type=_positive_int("max-new-tokens"), default=128, metavar="T", help="answer length limit (default 128)")
-    ask.add_argument("--repeat-frames", action="store_true", help="repeat frames of a video shorter than N to give N (default: each frame once)")
+    ask.add_argument(
+        "--max-new-tokens",
+        type=_positive_int("max-new-tokens"),
+        default=128,
+        metavar="T",
+        help="answer length limit (default 128)",
+    )
+    ask.add_argument(
+        "--repeat-frames",
+        action="store_true",
+        help="repeat frames of a video shorter than N to give N (default: each frame once)",
+    )
 
     comp = sub.add_parser(
-        "compress", parents=[common, budget, model], help="write the compressed tokens of a video or a features file",
+        "compress",
+        parents=[common, budget, model],
+        help="write the compressed tokens of a video or a features file",
         description="Compress the tokens of VIDEO (through the model's vision tower and projector) or of a "
         "features file [frames, tokens, dim] (no model needed), and write them with labels and statistics.",
     )
     comp.add_argument("video", metavar="VIDEO", nargs="?")
-    comp.add_argument("--features", metavar="FILE", help=".safetensors (tensor 'features'), .pt or .npy, shaped [frames, tokens, dim]")
-    comp.add_argument("--frames", type=_positive_int("frames"), default=None, metavar="N", help=f"frames sampled from VIDEO (default {DEFAULT_FRAMES})")
-    comp.add_argument("--repeat-frames", action="store_true", help="repeat frames of a video shorter than N to give N (default: each frame once)")
+    comp.add_argument(
+        "--features", metavar="FILE", help=".safetensors (tensor 'features'), .pt or .npy, shaped [frames, tokens, dim]"
+    )
+    comp.add_argument(
+        "--frames",
+        type=_positive_int("frames"),
+        default=None,
+        metavar="N",
+        help=f"frames sampled from VIDEO (default {DEFAULT_FRAMES})",
+    )
+    comp.add_argument(
+        "--repeat-frames",
+        action="store_true",
+        help="repeat frames of a video shorter than N to give N (default: each frame once)",
+    )
     comp.add_argument("-o", "--output", required=True, metavar="OUT.safetensors")
     comp.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
     vis = sub.add_parser(
-        "visualize", parents=[common, budget, model], help="draw which tokens were merged into which",
+        "visualize",
+        parents=[common, budget, model],
+        help="draw which tokens were merged into which",
         description="Tint each token cell of the sampled frames by its output token, draw component borders, "
         "and plot tokens per frame. The tokens come from the model or from a features file.",
     )
     vis.add_argument("video", metavar="VIDEO")
-    vis.add_argument("--features", metavar="FILE", help="features [frames, tokens, dim] of VIDEO's uniformly sampled frames (no model)")
-    vis.add_argument("--frames", type=_positive_int("frames"), default=None, metavar="N", help=f"frames sampled (default {DEFAULT_FRAMES}; with --features, its frame count)")
-    vis.add_argument("--repeat-frames", action="store_true", help="repeat frames of a video shorter than N to give N (default: each frame once)")
+    vis.add_argument(
+        "--features",
+        metavar="FILE",
+        help="features [frames, tokens, dim] of VIDEO's uniformly sampled frames (no model)",
+    )
+    vis.add_argument(
+        "--frames",
+        type=_positive_int("frames"),
+        default=None,
+        metavar="N",
+        help=f"frames sampled (default {DEFAULT_FRAMES}; with --features, its frame count)",
+    )
+    vis.add_argument(
+        "--repeat-frames",
+        action="store_true",
+        help="repeat frames of a video shorter than N to give N (default: each frame once)",
+    )
     vis.add_argument("--grid", type=_grid, metavar="HxW", help="token grid of one frame when it is not square")
     vis.add_argument("--title", help="heading of the picture (default: the video and the model or features file)")
     vis.add_argument("-o", "--output", required=True, metavar="OUT.png|.gif|.html")
@@ -215,7 +295,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug or an unexpected library failure: still one line
         if os.environ.get("LLAVA_SCISSOR_DEBUG"):
             raise
-        return _fail(f"unexpected {type(exc).__name__}: {_one_line(exc)} (set LLAVA_SCISSOR_DEBUG=1 for the traceback)", 1)
+        return _fail(
+            f"unexpected {type(exc).__name__}: {_one_line(exc)} (set LLAVA_SCISSOR_DEBUG=1 for the traceback)", 1
+        )
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

@@ -125,7 +125,9 @@ def _print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2) + "\n")
 
 
-def _compress(features: torch.Tensor, method: _Method, side: dict[str, Any] | None = None) -> tuple[CompressionResult, float]:
+def _compress(
+    features: torch.Tensor, method: _Method, side: dict[str, Any] | None = None
+) -> tuple[CompressionResult, float]:
     from ..api import compress as compress_tokens
 
     synchronize(features.device)
@@ -220,10 +222,26 @@ def ask(args: argparse.Namespace) -> int:
 
     def run_with(m: _Method | None) -> Any:
         if m is None:
-            return answer(loaded, clip.frames, args.question, None, max_new_tokens=args.max_new_tokens,
-                          progress=progress, timestamps=clip.timestamps)
-        return answer(loaded, clip.frames, args.question, m.config, method=m.name, options=m.options,
-                      max_new_tokens=args.max_new_tokens, progress=progress, timestamps=clip.timestamps)
+            return answer(
+                loaded,
+                clip.frames,
+                args.question,
+                None,
+                max_new_tokens=args.max_new_tokens,
+                progress=progress,
+                timestamps=clip.timestamps,
+            )
+        return answer(
+            loaded,
+            clip.frames,
+            args.question,
+            m.config,
+            method=m.name,
+            options=m.options,
+            max_new_tokens=args.max_new_tokens,
+            progress=progress,
+            timestamps=clip.timestamps,
+        )
 
     run = run_with(method)
     baseline = run_with(other) if args.compare is not None else None
@@ -270,7 +288,9 @@ def _print_ask(report: dict[str, Any]) -> None:
         out.write(f"{report['answer'] or '(empty answer)'}\n\n")
     else:
         other = "uncompressed" if compare["method"] == "none" else compare["method"]
-        out.write(f"{report['method']} ({report['tokens_after']:,} video tokens):\n  {report['answer'] or '(empty answer)'}\n")
+        out.write(
+            f"{report['method']} ({report['tokens_after']:,} video tokens):\n  {report['answer'] or '(empty answer)'}\n"
+        )
         out.write(f"{other} ({compare['tokens']:,} video tokens):\n  {compare['answer'] or '(empty answer)'}\n\n")
     t = report["timings"]
     rows = [
@@ -280,14 +300,20 @@ def _print_ask(report: dict[str, Any]) -> None:
         ("video tokens", f"{report['tokens_before']:,} -> {report['tokens_after']:,}"),
         ("retention", f"{report['retention']:.1%}"),
     ]
-    stages = {"decode": "decode", "vision": "vision tower", "compression": "compression",
-              "prefill": "prefill", "generation": "generation"}
+    stages = {
+        "decode": "decode",
+        "vision": "vision tower",
+        "compression": "compression",
+        "prefill": "prefill",
+        "generation": "generation",
+    }
     if compare is None:
         rows += [(label, _seconds(t.get(key))) for key, label in stages.items()]
     else:
         c = compare["timings"]
-        rows += [(label, f"{_seconds(t.get(key)):>8}   ({other} {_seconds(c.get(key))})")
-                 for key, label in stages.items()]
+        rows += [
+            (label, f"{_seconds(t.get(key)):>8}   ({other} {_seconds(c.get(key))})") for key, label in stages.items()
+        ]
     generated = f"{report['generated_tokens']} tokens"
     if compare is not None:
         generated = f"{generated:>8}   ({other} {compare['generated_tokens']} tokens)"
@@ -335,8 +361,13 @@ def compress(args: argparse.Namespace) -> int:
     }
     tensors = save_result(args.output, result, metadata)
     if args.json:
-        _print_json({"output": args.output, **{k: v for k, v in metadata.items() if k != "format"},
-                     "tensors": {k: list(v.shape) for k, v in tensors.items()}})
+        _print_json(
+            {
+                "output": args.output,
+                **{k: v for k, v in metadata.items() if k != "format"},
+                "tensors": {k: list(v.shape) for k, v in tensors.items()},
+            }
+        )
         return 0
     sys.stdout.write(f"wrote {args.output}\n")
     sys.stdout.write(_rows(_summary_rows(result, timings, method)) + "\n")
@@ -390,8 +421,12 @@ def _video_features(
     """[F, N, D] projected tokens of VIDEO's sampled frames, the source record, timings, side inputs."""
     timings: dict[str, float] = {}
     loaded, clip, features, side = _encode_video(args, progress, timings, method)
-    source = {"video": args.video, "model": loaded.name, "model_type": loaded.model_type,
-              "frame_indices": list(clip.indices)}
+    source = {
+        "video": args.video,
+        "model": loaded.name,
+        "model_type": loaded.model_type,
+        "frame_indices": list(clip.indices),
+    }
     return features, source, timings, side
 
 
@@ -423,7 +458,9 @@ def visualize(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         clip = _read_clip(args.video, frames, args.repeat_frames, progress, say=False)
         if clip.num_frames != frames:
-            raise ScissorError(f"{args.features} holds {frames} frames but the video gives {clip.num_frames}: {clip.note}")
+            raise ScissorError(
+                f"{args.features} holds {frames} frames but the video gives {clip.num_frames}: {clip.note}"
+            )
         _say(clip)
         timings["decode"] = time.perf_counter() - start
         source = f"features {os.path.basename(args.features)}"
@@ -442,8 +479,17 @@ def visualize(args: argparse.Namespace) -> int:
         save(args.output, clip.frames, result, grid=grid, timestamps=clip.timestamps, title=title)
     timings["drawing"] = time.perf_counter() - start
     if args.json:
-        _print_json({"output": args.output, "video": args.video, "source": source, **method.describe(),
-                     "config": _config_dict(config), **_stats(result), "timings": timings})
+        _print_json(
+            {
+                "output": args.output,
+                "video": args.video,
+                "source": source,
+                **method.describe(),
+                "config": _config_dict(config),
+                **_stats(result),
+                "timings": timings,
+            }
+        )
         return 0
     sys.stdout.write(f"wrote {args.output}\n")
     sys.stdout.write(_rows(_summary_rows(result, timings, method)) + "\n")
@@ -459,8 +505,9 @@ def _frames_per_step(clip: Any, steps: int) -> Any:
     if len(keep) != steps:
         raise ScissorError(f"the model gave {steps} token steps for {clip.num_frames} frames; cannot draw them")
     timestamps = None if clip.timestamps is None else tuple(clip.timestamps[i] for i in keep)
-    return dataclasses.replace(clip, frames=clip.frames[keep], indices=tuple(clip.indices[i] for i in keep),
-                               timestamps=timestamps)
+    return dataclasses.replace(
+        clip, frames=clip.frames[keep], indices=tuple(clip.indices[i] for i in keep), timestamps=timestamps
+    )
 
 
 # --------------------------------------------------------------------------- info
@@ -526,10 +573,16 @@ def _info() -> dict[str, Any]:
     except ImportError as exc:
         model_types = f"{exc} (pip install 'llava-scissor[hf]')"
     optional = {
-        "video decoding": f"yes (PyAV {versions['av (PyAV)']})" if versions["av (PyAV)"] else "no: pip install 'llava-scissor[video]'",
+        "video decoding": f"yes (PyAV {versions['av (PyAV)']})"
+        if versions["av (PyAV)"]
+        else "no: pip install 'llava-scissor[video]'",
         "pictures": f"yes (Pillow {versions['pillow']})" if versions["pillow"] else "no: pip install pillow",
-        "transformers models": f"yes (transformers {versions['transformers']})" if versions["transformers"] else "no: pip install 'llava-scissor[hf]'",
-        "torchvision": f"yes ({versions['torchvision']})" if versions["torchvision"] else "no (not needed: frames are resized with Pillow)",
+        "transformers models": f"yes (transformers {versions['transformers']})"
+        if versions["transformers"]
+        else "no: pip install 'llava-scissor[hf]'",
+        "torchvision": f"yes ({versions['torchvision']})"
+        if versions["torchvision"]
+        else "no (not needed: frames are resized with Pillow)",
     }
     return {
         "llava_scissor": __version__,

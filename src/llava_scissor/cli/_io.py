@@ -62,9 +62,7 @@ def load_features(path: str) -> torch.Tensor:
     if not isinstance(tensor, torch.Tensor):
         raise ScissorError(f"features file {path} holds a {type(tensor).__name__}, expected a tensor")
     if tensor.ndim != 3 or min(tensor.shape) < 1:
-        raise ScissorError(
-            f"features must be [frames, tokens, dim], got shape {tuple(tensor.shape)} in {path}"
-        )
+        raise ScissorError(f"features must be [frames, tokens, dim], got shape {tuple(tensor.shape)} in {path}")
     if not tensor.is_floating_point():
         raise ScissorError(f"features must be floating point, got {tensor.dtype} in {path}")
     return tensor

@@ -163,7 +163,9 @@ def check_videos(features: object, finite: bool = True) -> list[torch.Tensor]:
         videos = [features]
     elif isinstance(features, (list, tuple)):
         if len(features) == 0:
-            raise ScissorError("features is an empty list; expected at least one [frames, tokens_per_frame, dim] tensor")
+            raise ScissorError(
+                "features is an empty list; expected at least one [frames, tokens_per_frame, dim] tensor"
+            )
         videos = list(features)
     else:
         raise ScissorError(
@@ -194,9 +196,7 @@ def check_tokens(x: object, name: str, rank: int, shape_doc: str, finite: bool =
     if x.dim() != rank:
         raise ScissorError(f"{name} must be {shape_doc} (rank {rank}), got shape {tuple(x.shape)}")
     if not x.is_floating_point():
-        raise ScissorError(
-            f"{name} must have a floating dtype (float32, float16, bfloat16, float64), got {x.dtype}"
-        )
+        raise ScissorError(f"{name} must have a floating dtype (float32, float16, bfloat16, float64), got {x.dtype}")
     if x.numel() == 0:
         raise ScissorError(f"{name} is empty: shape {tuple(x.shape)}; expected {shape_doc} with every size >= 1")
     if not finite:
@@ -329,7 +329,11 @@ def _spatial_step(plan: _Plan, x_all: torch.Tensor, frames: list[int]) -> _StepO
         offsets = offsets - offsets.index_select(0, first)[group_dev] + first[group_dev] * N
         base = [s * N for s in frame_start]
     else:
-        sizes = [s for s, _ in plan.sizes if s is not None] if plan.sizes_known else _ints(_read_back(sizes=per_video)["sizes"])
+        sizes = (
+            [s for s, _ in plan.sizes if s is not None]
+            if plan.sizes_known
+            else _ints(_read_back(sizes=per_video)["sizes"])
+        )
         rows = sizes
         base = [sum(sizes[:v]) for v in range(V)]
     total = sum(rows)

@@ -140,9 +140,7 @@ class ScissorConfig:
         if not isinstance(self.max_matrix_bytes, int) or self.max_matrix_bytes < 1 << 20:
             raise ScissorError(f"max_matrix_bytes must be an int >= 1 MiB (1048576), got {self.max_matrix_bytes!r}")
         if self.similarity_dtype not in _SIM_DTYPES:
-            raise ScissorError(
-                f"similarity_dtype must be one of {sorted(_SIM_DTYPES)}, got {self.similarity_dtype!r}"
-            )
+            raise ScissorError(f"similarity_dtype must be one of {sorted(_SIM_DTYPES)}, got {self.similarity_dtype!r}")
 
     @property
     def budgeted(self) -> bool:

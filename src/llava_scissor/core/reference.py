@@ -103,7 +103,9 @@ def reference_compress(video: torch.Tensor, tau: float) -> ReferenceResult:
     at_home = sims.gather(1, home[:, None])[:, 0] == sims.max(dim=1).values
     assignment = torch.where(at_home, home, sims.argmax(dim=1))  # [F*N]
     tokens = torch.stack(
-        [(k_tokens[j] + originals[assignment == j].sum(dim=0)) / (1 + int((assignment == j).sum()))
-         for j in range(k_tokens.shape[0])]
+        [
+            (k_tokens[j] + originals[assignment == j].sum(dim=0)) / (1 + int((assignment == j).sum()))
+            for j in range(k_tokens.shape[0])
+        ]
     )
     return ReferenceResult(tokens, torch.cat(spatial_labels), temporal_labels, assignment)

@@ -180,21 +180,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.model is not None:
             features, side = _real_features(args.model, args.video, args.frames, args.device, args.dtype)
             table = run_features(features, side, args.methods, args.retention, args.threshold)
-            title = (f"fidelity on {args.video} with {args.model}: {features.shape[0]} x {features.shape[1]} "
-                     f"tokens, pseudo-regions from k-means")
+            title = (
+                f"fidelity on {args.video} with {args.model}: {features.shape[0]} x {features.shape[1]} "
+                f"tokens, pseudo-regions from k-means"
+            )
         else:
             table = run_synthetic(
-                args.methods, args.retention, args.videos, args.seed, args.threshold,
-                frames=args.frames, height=args.grid[0], width=args.grid[1], dim=args.dim,
+                args.methods,
+                args.retention,
+                args.videos,
+                args.seed,
+                args.threshold,
+                frames=args.frames,
+                height=args.grid[0],
+                width=args.grid[1],
+                dim=args.dim,
             )
-            title = (f"fidelity on {args.videos} synthetic videos ({args.frames} frames x "
-                     f"{args.grid[0]}x{args.grid[1]} tokens, dim {args.dim}, seed {args.seed})")
+            title = (
+                f"fidelity on {args.videos} synthetic videos ({args.frames} frames x "
+                f"{args.grid[0]}x{args.grid[1]} tokens, dim {args.dim}, seed {args.seed})"
+            )
     except ScissorError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps({"title": title, "table": {m: {str(r): v for r, v in rows.items()}
-                                                      for m, rows in table.items()}}, indent=2))
+        print(
+            json.dumps(
+                {"title": title, "table": {m: {str(r): v for r, v in rows.items()} for m, rows in table.items()}},
+                indent=2,
+            )
+        )
     else:
         print(format_tables(table, title))
     return 0

@@ -145,7 +145,13 @@ def make_video(
 
 
 def _check_sizes(
-    frames: int, height: int, width: int, dim: int, backgrounds: int, objects: int, events: int,
+    frames: int,
+    height: int,
+    width: int,
+    dim: int,
+    backgrounds: int,
+    objects: int,
+    events: int,
     event_frames: tuple[int, int],
 ) -> None:
     for name, value in (("frames", frames), ("height", height), ("width", width), ("dim", dim)):
@@ -161,8 +167,14 @@ def _check_sizes(
 
 
 def _paint_moving_objects(
-    labels: torch.Tensor, texture_of: torch.Tensor, objects: int, first_region: int,
-    height: int, width: int, dim: int, g: torch.Generator,
+    labels: torch.Tensor,
+    texture_of: torch.Tensor,
+    objects: int,
+    first_region: int,
+    height: int,
+    width: int,
+    dim: int,
+    g: torch.Generator,
 ) -> None:
     """Moving objects: rectangles with a constant velocity, bouncing off the borders.
 
@@ -192,8 +204,15 @@ def _paint_moving_objects(
 
 
 def _paint_events(
-    labels: torch.Tensor, texture_of: torch.Tensor, events: int, first_region: int,
-    event_frames: tuple[int, int], height: int, width: int, dim: int, g: torch.Generator,
+    labels: torch.Tensor,
+    texture_of: torch.Tensor,
+    events: int,
+    first_region: int,
+    event_frames: tuple[int, int],
+    height: int,
+    width: int,
+    dim: int,
+    g: torch.Generator,
 ) -> list[int]:
     """Events: small objects visible for a few frames, painted in place (as above); returns each one's length."""
     frames = labels.shape[0]

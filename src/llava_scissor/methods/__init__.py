@@ -81,9 +81,7 @@ def register_method(method: Method, *, replace: bool = False) -> Method:
     if not method.name or not method.name.isidentifier():
         raise ScissorError(f"method names must be identifiers, got {method.name!r}")
     if method.name in _REGISTRY and not replace:
-        raise ScissorError(
-            f"a method named {method.name!r} is already registered; pass replace=True to overwrite it"
-        )
+        raise ScissorError(f"a method named {method.name!r} is already registered; pass replace=True to overwrite it")
     _REGISTRY[method.name] = method
     return method
 
@@ -215,8 +213,7 @@ def _build_options(method: Method, options: Any, values: dict[str, Any]) -> Any:
         options = method.options()
     elif not isinstance(options, method.options):
         raise ScissorError(
-            f"options for method {method.name!r} must be a {method.options.__name__}, "
-            f"got {type(options).__name__}"
+            f"options for method {method.name!r} must be a {method.options.__name__}, got {type(options).__name__}"
         )
     if values:
         try:

@@ -38,8 +38,7 @@ def check_features(features: Any, method: str) -> tuple[int, int, int]:
     """Validate ``features: [F, N, d]`` (floating point, finite size); return (F, N, d)."""
     if not isinstance(features, torch.Tensor):
         raise ScissorError(
-            f"{method}: features must be a torch.Tensor [frames, tokens_per_frame, dim], "
-            f"got {type(features).__name__}"
+            f"{method}: features must be a torch.Tensor [frames, tokens_per_frame, dim], got {type(features).__name__}"
         )
     if features.dim() != 3:
         raise ScissorError(
@@ -53,9 +52,7 @@ def check_features(features: Any, method: str) -> tuple[int, int, int]:
     return frames, tokens, dim
 
 
-def check_side_input(
-    value: Any, name: str, method: str, shape: tuple[int, ...], hint: str
-) -> torch.Tensor:
+def check_side_input(value: Any, name: str, method: str, shape: tuple[int, ...], hint: str) -> torch.Tensor:
     """Validate a required side input (e.g. ``vision_attention: [F, N]``)."""
     if value is None:
         raise ScissorError(f"method {method!r} needs {name} (a tensor of shape {list(shape)}); {hint}")

@@ -109,7 +109,7 @@ def dycoke_compress(features: torch.Tensor, config: ScissorConfig, *, options: A
     # Frame 0's merged tokens (only below N kept tokens) go to their most similar kept token.
     lost = ~kept_mask[0]
     if bool(lost.any()):
-        assignment[0, lost] = assign_to_nearest(flat[: n][lost], flat[kept])
+        assignment[0, lost] = assign_to_nearest(flat[:n][lost], flat[kept])
     # Every other merged token follows its reference chain (references come earlier).
     for f in range(1, frames):
         row = assignment[f]

@@ -19,9 +19,7 @@ from . import Method, register_method
 __all__ = ["scissor_compress"]
 
 
-def scissor_compress(
-    features: torch.Tensor, config: ScissorConfig, *, options: Any = None
-) -> CompressionResult:
+def scissor_compress(features: torch.Tensor, config: ScissorConfig, *, options: Any = None) -> CompressionResult:
     """features: [F, N, d] -> SCC (threshold ``tau`` or an exact budget), see ``llava_scissor.core.compress``."""
     result = core_compress(features, config)  # one tensor in, one result out
     assert isinstance(result, CompressionResult)

@@ -204,14 +204,23 @@ def read_video(
         if missing:
             more, again = _decode(av, info, missing, convert, False, None)
             if again is not None:
-                raise ScissorError(f"cannot decode video {info.path}: it decodes differently on a second read (corrupt?)")
+                raise ScissorError(
+                    f"cannot decode video {info.path}: it decodes differently on a second read (corrupt?)"
+                )
             got.update(more)
     frames = np.stack([got[i].pixels for i in indices])  # [F, H, W, 3]
     times = [got[i].time for i in indices]
     timestamps = None if any(t is None for t in times) else tuple(float(t) for t in times if t is not None)
     note = _note(info, num_frames, available, len(indices), repeat)
-    clip = Clip(frames=frames, indices=tuple(got[i].index for i in indices), timestamps=timestamps, info=info,
-                requested=num_frames, available=available, note=note)
+    clip = Clip(
+        frames=frames,
+        indices=tuple(got[i].index for i in indices),
+        timestamps=timestamps,
+        info=info,
+        requested=num_frames,
+        available=available,
+        note=note,
+    )
     if note is not None and (clip.truncated or not repeat):
         warnings.warn(note, ScissorWarning, stacklevel=2)
     return clip
@@ -224,9 +233,7 @@ def _import_av() -> Any:
     try:
         import av
     except ImportError:
-        raise ScissorError(
-            "reading video needs PyAV: pip install 'llava-scissor[video]'"
-        ) from None
+        raise ScissorError("reading video needs PyAV: pip install 'llava-scissor[video]'") from None
     return av
 
 
@@ -326,8 +333,10 @@ def _gib(nbytes: int) -> str:
 def _note(info: VideoInfo, asked: int, available: int, count: int, repeat: bool) -> str | None:
     """One line on how the sampled frames differ from the request, or None."""
     if available < info.frames:
-        head = (f"{info.path}: the stream ends after {available} of the {info.frames} frames its header "
-                f"promises (truncated or damaged file)")
+        head = (
+            f"{info.path}: the stream ends after {available} of the {info.frames} frames its header "
+            f"promises (truncated or damaged file)"
+        )
         if count < asked:
             return f"{head}; used all {available} frames that decode, fewer than the {asked} asked"
         if asked > available:
@@ -385,11 +394,7 @@ def _decode(
     with _open(av, info.path) as container:
         stream = _video_stream(container, info.path)
         stream.thread_type = "AUTO"
-        can_seek = (
-            info.fps is not None
-            and stream.time_base is not None
-            and "gif" not in info.container
-        )
+        can_seek = info.fps is not None and stream.time_base is not None and "gif" not in info.container
         use_seek = can_seek if seek else False
         if seek is None:
             gaps = np.diff([0] + wanted)

@@ -71,9 +71,7 @@ def resolve_grid(tokens_per_frame: int, grid: tuple[int, int] | None) -> tuple[i
         return side, side
     gh, gw = (int(v) for v in grid)
     if gh < 1 or gw < 1 or gh * gw != tokens_per_frame:
-        raise ScissorError(
-            f"grid {gh}x{gw} has {gh * gw} cells but there are {tokens_per_frame} tokens per frame"
-        )
+        raise ScissorError(f"grid {gh}x{gw} has {gh * gw} cells but there are {tokens_per_frame} tokens per frame")
     return gh, gw
 
 
@@ -162,8 +160,13 @@ def legend(result: CompressionResult) -> list[tuple[str, str]]:
     ]
     if bool((result.assignment < 0).any()):
         items.append(("grey", "dark grey: dropped, merged into no output token"))
-    items.append(("tokens", f"tokens before -> after: {result.num_input_tokens:,} -> {result.num_tokens:,} "
-                            f"({result.retention:.1%} kept)"))
+    items.append(
+        (
+            "tokens",
+            f"tokens before -> after: {result.num_input_tokens:,} -> {result.num_tokens:,} "
+            f"({result.retention:.1%} kept)",
+        )
+    )
     return items
 
 
@@ -261,8 +264,9 @@ def save(
     elif suffix == ".gif":
         pages = _gif_pages(frames, result, grid=grid, timestamps=timestamps)
         with atomic_output(path) as tmp:
-            pages[0].save(tmp, format="GIF", save_all=True, append_images=pages[1:], duration=600, loop=0,
-                          optimize=True)
+            pages[0].save(
+                tmp, format="GIF", save_all=True, append_images=pages[1:], duration=600, loop=0, optimize=True
+            )
     else:
         page = _html(frames, result, grid=grid, timestamps=timestamps, title=title)
         with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
@@ -298,9 +302,7 @@ def _check_frames(frames: Any, result: CompressionResult) -> np.ndarray:
     if arr.ndim != 4 or arr.shape[-1] != 3:
         raise ScissorError(f"frames must be [frames, height, width, 3] RGB, got shape {tuple(arr.shape)}")
     if arr.shape[0] != result.frames:
-        raise ScissorError(
-            f"got {arr.shape[0]} video frames but the compression covers {result.frames} frames"
-        )
+        raise ScissorError(f"got {arr.shape[0]} video frames but the compression covers {result.frames} frames")
     if arr.dtype != np.uint8:
         raise ScissorError(f"frames must be uint8, got {arr.dtype}")
     return arr
@@ -383,7 +385,12 @@ def _gif_pages(
         draw = PIL.ImageDraw.Draw(page)
         page.paste(tile, ((width - tw) // 2, margin))
         when = f" at {timestamps[i]:.1f} s" if timestamps is not None else ""
-        draw.text((margin, th + margin + 6), f"frame {i}{when}: {counts[i]} tokens after the spatial step", font=font, fill=_INK)
+        draw.text(
+            (margin, th + margin + 6),
+            f"frame {i}{when}: {counts[i]} tokens after the spatial step",
+            font=font,
+            fill=_INK,
+        )
         draw.text((margin, th + margin + 24), _summary(result), font=small, fill=_MUTED)
         _draw_legend(draw, margin, th + margin + 42, result, small)
         box = (margin, th + margin + 46 + extra, width - margin, th + 222 + extra)

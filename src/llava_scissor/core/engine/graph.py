@@ -385,7 +385,9 @@ def budget_components(
         )
         is_open = labels < n_open[:, None]
         labels = torch.where(
-            is_open, tie_labels.gather(1, labels.clamp(max=M.shape[1] - 1)), labels - n_open[:, None] + tie_count[:, None]
+            is_open,
+            tie_labels.gather(1, labels.clamp(max=M.shape[1] - 1)),
+            labels - n_open[:, None] + tie_count[:, None],
         )
         count = count - n_open + tie_count
     return Components(labels, count, keep_t[group], cut_t[group])

@@ -277,9 +277,7 @@ def components_of_sets(
     unresolved = torch.zeros((), dtype=torch.bool, device=device)
     if graph.capacity is not None:
         unresolved = in_band > graph.capacity
-    return SetComponents(
-        labels, reps, comps.count, degree, comps.keep_threshold, comps.cut_threshold, unresolved
-    )
+    return SetComponents(labels, reps, comps.count, degree, comps.keep_threshold, comps.cut_threshold, unresolved)
 
 
 @dataclass(frozen=True)
@@ -342,9 +340,7 @@ def _threshold_search(g: _Graph, tau: torch.Tensor) -> tuple[Components, torch.T
     return threshold_components(edges, tau, g.valid, g.sync_free), degree, in_band
 
 
-def _budget_search(
-    g: _Graph, keep: torch.Tensor, group: torch.Tensor | None
-) -> tuple[Components, torch.Tensor]:
+def _budget_search(g: _Graph, keep: torch.Tensor, group: torch.Tensor | None) -> tuple[Components, torch.Tensor]:
     """Exactly keep[g] components per group of sets (single-linkage cut) -> (components, pairs in the band)."""
     sampled = g.sampled
 

@@ -134,9 +134,7 @@ def _resolve_strip_(strip: torch.Tensor, x: torch.Tensor, i: int, lo: torch.Tens
         strip[r, c] = canonical_similarity(x, r, x, c + i).to(strip.dtype)
 
 
-def _strip_best_(
-    strip: torch.Tensor, i: int, labels: torch.Tensor, best_w: torch.Tensor, best_u: torch.Tensor
-) -> None:
+def _strip_best_(strip: torch.Tensor, i: int, labels: torch.Tensor, best_w: torch.Tensor, best_u: torch.Tensor) -> None:
     """Fold one strip into every vertex's strongest edge to another component (in place).
 
     strip: [i + t, t] similarities of rows 0..i+t with columns i..i+t; labels: [n];
@@ -312,7 +310,9 @@ def tiled_budget_components(
     bound = None if sim_dtype == torch.float64 else error_bound(x.shape[1], sim_dtype, device, residual)
     estimates = [lambda: _spanning_weights(n, device, _strips_choice(xn, tile))]
     if wide == torch.float32:  # the neighbour lists order float32 weights exactly
-        estimates.insert(0, lambda: _spanning_weights(n, device, _lists_choice(*_neighbour_lists(xn, tile, _NEIGHBOURS))))
+        estimates.insert(
+            0, lambda: _spanning_weights(n, device, _lists_choice(*_neighbour_lists(xn, tile, _NEIGHBOURS)))
+        )
     for estimate in estimates:
         ranked = estimate().sort(descending=True).values
         joins = n - keep
@@ -421,7 +421,9 @@ def _cut_band_graph(
                 up[max(rp, rq)] = min(rp, rq)
     top = torch.tensor([find(v) for v in range(C)], device=device)  # smallest component id of each
     if ties > 0:
-        top = _split_ties(top, torch.tensor(ca, device=device), torch.tensor(cb, device=device), torch.tensor(cv), keep_t, ties)
+        top = _split_ties(
+            top, torch.tensor(ca, device=device), torch.tensor(cb, device=device), torch.tensor(cv), keep_t, ties
+        )
     is_top = top == torch.arange(C, device=device)
     final = (is_top.cumsum(0) - 1)[top][comp]
     count = torch.full((1,), int(is_top.sum()), dtype=torch.int64, device=device)

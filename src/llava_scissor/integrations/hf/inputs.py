@@ -107,9 +107,7 @@ def load_processor(name_or_path: str, **kwargs: Any) -> Any:
         processor = None
     config = AutoConfig.from_pretrained(name_or_path, **kwargs)
     if config.model_type not in _VIDEO_TOKENS:
-        raise ScissorError(
-            f"model type {config.model_type!r} is not supported; supported: {supported_model_types()}"
-        )
+        raise ScissorError(f"model type {config.model_type!r} is not supported; supported: {supported_model_types()}")
     tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
     image_processor = AutoImageProcessor.from_pretrained(name_or_path, backend="pil", **kwargs)
     return ProcessorParts(config, tokenizer, image_processor)
@@ -199,7 +197,12 @@ def build_video_inputs(
     if not isinstance(processor, ProcessorParts):
         if not _has_video_processor(processor):
             raise ScissorError("processor has no video processor; pass ProcessorParts (see load_processor)")
-        kwargs: dict[str, Any] = {"text": texts, "videos": [list(v) for v in sampled], "return_tensors": "pt", "padding": True}
+        kwargs: dict[str, Any] = {
+            "text": texts,
+            "videos": [list(v) for v in sampled],
+            "return_tensors": "pt",
+            "padding": True,
+        }
         if timestamps is not None:
             kwargs.update(_processor_metadata(times))
         if images is not None:
@@ -399,11 +402,15 @@ def _qwen_videos(
     rows, grids, counts, seconds = [], [], [], []
     for frames, ts in zip(videos, times):
         # temporal_factor: GLM-4V's resize rounds for temporal patches (the others ignore it)
-        processed = np.stack([
-            _normalise(parts, ip.resize(_chw(f), size=size, resample=resample, factor=patch * merge,
-                                        temporal_factor=temporal))
-            for f in frames
-        ])  # [F, C, H, W]
+        processed = np.stack(
+            [
+                _normalise(
+                    parts,
+                    ip.resize(_chw(f), size=size, resample=resample, factor=patch * merge, temporal_factor=temporal),
+                )
+                for f in frames
+            ]
+        )  # [F, C, H, W]
         if pad := -processed.shape[0] % temporal:
             processed = np.concatenate([processed, np.repeat(processed[-1:], pad, axis=0)])
         f, c, h, w = processed.shape

@@ -42,8 +42,14 @@ from .hooks import prefill_hook_for
 __all__ = ["prepare", "PreparedInputs", "VideoStats", "supports_precomputed_features"]
 
 #: [B, L] tensors that follow the token axis, with their padding value
-_PER_TOKEN = {"input_ids": None, "attention_mask": 0, "mm_token_type_ids": 0, "token_type_ids": 0,
-              "labels": -100, "position_ids": 0}
+_PER_TOKEN = {
+    "input_ids": None,
+    "attention_mask": 0,
+    "mm_token_type_ids": 0,
+    "token_type_ids": 0,
+    "labels": -100,
+    "position_ids": 0,
+}
 
 
 @dataclass(frozen=True)
@@ -106,9 +112,15 @@ class PreparedInputs(dict):
     config: ScissorConfig | None
     options: Any
 
-    def __init__(self, kwargs: Mapping[str, Any], stats: list[VideoStats] | None = None,
-                 encode_seconds: float = 0.0, method: Method | None = None,
-                 config: ScissorConfig | None = None, options: Any = None) -> None:
+    def __init__(
+        self,
+        kwargs: Mapping[str, Any],
+        stats: list[VideoStats] | None = None,
+        encode_seconds: float = 0.0,
+        method: Method | None = None,
+        config: ScissorConfig | None = None,
+        options: Any = None,
+    ) -> None:
         super().__init__(kwargs)
         self.stats = list(stats or [])
         self.encode_seconds = encode_seconds
@@ -273,16 +285,16 @@ def prepare(
             order=place.order,
             segment_tokens=place.counts,
         )
-        for i, (video, result, packed, sec, place) in enumerate(
-            zip(videos, results, packed_rows, seconds, placed)
-        )
+        for i, (video, result, packed, sec, place) in enumerate(zip(videos, results, packed_rows, seconds, placed))
     ]
     if not method_obj.in_model:
         return PreparedInputs(out, stats, encode_seconds)
     return PreparedInputs(out, stats, encode_seconds, method_obj, cfg, options)
 
 
-def _side_inputs(model: Any, family: Family, inputs: Mapping[str, Any], method: Method, count: int) -> list[dict[str, Any]]:
+def _side_inputs(
+    model: Any, family: Family, inputs: Mapping[str, Any], method: Method, count: int
+) -> list[dict[str, Any]]:
     """The side inputs ``method`` needs, per video, from the model (only ``vision_attention`` can be had)."""
     unknown = sorted(set(method.side_inputs) - {"vision_attention"})
     if unknown:
@@ -400,7 +412,9 @@ def _rebuild(
             row += 1
         need = video.num_placeholders
         if row >= b or row_positions[row].numel() - row_used[row] < need:
-            raise ScissorError("a video's placeholder run is split across prompts; expected each video inside one prompt")
+            raise ScissorError(
+                "a video's placeholder run is split across prompts; expected each video inside one prompt"
+            )
         run = row_positions[row][row_used[row] : row_used[row] + need]
         row_used[row] += need
         order, slots, origin, counts = _segment_slots(video, result, run, keep_tail)

@@ -210,9 +210,13 @@ def _chat_template(source: str, local_only: bool, processor: Any) -> str | None:
 
     for filename in ("chat_template.jinja", "chat_template.json", "processor_config.json"):
         try:
-            path = cached_file(source, filename, local_files_only=local_only,
-                               _raise_exceptions_for_missing_entries=False,
-                               _raise_exceptions_for_connection_errors=False)
+            path = cached_file(
+                source,
+                filename,
+                local_files_only=local_only,
+                _raise_exceptions_for_missing_entries=False,
+                _raise_exceptions_for_connection_errors=False,
+            )
         except OSError:
             path = None
         if not path:
@@ -259,15 +263,18 @@ def load_model(name: str, *, device: str = "auto", dtype: str = "auto", progress
             )
         try:
             processor = load_processor(source, local_files_only=local_only)
-            model: Any = AutoModelForImageTextToText.from_pretrained(source, dtype=torch_dtype, local_files_only=local_only)
+            model: Any = AutoModelForImageTextToText.from_pretrained(
+                source, dtype=torch_dtype, local_files_only=local_only
+            )
         except OSError as exc:
             if local_only and not os.path.isdir(source):
                 raise _not_found(name) from None
             raise ScissorError(f"cannot load model {name}: {' '.join(str(exc).split())}") from None
         model.to(target).eval()
     template = _chat_template(source, local_only, processor)
-    return Loaded(name=name, model=model, processor=processor, model_type=str(model_type),
-                  device=target, chat_template=template)
+    return Loaded(
+        name=name, model=model, processor=processor, model_type=str(model_type), device=target, chat_template=template
+    )
 
 
 def video_token(loaded: Loaded) -> str:
@@ -403,8 +410,9 @@ def answer(
     first = timer.first if timer.first is not None else end
     tokens_after = result.num_tokens
     if prepared.method is not None and prepared.config is not None:  # in the language model
-        tokens_after = final_budget(result.num_input_tokens, prepared.config.retention,
-                                    prepared.config.max_tokens) or tokens_after
+        tokens_after = (
+            final_budget(result.num_input_tokens, prepared.config.retention, prepared.config.max_tokens) or tokens_after
+        )
     return Answer(
         answer=text,
         tokens_before=result.num_input_tokens,

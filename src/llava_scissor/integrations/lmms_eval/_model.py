@@ -83,7 +83,11 @@ class CompressionTokenCounts(TokenCounts):
 
 def _world() -> tuple[int, int, int]:
     """(rank, local rank, world size) from the launcher's environment (accelerate, torchrun)."""
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    return (
+        int(os.environ.get("RANK", "0")),
+        int(os.environ.get("LOCAL_RANK", "0")),
+        int(os.environ.get("WORLD_SIZE", "1")),
+    )
 
 
 def _rank_device(device: str, local_rank: int, world_size: int) -> str:
@@ -214,14 +218,17 @@ class LlavaScissor(lmms):  # type: ignore[misc]
             resolve_arguments(method_obj, None, dict(self.compression))
             if method_obj.in_model and self.batch_size_per_gpu > 1:
                 # Pruning inside the language model (FastV) runs one sequence per call.
-                logger.warning(f"llava_scissor: method {self.method!r} acts inside the language model and runs "
-                               f"one request at a time; batch_size {self.batch_size_per_gpu} -> 1")
+                logger.warning(
+                    f"llava_scissor: method {self.method!r} acts inside the language model and runs "
+                    f"one request at a time; batch_size {self.batch_size_per_gpu} -> 1"
+                )
                 self.batch_size_per_gpu = 1
         self.batch_sizes = {"generate_until": self.batch_size_per_gpu}  # lmms-eval logs these
 
         rank, local_rank, world_size = _world()
-        self.loaded = load_model(str(pretrained), device=_rank_device(str(device or "auto"), local_rank, world_size),
-                                 dtype=dtype)
+        self.loaded = load_model(
+            str(pretrained), device=_rank_device(str(device or "auto"), local_rank, world_size), dtype=dtype
+        )
         self._device = self.loaded.device
         if world_size > 1:
             self.accelerator = _collectives(self._device, world_size)
@@ -266,7 +273,9 @@ class LlavaScissor(lmms):  # type: ignore[misc]
             keys.append((task, split, json.dumps(gen_kwargs or {}, sort_keys=True, default=str), bool(visuals[i])))
         for batch in group_batches(keys, self.batch_size_per_gpu):
             members = [work[b] for b in batch]
-            for i, result in zip(members, self._generate([requests[i] for i in members], [visuals[i] for i in members])):
+            for i, result in zip(
+                members, self._generate([requests[i] for i in members], [visuals[i] for i in members])
+            ):
                 outputs[i] = result
         done = [o for o in outputs if o is not None]
         if len(done) != len(requests):  # every request answered once, in order
@@ -347,8 +356,10 @@ class LlavaScissor(lmms):  # type: ignore[misc]
         gen = dict(requests[0].args[1] or {})  # equal within a batch (grouped on it)
         until = gen.pop("until", None)
         stops = [until] if isinstance(until, str) else list(until or [])
-        kwargs: dict[str, Any] = {"max_new_tokens": int(gen.pop("max_new_tokens", self.max_new_tokens)),
-                                  "pad_token_id": self._pad_id()}
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": int(gen.pop("max_new_tokens", self.max_new_tokens)),
+            "pad_token_id": self._pad_id(),
+        }
         # lmms-eval's task settings: sampling only with a positive temperature (tasks write
         # temperature 0 for greedy); beams as given.
         temperature = float(gen.pop("temperature", 0) or 0)
@@ -417,9 +428,14 @@ class LlavaScissor(lmms):  # type: ignore[misc]
         content.append({"type": "text", "text": context})
         template = self.loaded.chat_template
         if template is not None:
-            return str(self.tokenizer.apply_chat_template([{"role": "user", "content": content}],
-                                                          chat_template=template, tokenize=False,
-                                                          add_generation_prompt=True))
+            return str(
+                self.tokenizer.apply_chat_template(
+                    [{"role": "user", "content": content}],
+                    chat_template=template,
+                    tokenize=False,
+                    add_generation_prompt=True,
+                )
+            )
         marks = "".join(video_token(self.loaded) for _ in range(videos))
         return f"<|im_start|>user\n{marks}\n{context}<|im_end|>\n<|im_start|>assistant\n"
 
@@ -431,8 +447,15 @@ class LlavaScissor(lmms):  # type: ignore[misc]
         clips = [clip for per_prompt in videos for clip in per_prompt]
         if clips:
             # the decoder's timestamps: temporal positions (Qwen2.5-VL) and time texts (Qwen3-VL, GLM-4V)
-            batch = dict(build_video_inputs(self.loaded.processor, prompts, [c.frames for c in clips],
-                                            timestamps=[c.timestamps for c in clips], padding_side="left"))
+            batch = dict(
+                build_video_inputs(
+                    self.loaded.processor,
+                    prompts,
+                    [c.frames for c in clips],
+                    timestamps=[c.timestamps for c in clips],
+                    padding_side="left",
+                )
+            )
         else:
             self.tokenizer.padding_side = "left"
             batch = dict(self.tokenizer(prompts, return_tensors="pt", padding=True))

@@ -123,9 +123,7 @@ class Family:
         layer (mean over heads and queries), pooled to the token grid of ``extract``."""
         raise ScissorError(f"{type(self).__name__} cannot compute vision attention")
 
-    def original_positions(
-        self, model: Any, inputs: Mapping[str, Any]
-    ) -> torch.Tensor | None:
+    def original_positions(self, model: Any, inputs: Mapping[str, Any]) -> torch.Tensor | None:
         """``[axes, B, L]`` rotary positions of the uncompressed sequence, or None when the
         model's positions follow from the attention mask alone."""
         return None

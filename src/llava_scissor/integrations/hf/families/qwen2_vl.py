@@ -61,7 +61,9 @@ class QwenVLFamily(Family):
         for rows, (t, h, w) in zip(pooled, grid.tolist()):
             n = (h // m) * (w // m)
             if rows.shape[0] != t * n:
-                raise ScissorError(f"Qwen video features have {rows.shape[0]} rows; expected {t} x {n} for grid {(t, h, w)}")
+                raise ScissorError(
+                    f"Qwen video features have {rows.shape[0]} rows; expected {t} x {n} for grid {(t, h, w)}"
+                )
             result.append(VideoFeatures(rows.reshape(t, n, -1), None, (t, h // m, w // m)))
         return result
 
@@ -119,9 +121,7 @@ class QwenVLFamily(Family):
         if order is not None:
             merged = merged[torch.argsort(order)]  # undo Qwen2.5's window permutation
         sizes = [int(t * h * w) // unit for t, h, w in grid.tolist()]
-        return [
-            chunk.view(int(t), -1) for chunk, (t, _, _) in zip(merged.split(sizes), grid.tolist())
-        ]
+        return [chunk.view(int(t), -1) for chunk, (t, _, _) in zip(merged.split(sizes), grid.tolist())]
 
 
 def _window_order(visual: Any, grid: torch.Tensor) -> torch.Tensor | None:

@@ -36,7 +36,9 @@ class Qwen3VLFamily(QwenVLFamily):
     def extract(self, model: Any, inputs: Mapping[str, Any]) -> list[VideoFeatures]:
         grid = inputs.get("video_grid_thw")
         if grid is None:
-            raise ScissorError(f"{model.config.model_type} video inputs need video_grid_thw next to pixel_values_videos")
+            raise ScissorError(
+                f"{model.config.model_type} video inputs need video_grid_thw next to pixel_values_videos"
+            )
         out = base_model(model).get_video_features(
             pixel_values_videos=inputs["pixel_values_videos"], video_grid_thw=grid, return_dict=True
         )
