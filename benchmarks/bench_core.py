@@ -32,7 +32,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _synthetic import CORPUS
 
 import llava_scissor
+from llava_scissor._timing import synchronize
 from llava_scissor.core import bfloat16_products
+from llava_scissor.flops import scc_overhead_flops
 
 # The clock of best_of: wall time, or this process's CPU time (``--clock cpu``: with
 # ``--threads 1`` a shared machine's other work then does not count, where wall time
@@ -46,8 +48,8 @@ def best_of(fn, repeat: int, device: torch.device | None = None, warm: bool = Tr
     on a GPU, with the work finished."""
 
     def sync() -> None:
-        if device is not None and device.type == "cuda":
-            torch.cuda.synchronize(device)
+        if device is not None:
+            synchronize(device)
 
     if warm:
         fn()  # warm-up (and CUDA initialisation)
@@ -78,11 +80,6 @@ def matmul_rate(
     b = torch.randn(dim, size, dtype=dtype, device=device)
     t = best_of(lambda: a @ b, repeat, device)
     return 2 * size * size * dim / t
-
-
-def eq10_flops(frames: int, n: int, d: int, s: int, k: int) -> float:
-    """SCC overhead FLOPs of the paper's Eq. 10."""
-    return frames * 2 * n * n * d + 2 * s * s * d + 2 * frames * n * k * d
 
 
 def grid_parser(doc: str | None) -> argparse.ArgumentParser:
@@ -168,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                     s, k = res.num_spatial_tokens, res.num_tokens
                     s_sizes.append(s)
                     k_sizes.append(k)
-                    ratios[g] = t / (eq10_flops(args.frames, x.shape[1], dim, s, k) / rate)
+                    ratios[g] = t / (scc_overhead_flops(args.frames, x.shape[1], s, k, dim) / rate)
                 worst = max(ratios, key=ratios.__getitem__)
                 print(
                     f"{dim:>5} {sim:>8} {label:>8} {span(s_sizes):>9} {span(k_sizes):>9} "

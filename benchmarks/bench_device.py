@@ -20,16 +20,18 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _synthetic import synthetic_video  # noqa: E402
-from bench_core import best_of, eq10_flops, grid_parser, matmul_rate, set_clock  # noqa: E402
+from bench_core import best_of, grid_parser, matmul_rate, set_clock  # noqa: E402
 
 import llava_scissor  # noqa: E402
+from llava_scissor._timing import synchronize  # noqa: E402
+from llava_scissor.flops import scc_overhead_flops  # noqa: E402
 
 
 def count_syncs(fn, device: torch.device) -> str:
     """Host synchronizations of one call of fn, as CUDA's sync debug mode reports them."""
     if device.type != "cuda":
         return "-"
-    torch.cuda.synchronize(device)
+    synchronize(device)  # the work queued before fn is not counted
     torch.cuda.set_sync_debug_mode("warn")
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             t_sized = best_of(lambda: llava_scissor.compress(x, sized), args.repeat, device)
             syncs_free = count_syncs(lambda: llava_scissor.compress(x, free), device)
             syncs_sized = count_syncs(lambda: llava_scissor.compress(x, sized), device)
-            floor = eq10_flops(args.frames, x.shape[1], dim, a.num_spatial_tokens, a.num_tokens) / rate
+            floor = scc_overhead_flops(args.frames, x.shape[1], a.num_spatial_tokens, a.num_tokens, dim) / rate
             print(
                 f"{dim:>5} {label:>10} {a.num_spatial_tokens:>5} {a.num_tokens:>5} {floor * 1e3:>9.2f} "
                 f"{t_free * 1e3:>8.2f} {t_sized * 1e3:>8.2f} {t_free / floor:>10.2f} {syncs_free:>10} "

@@ -29,7 +29,9 @@ import json, resource, sys, time
 sys.path.insert(0, {here!r})
 import torch
 from _synthetic import CORPUS
-from bench_core import CLOCK, eq10_flops, matmul_rate, set_clock
+from bench_core import CLOCK, matmul_rate, set_clock
+from llava_scissor._timing import synchronize
+from llava_scissor.flops import scc_overhead_flops
 set_clock({clock!r}, {threads!r})
 clock = CLOCK[{clock!r}]
 import llava_scissor
@@ -40,8 +42,7 @@ if cuda:
 x = CORPUS[{generator!r}]({frames}, {dim}).to(device)
 rate = matmul_rate({dim}, 3, device=device)
 def sync():
-    if cuda:
-        torch.cuda.synchronize(device)
+    synchronize(device)
 if cuda:
     sync()
     torch.cuda.reset_peak_memory_stats(device)
@@ -56,7 +57,7 @@ sync()
 elapsed = clock() - t0
 peak = torch.cuda.max_memory_allocated(device) if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 rate = max(rate, matmul_rate({dim}, 3, device=device))
-floor = eq10_flops({frames}, x.shape[1], {dim}, r.num_spatial_tokens, r.num_tokens) / rate
+floor = scc_overhead_flops({frames}, x.shape[1], r.num_spatial_tokens, r.num_tokens, {dim}) / rate
 print(json.dumps(dict(time=elapsed, floor=floor, S=r.num_spatial_tokens, K=r.num_tokens, extra=peak - base)))
 """
 

@@ -20,9 +20,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _synthetic import CORPUS
-from bench_core import best_of, eq10_flops, matmul_rate, set_clock
+from bench_core import best_of, matmul_rate, set_clock
 
 import llava_scissor
+from llava_scissor.flops import scc_overhead_flops
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     res = llava_scissor.compress(x, cfg)
     t = best_of(lambda: llava_scissor.compress(x, cfg), 3, warm=False)
     rate = matmul_rate(args.dim, 3)
-    floor = eq10_flops(args.frames, x.shape[1], args.dim, res.num_spatial_tokens, res.num_tokens) / rate
+    floor = scc_overhead_flops(args.frames, x.shape[1], res.num_spatial_tokens, res.num_tokens, args.dim) / rate
     print(
         f"{args.generator}, {args.frames} x 196 x {args.dim}, {kw}, {args.similarity_dtype}: "
         f"S = {res.num_spatial_tokens}, K = {res.num_tokens}; one thread, CPU time: "
