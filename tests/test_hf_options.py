@@ -229,3 +229,26 @@ def test_side_rows_refused_for_tokens_that_are_no_mean_of_their_originals() -> N
     with pytest.raises(ScissorError, match="weighted mean"):
         reduce_rows(odd, torch.randn(12, 4), features)
     torch.testing.assert_close(reduce_rows(result, features, features), result.tokens)
+
+
+def test_append_text_tokens_extends_every_per_token_tensor() -> None:
+    from llava_scissor.integrations.hf.prepare import append_text_tokens
+
+    inputs = {
+        "input_ids": torch.tensor([[5, 6, 7]]),
+        "attention_mask": torch.tensor([[0, 1, 1]]),
+        "mm_token_type_ids": torch.tensor([[0, 2, 2]], dtype=torch.int32),
+        "labels": torch.tensor([[-100, 6, 7]]),
+        "pixel_values_videos": torch.zeros(2, 3),
+    }
+    out = append_text_tokens(inputs, torch.tensor([[8, 9]]))
+    assert out["input_ids"].tolist() == [[5, 6, 7, 8, 9]]
+    assert out["attention_mask"].tolist() == [[0, 1, 1, 1, 1]]
+    assert out["mm_token_type_ids"].tolist() == [[0, 2, 2, 0, 0]] and out["mm_token_type_ids"].dtype == torch.int32
+    assert out["labels"].tolist() == [[-100, 6, 7, -100, -100]]
+    assert out["pixel_values_videos"] is inputs["pixel_values_videos"]
+    assert inputs["input_ids"].shape == (1, 3)  # the caller's inputs stay as they were
+    with pytest.raises(ScissorError, match="position_ids"):
+        append_text_tokens({**inputs, "position_ids": torch.arange(3)[None]}, torch.tensor([[8]]))
+    with pytest.raises(ScissorError, match=r"\[1, n\]"):
+        append_text_tokens(inputs, torch.tensor([8, 9]))

@@ -39,7 +39,7 @@ from .families import Family, VideoFeatures, get_family
 from .families._base import base_model
 from .hooks import prefill_hook_for
 
-__all__ = ["prepare", "PreparedInputs", "VideoStats", "supports_precomputed_features"]
+__all__ = ["prepare", "PreparedInputs", "VideoStats", "supports_precomputed_features", "append_text_tokens"]
 
 #: [B, L] tensors that follow the token axis, with their padding value
 _PER_TOKEN = {
@@ -50,6 +50,35 @@ _PER_TOKEN = {
     "labels": -100,
     "position_ids": 0,
 }
+
+#: value of an appended text token in each [B, L] tensor but input_ids (position_ids have none:
+#: a constant cannot continue them)
+_TEXT_TOKEN = {"attention_mask": 1, "mm_token_type_ids": 0, "token_type_ids": 0, "labels": -100}
+
+
+def append_text_tokens(inputs: Mapping[str, Any], ids: torch.Tensor) -> dict[str, Any]:
+    """``inputs`` with the text tokens ``ids`` [B, n] appended to ``input_ids`` [B, L] and to
+    every per-token tensor ([B, L], ``_PER_TOKEN``): attended, text type, no label.
+
+    Raises ScissorError for a batch size other than ``input_ids``'s, or for per-token
+    tensors that cannot be extended (``position_ids``).
+    """
+    old = inputs["input_ids"]
+    b, length = old.shape
+    if ids.dim() != 2 or ids.shape[0] != b:
+        raise ScissorError(f"tokens to append must be [{b}, n] like input_ids [{b}, {length}], got {list(ids.shape)}")
+    out = dict(inputs)
+    for key, value in inputs.items():
+        if key not in _PER_TOKEN or not isinstance(value, torch.Tensor) or tuple(value.shape) != (b, length):
+            continue
+        if key == "input_ids":
+            out[key] = torch.cat([value, ids.to(value.device, value.dtype)], dim=1)
+        elif key in _TEXT_TOKEN:
+            pad = torch.full((b, ids.shape[1]), _TEXT_TOKEN[key], dtype=value.dtype, device=value.device)
+            out[key] = torch.cat([value, pad], dim=1)
+        else:
+            raise ScissorError(f"cannot append tokens to {key!r}: no value continues it; leave it out of the inputs")
+    return out
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ from loguru import logger
 
 from ..._errors import ScissorError
 from ...video import Clip, read_video
+from ..hf.prepare import append_text_tokens
 from ..hf.session import load_model, video_token
 from . import AUTO_BATCH_SIZE, MODEL_NAME
 from ._records import (
@@ -314,11 +315,7 @@ class LlavaScissor(lmms):  # type: ignore[misc]
             n = int(cont_ids.shape[1])
             if n == 0:
                 raise ScissorError(f"task {task!r} doc {doc_id}: the continuation {continuation!r} has no tokens")
-            inputs["input_ids"] = torch.cat([inputs["input_ids"], cont_ids], dim=1)
-            for key, fill in (("attention_mask", 1), ("mm_token_type_ids", 0)):
-                if inputs.get(key) is not None:
-                    pad = torch.full_like(cont_ids, fill, dtype=inputs[key].dtype)
-                    inputs[key] = torch.cat([inputs[key], pad], dim=1)
+            inputs = append_text_tokens(inputs, cont_ids)
             self.handle.last = None
             with torch.no_grad():
                 logits = self.model(**inputs).logits  # [1, L', vocab]
