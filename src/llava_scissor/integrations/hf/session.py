@@ -285,16 +285,23 @@ def video_token(loaded: Loaded) -> str:
     return video_token_for(loaded.model_type)
 
 
-def chat_prompt(loaded: Loaded, question: str) -> str:
-    """The chat prompt with one video and the question, ending where the answer starts."""
-    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
+def chat_prompt(loaded: Loaded, question: str, videos: int = 1) -> str:
+    """The chat prompt with ``videos`` videos and the question, ending where the answer starts."""
+    content: list[dict[str, Any]] = [{"type": "video"} for _ in range(videos)]
+    content.append({"type": "text", "text": question})
     tokenizer = getattr(loaded.processor, "tokenizer", None)
     if loaded.chat_template is not None and tokenizer is not None:
-        return tokenizer.apply_chat_template(
-            messages, chat_template=loaded.chat_template, tokenize=False, add_generation_prompt=True
+        return str(
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": content}],
+                chat_template=loaded.chat_template,
+                tokenize=False,
+                add_generation_prompt=True,
+            )
         )
     # No template anywhere: the Qwen2 chat format that every supported family's LLM uses.
-    return f"<|im_start|>user\n{video_token(loaded)}\n{question}<|im_end|>\n<|im_start|>assistant\n"
+    marks = "".join(video_token(loaded) for _ in range(videos))
+    return f"<|im_start|>user\n{marks}\n{question}<|im_end|>\n<|im_start|>assistant\n"
 
 
 def video_inputs(

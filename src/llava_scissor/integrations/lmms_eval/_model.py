@@ -44,7 +44,7 @@ from loguru import logger
 from ..._errors import ScissorError
 from ...video import Clip, read_video
 from ..hf.prepare import append_text_tokens
-from ..hf.session import load_model, video_token
+from ..hf.session import chat_prompt, load_model
 from . import AUTO_BATCH_SIZE, MODEL_NAME
 from ._records import (
     SampleRecord,
@@ -421,20 +421,7 @@ class LlavaScissor(lmms):  # type: ignore[misc]
         return [read_video(p, self.max_frames_num) for p in paths]
 
     def _prompt(self, context: str, videos: int) -> str:
-        content: list[dict[str, Any]] = [{"type": "video"} for _ in range(videos)]
-        content.append({"type": "text", "text": context})
-        template = self.loaded.chat_template
-        if template is not None:
-            return str(
-                self.tokenizer.apply_chat_template(
-                    [{"role": "user", "content": content}],
-                    chat_template=template,
-                    tokenize=False,
-                    add_generation_prompt=True,
-                )
-            )
-        marks = "".join(video_token(self.loaded) for _ in range(videos))
-        return f"<|im_start|>user\n{marks}\n{context}<|im_end|>\n<|im_start|>assistant\n"
+        return chat_prompt(self.loaded, context, videos)
 
     def _batch_inputs(self, contexts: Sequence[str], videos: Sequence[list[Clip]]) -> dict[str, Any]:
         """Processor outputs on this rank's device for prompts with their videos, left-padded."""
