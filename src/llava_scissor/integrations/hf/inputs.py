@@ -195,50 +195,13 @@ def build_video_inputs(
     sampled = [sample_frames(v, num_frames) for v in videos]
     times = _frame_times(timestamps, videos, num_frames)
     if not isinstance(processor, ProcessorParts):
-        if not _has_video_processor(processor):
-            raise ScissorError("processor has no video processor; pass ProcessorParts (see load_processor)")
-        kwargs: dict[str, Any] = {
-            "text": texts,
-            "videos": [list(v) for v in sampled],
-            "return_tensors": "pt",
-            "padding": True,
-        }
-        if timestamps is not None:
-            kwargs.update(_processor_metadata(times))
-        if images is not None:
-            kwargs["images"] = images
-        processor.tokenizer.padding_side = padding_side
-        return processor(**kwargs)
+        return _with_model_processor(
+            processor, texts, sampled, times if timestamps is not None else None, images, padding_side
+        )
 
     model_type = processor.model_type
-    if model_type in _PATCHED:
-        video_data, counts = _qwen_videos(processor, sampled, times)
-        replacements = _segmented_text(processor, video_data["video_grid_thw"], times, [len(v) for v in sampled])
-    elif model_type in ("llava_onevision", "llava_next_video"):
-        video_data, counts = _llava_videos(processor, sampled)
-        replacements = [processor.video_token * c for c in counts]
-    else:
-        raise ScissorError(f"model type {model_type!r} is not supported; supported: {supported_model_types()}")
-    if model_type in _GLM:
-        # GLM-4V's frames are image tokens: the video markers tell them apart (its chat
-        # template writes them; a bare placeholder gets them here)
-        wrapped = f"<|begin_of_video|>{processor.video_token}<|end_of_video|>"
-        texts = [t.replace(wrapped, processor.video_token) for t in texts]
-        replacements = [f"<|begin_of_video|>{r}<|end_of_video|>" for r in replacements]
-    texts = _expand(texts, processor.video_token, replacements)
-
-    image_data: dict[str, Any] = {}
-    if images:
-        if model_type not in _QWEN2 + _QWEN3:
-            raise ScissorError(
-                f"images next to videos need the model's own processor for {model_type!r} "
-                "(its image token count depends on the anyres layout); without torchvision only Qwen is supported"
-            )
-        image_data = dict(processor.image_processor(images=list(images), return_tensors="pt"))
-        merge = int(processor.setting("merge_size"))
-        image_counts = [int(g.prod()) // merge**2 for g in image_data["image_grid_thw"]]
-        image_token = getattr(processor.tokenizer, "image_token", None) or "<|image_pad|>"
-        texts = _expand(texts, image_token, [image_token * c for c in image_counts])
+    texts, video_data = _expand_videos(processor, texts, sampled, times)
+    texts, image_data = _expand_images(processor, texts, images)
 
     from transformers import BatchFeature
 
@@ -250,6 +213,71 @@ def build_video_inputs(
     if model_type in _PATCHED:
         batch["mm_token_type_ids"] = family_for(model_type).token_types(processor.config, batch["input_ids"])
     return batch
+
+
+def _with_model_processor(
+    processor: Any,
+    texts: list[str],
+    sampled: list[np.ndarray],
+    times: list[list[float] | None] | None,
+    images: Sequence[Any] | None,
+    padding_side: str,
+) -> Any:
+    """``build_video_inputs`` by the model's own processor (``times``: None when no timestamps were given)."""
+    if not _has_video_processor(processor):
+        raise ScissorError("processor has no video processor; pass ProcessorParts (see load_processor)")
+    kwargs: dict[str, Any] = {
+        "text": texts,
+        "videos": [list(v) for v in sampled],
+        "return_tensors": "pt",
+        "padding": True,
+    }
+    if times is not None:
+        kwargs.update(_processor_metadata(times))
+    if images is not None:
+        kwargs["images"] = images
+    processor.tokenizer.padding_side = padding_side
+    return processor(**kwargs)
+
+
+def _expand_videos(
+    parts: ProcessorParts, texts: list[str], sampled: list[np.ndarray], times: list[list[float] | None]
+) -> tuple[list[str], dict[str, Any]]:
+    """The prompts with each video placeholder expanded to the model's tokens, and the videos' pixel inputs."""
+    model_type = parts.model_type
+    if model_type in _PATCHED:
+        video_data, _ = _qwen_videos(parts, sampled, times)
+        replacements = _segmented_text(parts, video_data["video_grid_thw"], times, [len(v) for v in sampled])
+    elif model_type in ("llava_onevision", "llava_next_video"):
+        video_data, counts = _llava_videos(parts, sampled)
+        replacements = [parts.video_token * c for c in counts]
+    else:
+        raise ScissorError(f"model type {model_type!r} is not supported; supported: {supported_model_types()}")
+    if model_type in _GLM:
+        # GLM-4V's frames are image tokens: the video markers tell them apart (its chat
+        # template writes them; a bare placeholder gets them here)
+        wrapped = f"<|begin_of_video|>{parts.video_token}<|end_of_video|>"
+        texts = [t.replace(wrapped, parts.video_token) for t in texts]
+        replacements = [f"<|begin_of_video|>{r}<|end_of_video|>" for r in replacements]
+    return _expand(texts, parts.video_token, replacements), video_data
+
+
+def _expand_images(
+    parts: ProcessorParts, texts: list[str], images: Sequence[Any] | None
+) -> tuple[list[str], dict[str, Any]]:
+    """The prompts with each image placeholder expanded (Qwen only), and the images' pixel inputs."""
+    if not images:
+        return texts, {}
+    if parts.model_type not in _QWEN2 + _QWEN3:
+        raise ScissorError(
+            f"images next to videos need the model's own processor for {parts.model_type!r} "
+            "(its image token count depends on the anyres layout); without torchvision only Qwen is supported"
+        )
+    image_data = dict(parts.image_processor(images=list(images), return_tensors="pt"))
+    merge = int(parts.setting("merge_size"))
+    image_counts = [int(g.prod()) // merge**2 for g in image_data["image_grid_thw"]]
+    image_token = getattr(parts.tokenizer, "image_token", None) or "<|image_pad|>"
+    return _expand(texts, image_token, [image_token * c for c in image_counts]), image_data
 
 
 def _step_times(ts: list[float] | None, frames: int, steps: int, temporal: int, fps: float) -> list[float]:

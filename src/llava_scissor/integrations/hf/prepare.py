@@ -24,7 +24,7 @@ import inspect
 import itertools
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -230,6 +230,65 @@ def prepare(
     check_options(config, method, overrides)  # also for inputs without video
     if inputs.get("pixel_values_videos") is None:
         return PreparedInputs(inputs)
+    method_obj = _checked_method(model, inputs, method, enabled)
+    cfg, options, given_side = resolve_arguments(method_obj, config, overrides)
+
+    videos, results, seconds, encode_seconds = _encode_and_compress(
+        model,
+        family,
+        inputs,
+        method_obj,
+        enabled,
+        lambda video, extra: method_obj.compress(video.features, cfg, options=options, **given_side, **extra),
+    )
+    if method_obj.in_model and enabled and any(len(v.segment_frames) > 1 for v in videos):
+        raise ScissorError(
+            f"method {method_obj.name!r} prunes inside the language model over one run of video tokens per video; "
+            f"{model.config.model_type!r} writes each frame as its own segment between timestamps, which it "
+            "does not handle; use a method that compresses the features (e.g. scissor, vidcom2, dycoke)"
+        )
+
+    keep_tail = keep_newline or not getattr(family, "has_newline", False)
+    out, source, placed = _rebuild(model, family, inputs, videos, results, keep_tail, padding_side)
+    packed_rows = _hand_over_features(model, family, inputs, out, videos, results, placed, keep_tail)
+    if family.needs_positions:
+        _set_positions(model, family, inputs, out, source)
+
+    stats = _video_stats(videos, results, packed_rows, seconds, placed)
+    if not method_obj.in_model:
+        return PreparedInputs(out, stats, encode_seconds)
+    return PreparedInputs(out, stats, encode_seconds, method_obj, cfg, options)
+
+
+def _video_stats(
+    videos: list[VideoFeatures],
+    results: list[CompressionResult],
+    packed_rows: list[torch.Tensor],
+    seconds: list[float],
+    placed: list[_Placement],
+) -> list[VideoStats]:
+    """One ``VideoStats`` per video, in the processor's order."""
+    return [
+        VideoStats(
+            index=i,
+            row=place.row,
+            start=place.start,
+            frames=int(video.features.shape[0]),
+            tokens_per_frame=int(video.features.shape[1]),
+            tokens_before=video.num_placeholders,
+            tokens_after=int(packed.shape[0]),
+            seconds=sec,
+            result=result,
+            positions=place.positions,
+            order=place.order,
+            segment_tokens=place.counts,
+        )
+        for i, (video, result, packed, sec, place) in enumerate(zip(videos, results, packed_rows, seconds, placed))
+    ]
+
+
+def _checked_method(model: Any, inputs: Mapping[str, Any], method: str | None, enabled: bool) -> Method:
+    """The method ``prepare`` runs, once the inputs and the model can take it."""
     if inputs.get("input_ids") is None:
         raise ScissorError("inputs need input_ids (inputs_embeds alone cannot show where the video tokens are)")
     if not supports_precomputed_features(model):
@@ -243,8 +302,23 @@ def prepare(
             f"method {method_obj.name!r} acts inside the language model and has no prefill hook; register one "
             "with llava_scissor.integrations.hf.register_prefill_hook (see integrations/hf/hooks.py)"
         )
-    cfg, options, given_side = resolve_arguments(method_obj, config, overrides)
+    return method_obj
 
+
+def _encode_and_compress(
+    model: Any,
+    family: Family,
+    inputs: Mapping[str, Any],
+    method: Method,
+    enabled: bool,
+    compress: Callable[[VideoFeatures, dict[str, Any]], CompressionResult],
+) -> tuple[list[VideoFeatures], list[CompressionResult], list[float], float]:
+    """Encode the videos, then compress each (``compress(video, side inputs)``) unless the
+    method acts inside the model or ``enabled`` is False (every token kept, in order).
+
+    Returns (videos, results, seconds of each compression, seconds of the encoding), the
+    times synchronised on CUDA.
+    """
     device = inputs["input_ids"].device
     with torch.no_grad():
         _sync(device)
@@ -252,31 +326,37 @@ def prepare(
         videos = family.extract(model, inputs)
         _sync(device)
         encode_seconds = time.perf_counter() - t0
-        compress_now = enabled and not method_obj.in_model
-        side = _side_inputs(model, family, inputs, method_obj, len(videos)) if compress_now else [{}] * len(videos)
+        compress_now = enabled and not method.in_model
+        side = _side_inputs(model, family, inputs, method, len(videos)) if compress_now else [{}] * len(videos)
         results: list[CompressionResult] = []
         seconds: list[float] = []
         for video, extra in zip(videos, side):
             _sync(device)
             t0 = time.perf_counter()
             if compress_now:
-                result = method_obj.compress(video.features, cfg, options=options, **given_side, **extra)
+                result = compress(video, extra)
             else:
-                result = _identity_result(video.features, "none" if not enabled else method_obj.name)
+                result = _identity_result(video.features, "none" if not enabled else method.name)
             _sync(device)
             seconds.append(time.perf_counter() - t0)
             results.append(result)
+    return videos, results, seconds, encode_seconds
 
-    if method_obj.in_model and enabled and any(len(v.segment_frames) > 1 for v in videos):
-        raise ScissorError(
-            f"method {method_obj.name!r} prunes inside the language model over one run of video tokens per video; "
-            f"{model.config.model_type!r} writes each frame as its own segment between timestamps, which it "
-            "does not handle; use a method that compresses the features (e.g. scissor, vidcom2, dycoke)"
-        )
 
-    keep_tail = keep_newline or not getattr(family, "has_newline", False)
-    out, source, placed = _rebuild(model, family, inputs, videos, results, keep_tail, padding_side)
+def _hand_over_features(
+    model: Any,
+    family: Family,
+    inputs: Mapping[str, Any],
+    out: dict[str, Any],
+    videos: list[VideoFeatures],
+    results: list[CompressionResult],
+    placed: list[_Placement],
+    keep_tail: bool,
+) -> list[torch.Tensor]:
+    """Set ``out["mm_encoder_outputs"]``: the compressed videos (and the images, encoded here).
 
+    Returns each video's packed rows [tokens_after, dim], in the order of its placed tokens.
+    """
     packed_rows: list[torch.Tensor] = []
     packed_side: list[list[torch.Tensor]] = []
     for video, result, place in zip(videos, results, placed):
@@ -295,30 +375,7 @@ def prepare(
         encoder_outputs["image"] = _encode_images(model, out)
         del out["pixel_values"]
     out["mm_encoder_outputs"] = encoder_outputs
-
-    if family.needs_positions:
-        _set_positions(model, family, inputs, out, source)
-
-    stats = [
-        VideoStats(
-            index=i,
-            row=place.row,
-            start=place.start,
-            frames=int(video.features.shape[0]),
-            tokens_per_frame=int(video.features.shape[1]),
-            tokens_before=video.num_placeholders,
-            tokens_after=int(packed.shape[0]),
-            seconds=sec,
-            result=result,
-            positions=place.positions,
-            order=place.order,
-            segment_tokens=place.counts,
-        )
-        for i, (video, result, packed, sec, place) in enumerate(zip(videos, results, packed_rows, seconds, placed))
-    ]
-    if not method_obj.in_model:
-        return PreparedInputs(out, stats, encode_seconds)
-    return PreparedInputs(out, stats, encode_seconds, method_obj, cfg, options)
+    return packed_rows
 
 
 def _side_inputs(
@@ -414,13 +471,11 @@ def _rebuild(
     ids: torch.Tensor = inputs["input_ids"]
     if ids.dim() != 2:
         raise ScissorError(f"input_ids must be [batch, length], got shape {tuple(ids.shape)}")
-    b, length = ids.shape
     given_mask = inputs.get("attention_mask")
     mask = given_mask if given_mask is not None else torch.ones_like(ids)
     if mask.shape != ids.shape:
         raise ScissorError(f"attention_mask shape {tuple(mask.shape)} differs from input_ids {tuple(ids.shape)}")
     is_video = family.video_token_mask(model, inputs) & mask.bool()
-
     total = int(is_video.sum())
     expected = sum(v.num_placeholders for v in videos)
     if total != expected:
@@ -429,12 +484,42 @@ def _rebuild(
             "tokens; expected the processor's expansion for the same videos and settings"
         )
 
+    keep, source, video_rows = _cut_runs(videos, results, is_video, mask, keep_tail)
+    if padding_side is None:
+        had_padding = bool((mask == 0).any())
+        right = had_padding and bool((mask[:, 0] == 1).all()) and not bool((mask[:, -1] == 1).all())
+        padding_side = "right" if right else "left"
+    new_source, new_pos = _repad(keep, source, padding_side)
+    out = _gather_per_token(model, family, inputs, new_source)
+    # Video tokens take the placeholder id (gathering from a representative keeps it; the
+    # newline slot is a placeholder too), so input_ids need no further fix-up.
+    placed = []
+    for r, slots, order, counts in video_rows:
+        positions = new_pos[r, slots]
+        start = int(positions[0]) if positions.numel() else -1
+        placed.append(_Placement(r, start, positions, order, counts))
+    return out, new_source, placed
+
+
+def _cut_runs(
+    videos: list[VideoFeatures],
+    results: list[CompressionResult],
+    is_video: torch.Tensor,
+    mask: torch.Tensor,
+    keep_tail: bool,
+) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, torch.Tensor, torch.Tensor, tuple[int, ...]]]]:
+    """Each video's placeholder run cut to its compressed length.
+
+    is_video, mask: [B, L]. Returns (keep [B, L]: the old positions that stay, source [B, L]:
+    the old position each one's content comes from, per video (row, slots, order, counts)).
+    """
+    b, length = is_video.shape
     # Walk the videos in order over the rows (transformers fills placeholders row-major).
     row_positions = [is_video[r].nonzero().squeeze(1) for r in range(b)]
     row_used = [0] * b
     row = 0
     keep = mask.bool().clone()
-    source = torch.arange(length, device=ids.device).expand(b, length).clone()
+    source = torch.arange(length, device=is_video.device).expand(b, length).clone()
     video_rows: list[tuple[int, torch.Tensor, torch.Tensor, tuple[int, ...]]] = []  # (row, slots, order, counts)
     for video, result in zip(videos, results):
         while row < b and row_used[row] >= row_positions[row].numel():
@@ -451,25 +536,39 @@ def _rebuild(
         keep[row, slots] = True
         source[row, slots] = origin
         video_rows.append((row, slots, order, counts))
+    return keep, source, video_rows
 
-    lengths = keep.sum(1)
-    new_len = int(lengths.max()) if b else 0
-    had_padding = bool((mask == 0).any())
-    if padding_side is None:
-        right = had_padding and bool((mask[:, 0] == 1).all()) and not bool((mask[:, -1] == 1).all())
-        padding_side = "right" if right else "left"
 
-    new_source = torch.full((b, new_len), -1, dtype=torch.long, device=ids.device)
+def _repad(keep: torch.Tensor, source: torch.Tensor, padding_side: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The kept positions packed into rows of the longest row's length, padded on ``padding_side``.
+
+    keep, source: [B, L]. Returns (new source [B, L']: old position of each new one, -1 for
+    padding; new position [B, L] of each kept old position, -1 for the others).
+    """
+    b, length = keep.shape
+    new_len = int(keep.sum(1).max()) if b else 0
+    new_source = torch.full((b, new_len), -1, dtype=torch.long, device=keep.device)
     # new position of each kept old position, to locate the videos afterwards
-    new_pos = torch.full((b, length), -1, dtype=torch.long, device=ids.device)
+    new_pos = torch.full((b, length), -1, dtype=torch.long, device=keep.device)
     for r in range(b):
         kept = keep[r].nonzero().squeeze(1)
         offset = new_len - kept.numel() if padding_side == "left" else 0
         new_source[r, offset : offset + kept.numel()] = source[r, kept]
-        new_pos[r, kept] = torch.arange(kept.numel(), device=ids.device) + offset
+        new_pos[r, kept] = torch.arange(kept.numel(), device=keep.device) + offset
+    return new_source, new_pos
+
+
+def _gather_per_token(
+    model: Any, family: Family, inputs: Mapping[str, Any], new_source: torch.Tensor
+) -> dict[str, Any]:
+    """``inputs`` with each per-token tensor [B, L] gathered at ``new_source`` [B, L'] (padding
+    where it is -1), the video-only keys left out, and the attention mask of the new rows."""
+    ids: torch.Tensor = inputs["input_ids"]
+    b, length = ids.shape
+    given_mask = inputs.get("attention_mask")
+    mask = given_mask if given_mask is not None else torch.ones_like(ids)
     valid = new_source >= 0
     gather = new_source.clamp(min=0)
-
     out: dict[str, Any] = {}
     video_keys = set(family.video_input_keys)
     for key, value in inputs.items():
@@ -484,14 +583,7 @@ def _rebuild(
         out["attention_mask"] = valid.to(torch.long)
     elif given_mask is not None:
         out["attention_mask"] = valid.to(given_mask.dtype)
-    # Video tokens take the placeholder id (gathering from a representative keeps it; the
-    # newline slot is a placeholder too), so input_ids need no further fix-up.
-    placed = []
-    for r, slots, order, counts in video_rows:
-        positions = new_pos[r, slots]
-        start = int(positions[0]) if positions.numel() else -1
-        placed.append(_Placement(r, start, positions, order, counts))
-    return out, new_source, placed
+    return out
 
 
 def _set_positions(
