@@ -109,6 +109,23 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of all subcommands."""
     from .. import __version__
 
+    parser = _Parser(
+        prog=PROG,
+        description="Compress the video tokens of a video LLM with LLaVA-Scissor's semantic connected components.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    common, budget, model = _shared_options()
+    _add_ask(sub, [common, budget, model])
+    _add_compress(sub, [common, budget, model])
+    _add_visualize(sub, [common, budget, model])
+    _add_info(sub, [common])
+    return parser
+
+
+def _shared_options() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, argparse.ArgumentParser]:
+    """The option groups several subcommands take: (progress, method and budget, model)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
@@ -155,30 +172,36 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("auto", "float32", "bfloat16", "float16"),
         help="auto: bfloat16 on a GPU, float32 on the CPU",
     )
+    return common, budget, model
 
-    parser = _Parser(
-        prog=PROG,
-        description="Compress the video tokens of a video LLM with LLaVA-Scissor's semantic connected components.",
+
+def _add_frames(p: argparse.ArgumentParser, default: int | None, help_text: str) -> None:
+    """``--frames N``: frames sampled from the video."""
+    p.add_argument("--frames", type=_positive_int("frames"), default=default, metavar="N", help=help_text)
+
+
+def _add_repeat_frames(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--repeat-frames",
+        action="store_true",
+        help="repeat frames of a video shorter than N to give N (default: each frame once)",
     )
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.required = True
 
+
+def _add_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+
+def _add_ask(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     ask = sub.add_parser(
         "ask",
-        parents=[common, budget, model],
+        parents=parents,
         help="answer a question about a video with compressed video tokens",
         description="Sample frames, compress the video tokens, generate an answer, and print the numbers.",
     )
     ask.add_argument("video", metavar="VIDEO")
     ask.add_argument("question", metavar="QUESTION")
-    ask.add_argument(
-        "--frames",
-        type=_positive_int("frames"),
-        default=DEFAULT_FRAMES,
-        metavar="N",
-        help=f"frames sampled uniformly (default {DEFAULT_FRAMES})",
-    )
+    _add_frames(ask, DEFAULT_FRAMES, f"frames sampled uniformly (default {DEFAULT_FRAMES})")
     ask.add_argument(
         "--compare",
         nargs="?",
@@ -188,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also answer without compression (no METHOD, or 'none'), or with METHOD at the same "
         "budget (its default options), and show both answers side by side",
     )
-    ask.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    _add_json(ask)
     ask.add_argument(
         "--max-new-tokens",
         type=_positive_int("max-new-tokens"),
@@ -196,15 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="T",
         help="answer length limit (default 128)",
     )
-    ask.add_argument(
-        "--repeat-frames",
-        action="store_true",
-        help="repeat frames of a video shorter than N to give N (default: each frame once)",
-    )
+    _add_repeat_frames(ask)
 
+
+def _add_compress(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     comp = sub.add_parser(
         "compress",
-        parents=[common, budget, model],
+        parents=parents,
         help="write the compressed tokens of a video or a features file",
         description="Compress the tokens of VIDEO (through the model's vision tower and projector) or of a "
         "features file [frames, tokens, dim] (no model needed), and write them with labels and statistics.",
@@ -213,24 +234,16 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument(
         "--features", metavar="FILE", help=".safetensors (tensor 'features'), .pt or .npy, shaped [frames, tokens, dim]"
     )
-    comp.add_argument(
-        "--frames",
-        type=_positive_int("frames"),
-        default=None,
-        metavar="N",
-        help=f"frames sampled from VIDEO (default {DEFAULT_FRAMES})",
-    )
-    comp.add_argument(
-        "--repeat-frames",
-        action="store_true",
-        help="repeat frames of a video shorter than N to give N (default: each frame once)",
-    )
+    _add_frames(comp, None, f"frames sampled from VIDEO (default {DEFAULT_FRAMES})")
+    _add_repeat_frames(comp)
     comp.add_argument("-o", "--output", required=True, metavar="OUT.safetensors")
-    comp.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    _add_json(comp)
 
+
+def _add_visualize(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     vis = sub.add_parser(
         "visualize",
-        parents=[common, budget, model],
+        parents=parents,
         help="draw which tokens were merged into which",
         description="Tint each token cell of the sampled frames by its output token, draw component borders, "
         "and plot tokens per frame. The tokens come from the model or from a features file.",
@@ -241,26 +254,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="features [frames, tokens, dim] of VIDEO's uniformly sampled frames (no model)",
     )
-    vis.add_argument(
-        "--frames",
-        type=_positive_int("frames"),
-        default=None,
-        metavar="N",
-        help=f"frames sampled (default {DEFAULT_FRAMES}; with --features, its frame count)",
-    )
-    vis.add_argument(
-        "--repeat-frames",
-        action="store_true",
-        help="repeat frames of a video shorter than N to give N (default: each frame once)",
-    )
+    _add_frames(vis, None, f"frames sampled (default {DEFAULT_FRAMES}; with --features, its frame count)")
+    _add_repeat_frames(vis)
     vis.add_argument("--grid", type=_grid, metavar="HxW", help="token grid of one frame when it is not square")
     vis.add_argument("--title", help="heading of the picture (default: the video and the model or features file)")
     vis.add_argument("-o", "--output", required=True, metavar="OUT.png|.gif|.html")
-    vis.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    _add_json(vis)
 
-    info = sub.add_parser("info", parents=[common], help="versions, device, supported models, optional pieces")
-    info.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    return parser
+
+def _add_info(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    info = sub.add_parser("info", parents=parents, help="versions, device, supported models, optional pieces")
+    _add_json(info)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
