@@ -25,7 +25,15 @@ from ..._errors import ScissorError
 from ..._sampling import sample_indices
 from .families import family_for, supported_model_types
 
-__all__ = ["ProcessorParts", "load_processor", "build_video_inputs", "sample_frames", "sampled_fps", "video_token_for"]
+__all__ = [
+    "ProcessorParts",
+    "load_processor",
+    "build_video_inputs",
+    "sample_frames",
+    "sampled_fps",
+    "to_model",
+    "video_token_for",
+]
 
 _QWEN2 = ("qwen2_vl", "qwen2_5_vl")
 #: one placeholder segment per temporal step, a timestamp text before it
@@ -456,3 +464,16 @@ def _qwen_videos(
     if parts.model_type == "qwen2_5_vl":
         data["second_per_grid_ts"] = torch.tensor(seconds, dtype=torch.float32)
     return data, counts
+
+
+def to_model(batch: Any, device: torch.device | str, dtype: torch.dtype) -> dict[str, Any]:
+    """Processor outputs (a mapping) on ``device``: floating-point tensors (pixels) also in the
+    model's ``dtype``, integer ones (ids, masks, grids) keep theirs; lists of tensors alike."""
+    out: dict[str, Any] = {}
+    for key, value in dict(batch).items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(device, dtype if value.is_floating_point() else value.dtype)
+        elif isinstance(value, list) and value and all(isinstance(v, torch.Tensor) for v in value):
+            value = [v.to(device, dtype if v.is_floating_point() else v.dtype) for v in value]
+        out[key] = value
+    return out

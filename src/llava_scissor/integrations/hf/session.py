@@ -25,7 +25,7 @@ from ..._timing import synchronize as _sync
 from ...core.budget import final_budget
 from .families import get_family, supported_model_types
 from .hooks import prefill_hook_for
-from .inputs import build_video_inputs, load_processor, video_token_for
+from .inputs import build_video_inputs, load_processor, to_model, video_token_for
 from .prepare import prepare
 
 if TYPE_CHECKING:
@@ -313,17 +313,7 @@ def video_inputs(
     # positions, the timestamps Qwen3-VL / GLM-4V write between frames).
     times = None if timestamps is None else [list(timestamps)]
     batch = build_video_inputs(loaded.processor, text, [frames], timestamps=times)
-    dtype = loaded.model.dtype
-    out: dict[str, Any] = {}
-    for key, value in dict(batch).items():
-        if isinstance(value, torch.Tensor):
-            value = value.to(loaded.device)
-            if value.is_floating_point():
-                value = value.to(dtype)
-        elif isinstance(value, list) and value and all(isinstance(v, torch.Tensor) for v in value):
-            value = [v.to(loaded.device, dtype if v.is_floating_point() else v.dtype) for v in value]
-        out[key] = value
-    return out
+    return to_model(batch, loaded.device, loaded.model.dtype)
 
 
 def encode(loaded: Loaded, frames: np.ndarray, timestamps: Sequence[float] | None = None) -> tuple[torch.Tensor, float]:

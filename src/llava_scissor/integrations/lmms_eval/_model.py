@@ -43,6 +43,7 @@ from loguru import logger
 
 from ..._errors import ScissorError
 from ...video import Clip, read_video
+from ..hf.inputs import to_model
 from ..hf.prepare import append_text_tokens
 from ..hf.session import chat_prompt, load_model
 from . import AUTO_BATCH_SIZE, MODEL_NAME
@@ -443,17 +444,7 @@ class LlavaScissor(lmms):  # type: ignore[misc]
         else:
             self.tokenizer.padding_side = "left"
             batch = dict(self.tokenizer(prompts, return_tensors="pt", padding=True))
-        dtype = self.model.dtype
-        out: dict[str, Any] = {}
-        for key, value in batch.items():
-            if isinstance(value, torch.Tensor):
-                value = value.to(self._device)
-                if value.is_floating_point():
-                    value = value.to(dtype)
-            elif isinstance(value, list) and value and all(isinstance(v, torch.Tensor) for v in value):
-                value = [v.to(self._device, dtype if v.is_floating_point() else v.dtype) for v in value]
-            out[key] = value
-        return out
+        return to_model(batch, self._device, self.model.dtype)
 
     def _pad_id(self) -> int:
         pad = getattr(self.tokenizer, "pad_token_id", None)
