@@ -21,6 +21,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import llava_scissor
 from llava_scissor import ScissorConfig, ScissorError
 from llava_scissor.core.engine.graph import budget_components, rounds, threshold_components
+from llava_scissor.core.engine.reads import SYNC_FREE
 
 compress_module = importlib.import_module("llava_scissor.core.compress")
 sets_module = importlib.import_module("llava_scissor.core.engine.sets")
@@ -221,14 +222,14 @@ def _halving_path(n: int) -> torch.Tensor:
 def test_fixed_round_count_is_enough_and_tight(monkeypatch):
     n = 256
     W, valid, below = _halving_path(n), torch.tensor([n]), torch.tensor([-100.0])
-    assert threshold_components(W, below, valid, sync_free=True).count.tolist() == [1]
+    assert threshold_components(W, below, valid, reads=SYNC_FREE).count.tolist() == [1]
     assert threshold_components(W, below, valid).count.tolist() == [1]
     # log2(n) rounds join; the last round only closes what is left. One join round
     # fewer leaves the last pair of halves apart: the bound is not loose.
     monkeypatch.setattr(graph_module, "rounds", lambda m: rounds(m) - 1)
-    assert threshold_components(W, below, valid, sync_free=True).count.tolist() == [1]
+    assert threshold_components(W, below, valid, reads=SYNC_FREE).count.tolist() == [1]
     monkeypatch.setattr(graph_module, "rounds", lambda m: rounds(m) - 2)
-    assert threshold_components(W, below, valid, sync_free=True).count.tolist() == [2]
+    assert threshold_components(W, below, valid, reads=SYNC_FREE).count.tolist() == [2]
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -244,14 +245,14 @@ def test_graph_level_partitions_agree_with_ties(seed):
     W.diagonal(dim1=1, dim2=2).fill_(float("-inf"))
     group = torch.tensor([0, 0, 1, 1, 1])
     for keep in (torch.tensor([9, 20]), torch.tensor([1, 60])):
-        a = budget_components(W, valid, keep, group, sync_free=True)
+        a = budget_components(W, valid, keep, group, reads=SYNC_FREE)
         b = budget_components(W, valid, keep, group)
         assert torch.equal(a.count, b.count)
         for i in range(B):
             m = int(valid[i])
             assert canonical(a.labels[i, :m]) == canonical(b.labels[i, :m])
     tau = torch.full((B,), 0.5)
-    a, b = threshold_components(W, tau, valid, sync_free=True), threshold_components(W, tau, valid)
+    a, b = threshold_components(W, tau, valid, reads=SYNC_FREE), threshold_components(W, tau, valid)
     assert torch.equal(a.count, b.count)
     assert all(canonical(a.labels[i, : int(valid[i])]) == canonical(b.labels[i, : int(valid[i])]) for i in range(B))
 
