@@ -21,7 +21,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import llava_scissor
 from llava_scissor import ScissorConfig, ScissorError
 from llava_scissor.core.engine.graph import budget_components, rounds, threshold_components
-from llava_scissor.core.engine.reads import SYNC_FREE
+from llava_scissor.core.engine.reads import DATA_SIZED, SYNC_FREE, HostReads
 
 compress_module = importlib.import_module("llava_scissor.core.compress")
 sets_module = importlib.import_module("llava_scissor.core.engine.sets")
@@ -287,3 +287,14 @@ def test_strips_in_a_sync_free_call(kw):
     free = llava_scissor.compress(x, sync_free=True, **kw)
     assert free.num_spatial_tokens**2 * 4 > 1 << 20  # the strips did run
     assert_same(free, llava_scissor.compress(x, sync_free=False, **kw))
+
+
+def test_host_read_policy_of_a_call():
+    """Sync-free by default on CUDA only; an explicit setting wins on any device."""
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert HostReads.for_device(None, cpu) == DATA_SIZED and HostReads.for_device(None, cuda) == SYNC_FREE
+    assert HostReads.for_device(True, cpu) == SYNC_FREE and HostReads.for_device(False, cuda) == DATA_SIZED
+    # Data-sized: the value is read; sync-free: the bound, and the value is never computed.
+    assert DATA_SIZED.read(7, lambda: 3) == 3 and DATA_SIZED.capacity(lambda: 5) is None
+    assert SYNC_FREE.read(7, lambda: 1 // 0) == 7 and SYNC_FREE.capacity(lambda: 5) == 5
+    assert SYNC_FREE.iterations(4, 9) == 4 and DATA_SIZED.iterations(4, 9) == 9

@@ -461,14 +461,8 @@ def _with_zero_axis(videos: list[torch.Tensor], cfg: ScissorConfig) -> list[Comp
     ]
 
 
-def _compress_videos(videos: list[torch.Tensor], cfg: ScissorConfig) -> list[CompressionResult]:
-    V = len(videos)
-    device, dtype = videos[0].device, videos[0].dtype
-    N, d = videos[0].shape[1], videos[0].shape[2]
-    frames = [int(v.shape[0]) for v in videos]
-    reads = _host_reads(cfg, device)
-    if not reads.sync_free and bool(_zero_flag(videos)):  # a sync-free call learns it at its one read
-        return _with_zero_axis(videos, cfg)
+def _make_plan(cfg: ScissorConfig, frames: list[int], N: int, dtype: torch.dtype, reads: HostReads) -> _Plan:
+    """What a call on videos of ``frames`` x N tokens in ``dtype`` knows before any work."""
     sizes_known = cfg.budgeted and not cfg.approximate
     plan = _Plan(
         cfg=cfg,
@@ -480,19 +474,18 @@ def _compress_videos(videos: list[torch.Tensor], cfg: ScissorConfig) -> list[Com
         bounded=reads.sync_free and cfg.spatial and not sizes_known and fits_in_memory(cfg, max(frames) * N),
     )
     check_matrix_memory(plan.sizes, cfg)
-    flags: dict[str, torch.Tensor] = {}
-    if reads.sync_free:
-        flags["finite"] = _finite(videos)
-        flags["zero"] = _zero_flag(videos)
-    x_all = videos[0] if V == 1 else torch.cat(videos, dim=0)  # [sum F, N, d]
-    if reads.sync_free:
-        # NaN / Inf are only known at the end; until then the call must not index out of
-        # range on them (on a GPU a device-side assert ends the process), so zeros
-        # stand in for them. The result is then discarded and the input rejected.
-        x_all = torch.nan_to_num(x_all, 0.0, 0.0, 0.0)
-    originals = _split(x_all.reshape(-1, d), [f * N for f in frames])
+    return plan
 
-    # 1. Spatial step, 2. temporal step, 3. merge step.
+
+def _run_steps(
+    plan: _Plan, x_all: torch.Tensor, originals: list[torch.Tensor], frames: list[int], flags: dict[str, torch.Tensor]
+) -> tuple[_StepOut, _StepOut, list[torch.Tensor], list[torch.Tensor]]:
+    """1. Spatial step, 2. temporal step, 3. merge step over x_all [sum F, N, d] (originals: its videos' rows).
+
+    Returns (spatial, temporal, merged tokens per video, assignment per video); each
+    step's overflow flag goes into ``flags``.
+    """
+    cfg, V = plan.cfg, len(frames)
     spatial = _spatial_step(plan, x_all, frames) if cfg.spatial else _identity_step(originals, plan.acc)
     s_counts = None if spatial.sizes is not None else spatial.count
     if cfg.temporal:
@@ -505,11 +498,35 @@ def _compress_videos(videos: list[torch.Tensor], cfg: ScissorConfig) -> list[Com
         count = temporal.count if temporal.sizes is None else None
         home = [temporal.labels[v][spatial.labels[v]] for v in range(V)]  # each original's component
         tokens, assignment, flags["merge"] = merge(
-            originals, temporal.tokens, plan.acc, plan.sim_dtype, cfg.max_matrix_bytes, count, reads, home
+            originals, temporal.tokens, plan.acc, plan.sim_dtype, cfg.max_matrix_bytes, count, plan.reads, home
         )
     else:
         tokens = temporal.tokens
         assignment = [temporal.labels[v][spatial.labels[v]] for v in range(V)]
+    return spatial, temporal, tokens, assignment
+
+
+def _compress_videos(videos: list[torch.Tensor], cfg: ScissorConfig) -> list[CompressionResult]:
+    V = len(videos)
+    device, dtype = videos[0].device, videos[0].dtype
+    N, d = videos[0].shape[1], videos[0].shape[2]
+    frames = [int(v.shape[0]) for v in videos]
+    reads = _host_reads(cfg, device)
+    if not reads.sync_free and bool(_zero_flag(videos)):  # a sync-free call learns it at its one read
+        return _with_zero_axis(videos, cfg)
+    plan = _make_plan(cfg, frames, N, dtype, reads)
+    flags: dict[str, torch.Tensor] = {}
+    if reads.sync_free:
+        flags["finite"] = _finite(videos)
+        flags["zero"] = _zero_flag(videos)
+    x_all = videos[0] if V == 1 else torch.cat(videos, dim=0)  # [sum F, N, d]
+    if reads.sync_free:
+        # NaN / Inf are only known at the end; until then the call must not index out of
+        # range on them (on a GPU a device-side assert ends the process), so zeros
+        # stand in for them. The result is then discarded and the input rejected.
+        x_all = torch.nan_to_num(x_all, 0.0, 0.0, 0.0)
+    originals = _split(x_all.reshape(-1, d), [f * N for f in frames])
+    spatial, temporal, tokens, assignment = _run_steps(plan, x_all, originals, frames, flags)
 
     # 4. The one read of everything else the results need.
     host = _read_back(
