@@ -21,6 +21,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import llava_scissor
 from llava_scissor import ScissorConfig, ScissorError
 from llava_scissor.core.engine.graph import budget_components, rounds, threshold_components
+from llava_scissor.core.engine.reads import DATA_SIZED, SYNC_FREE, HostReads
 
 compress_module = importlib.import_module("llava_scissor.core.compress")
 sets_module = importlib.import_module("llava_scissor.core.engine.sets")
@@ -221,14 +222,14 @@ def _halving_path(n: int) -> torch.Tensor:
 def test_fixed_round_count_is_enough_and_tight(monkeypatch):
     n = 256
     W, valid, below = _halving_path(n), torch.tensor([n]), torch.tensor([-100.0])
-    assert threshold_components(W, below, valid, sync_free=True).count.tolist() == [1]
+    assert threshold_components(W, below, valid, reads=SYNC_FREE).count.tolist() == [1]
     assert threshold_components(W, below, valid).count.tolist() == [1]
     # log2(n) rounds join; the last round only closes what is left. One join round
     # fewer leaves the last pair of halves apart: the bound is not loose.
     monkeypatch.setattr(graph_module, "rounds", lambda m: rounds(m) - 1)
-    assert threshold_components(W, below, valid, sync_free=True).count.tolist() == [1]
+    assert threshold_components(W, below, valid, reads=SYNC_FREE).count.tolist() == [1]
     monkeypatch.setattr(graph_module, "rounds", lambda m: rounds(m) - 2)
-    assert threshold_components(W, below, valid, sync_free=True).count.tolist() == [2]
+    assert threshold_components(W, below, valid, reads=SYNC_FREE).count.tolist() == [2]
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -244,14 +245,14 @@ def test_graph_level_partitions_agree_with_ties(seed):
     W.diagonal(dim1=1, dim2=2).fill_(float("-inf"))
     group = torch.tensor([0, 0, 1, 1, 1])
     for keep in (torch.tensor([9, 20]), torch.tensor([1, 60])):
-        a = budget_components(W, valid, keep, group, sync_free=True)
+        a = budget_components(W, valid, keep, group, reads=SYNC_FREE)
         b = budget_components(W, valid, keep, group)
         assert torch.equal(a.count, b.count)
         for i in range(B):
             m = int(valid[i])
             assert canonical(a.labels[i, :m]) == canonical(b.labels[i, :m])
     tau = torch.full((B,), 0.5)
-    a, b = threshold_components(W, tau, valid, sync_free=True), threshold_components(W, tau, valid)
+    a, b = threshold_components(W, tau, valid, reads=SYNC_FREE), threshold_components(W, tau, valid)
     assert torch.equal(a.count, b.count)
     assert all(canonical(a.labels[i, : int(valid[i])]) == canonical(b.labels[i, : int(valid[i])]) for i in range(B))
 
@@ -286,3 +287,14 @@ def test_strips_in_a_sync_free_call(kw):
     free = llava_scissor.compress(x, sync_free=True, **kw)
     assert free.num_spatial_tokens**2 * 4 > 1 << 20  # the strips did run
     assert_same(free, llava_scissor.compress(x, sync_free=False, **kw))
+
+
+def test_host_read_policy_of_a_call():
+    """Sync-free by default on CUDA only; an explicit setting wins on any device."""
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert HostReads.for_device(None, cpu) == DATA_SIZED and HostReads.for_device(None, cuda) == SYNC_FREE
+    assert HostReads.for_device(True, cpu) == SYNC_FREE and HostReads.for_device(False, cuda) == DATA_SIZED
+    # Data-sized: the value is read; sync-free: the bound, and the value is never computed.
+    assert DATA_SIZED.read(7, lambda: 3) == 3 and DATA_SIZED.capacity(lambda: 5) is None
+    assert SYNC_FREE.read(7, lambda: 1 // 0) == 7 and SYNC_FREE.capacity(lambda: 5) == 5
+    assert SYNC_FREE.iterations(4, 9) == 4 and DATA_SIZED.iterations(4, 9) == 9

@@ -47,6 +47,7 @@ from .config import ScissorConfig, similarity_dtype, threshold, with_overrides
 from .engine.exact import zero_tokens
 from .engine.gram import to_device
 from .engine.merge import merge
+from .engine.reads import HostReads
 from .engine.sets import components_of_sets, segment_mean, segment_sizes
 from .result import CompressionResult, SCCResult
 
@@ -135,7 +136,7 @@ def compress(
     cfg = with_overrides(config, **overrides)
     single = isinstance(features, torch.Tensor)
     videos = check_videos(features, finite=False)
-    if not _sync_free(cfg, videos[0].device):
+    if not _host_reads(cfg, videos[0].device).sync_free:
         check_videos(features)  # NaN / Inf now, before any work
     try:
         with torch.no_grad():  # in-place products into reused buffers refuse autograd inputs
@@ -150,8 +151,9 @@ class _NonFinite(Exception):
     """A sync-free call found NaN / Inf in its input (known only at its one read)."""
 
 
-def _sync_free(cfg: ScissorConfig, device: torch.device) -> bool:
-    return device.type == "cuda" if cfg.sync_free is None else cfg.sync_free
+def _host_reads(cfg: ScissorConfig, device: torch.device) -> HostReads:
+    """The call's host-read policy: ``cfg.sync_free`` if set, else sync-free on CUDA (``engine/reads.py``)."""
+    return HostReads.for_device(cfg.sync_free, device)
 
 
 def check_videos(features: object, finite: bool = True) -> list[torch.Tensor]:
@@ -276,7 +278,7 @@ class _Plan:
     # Sync-free with sizes unknown (tau, sampling): the spatial step's tokens live in
     # F * N rows per video, those from S on empty, so nothing waits for S.
     bounded: bool
-    sync_free: bool
+    reads: HostReads  # sync-free or data-sized (``engine/reads.py``)
     sim_dtype: torch.dtype
     acc: torch.dtype  # accumulation dtype of the means
 
@@ -313,7 +315,7 @@ def _spatial_step(plan: _Plan, x_all: torch.Tensor, frames: list[int]) -> _StepO
         epsilon=cfg.epsilon,
         seed=cfg.seed,
         sim_dtype=plan.sim_dtype,
-        sync_free=plan.sync_free,
+        reads=plan.reads,
     )
     per_frame = sc.count  # [sum F]
     offsets = per_frame.cumsum(0) - per_frame
@@ -377,16 +379,14 @@ def _temporal_step(plan: _Plan, spatial: list[torch.Tensor], counts: list[torch.
         seed=cfg.seed + 1,  # an independent stream from the spatial step's
         max_matrix_bytes=cfg.max_matrix_bytes,
         sim_dtype=plan.sim_dtype,
-        sync_free=plan.sync_free,
+        reads=plan.reads,
     )
     s_sizes = s_len.tolist()  # a host tensor: no device read
     sizes: list[int] | None
     if plan.sizes_known:
         sizes = [k for _, k in plan.sizes if k is not None]
-    elif plan.sync_free:
-        sizes = None
     else:
-        sizes = _ints(_read_back(sizes=tc.count)["sizes"])
+        sizes = plan.reads.read(None, lambda: _ints(_read_back(sizes=tc.count)["sizes"]))
     rows = s_sizes if sizes is None else sizes
     labels = [tc.labels[v, :s] for v, s in enumerate(s_sizes)]
     means = labels
@@ -461,38 +461,31 @@ def _with_zero_axis(videos: list[torch.Tensor], cfg: ScissorConfig) -> list[Comp
     ]
 
 
-def _compress_videos(videos: list[torch.Tensor], cfg: ScissorConfig) -> list[CompressionResult]:
-    V = len(videos)
-    device, dtype = videos[0].device, videos[0].dtype
-    N, d = videos[0].shape[1], videos[0].shape[2]
-    frames = [int(v.shape[0]) for v in videos]
-    sync_free = _sync_free(cfg, device)
-    if not sync_free and bool(_zero_flag(videos)):  # a sync-free call learns it at its one read
-        return _with_zero_axis(videos, cfg)
+def _make_plan(cfg: ScissorConfig, frames: list[int], N: int, dtype: torch.dtype, reads: HostReads) -> _Plan:
+    """What a call on videos of ``frames`` x N tokens in ``dtype`` knows before any work."""
     sizes_known = cfg.budgeted and not cfg.approximate
     plan = _Plan(
         cfg=cfg,
         sizes=[budget_sizes(f, N, cfg) for f in frames],
         sizes_known=sizes_known,
-        sync_free=sync_free,
+        reads=reads,
         sim_dtype=similarity_dtype(cfg),
         acc=torch.float64 if dtype == torch.float64 else torch.float32,
-        bounded=sync_free and cfg.spatial and not sizes_known and fits_in_memory(cfg, max(frames) * N),
+        bounded=reads.sync_free and cfg.spatial and not sizes_known and fits_in_memory(cfg, max(frames) * N),
     )
     check_matrix_memory(plan.sizes, cfg)
-    flags: dict[str, torch.Tensor] = {}
-    if plan.sync_free:
-        flags["finite"] = _finite(videos)
-        flags["zero"] = _zero_flag(videos)
-    x_all = videos[0] if V == 1 else torch.cat(videos, dim=0)  # [sum F, N, d]
-    if plan.sync_free:
-        # NaN / Inf are only known at the end; until then the call must not index out of
-        # range on them (on a GPU a device-side assert ends the process), so zeros
-        # stand in for them. The result is then discarded and the input rejected.
-        x_all = torch.nan_to_num(x_all, 0.0, 0.0, 0.0)
-    originals = _split(x_all.reshape(-1, d), [f * N for f in frames])
+    return plan
 
-    # 1. Spatial step, 2. temporal step, 3. merge step.
+
+def _run_steps(
+    plan: _Plan, x_all: torch.Tensor, originals: list[torch.Tensor], frames: list[int], flags: dict[str, torch.Tensor]
+) -> tuple[_StepOut, _StepOut, list[torch.Tensor], list[torch.Tensor]]:
+    """1. Spatial step, 2. temporal step, 3. merge step over x_all [sum F, N, d] (originals: its videos' rows).
+
+    Returns (spatial, temporal, merged tokens per video, assignment per video); each
+    step's overflow flag goes into ``flags``.
+    """
+    cfg, V = plan.cfg, len(frames)
     spatial = _spatial_step(plan, x_all, frames) if cfg.spatial else _identity_step(originals, plan.acc)
     s_counts = None if spatial.sizes is not None else spatial.count
     if cfg.temporal:
@@ -505,11 +498,35 @@ def _compress_videos(videos: list[torch.Tensor], cfg: ScissorConfig) -> list[Com
         count = temporal.count if temporal.sizes is None else None
         home = [temporal.labels[v][spatial.labels[v]] for v in range(V)]  # each original's component
         tokens, assignment, flags["merge"] = merge(
-            originals, temporal.tokens, plan.acc, plan.sim_dtype, cfg.max_matrix_bytes, count, plan.sync_free, home
+            originals, temporal.tokens, plan.acc, plan.sim_dtype, cfg.max_matrix_bytes, count, plan.reads, home
         )
     else:
         tokens = temporal.tokens
         assignment = [temporal.labels[v][spatial.labels[v]] for v in range(V)]
+    return spatial, temporal, tokens, assignment
+
+
+def _compress_videos(videos: list[torch.Tensor], cfg: ScissorConfig) -> list[CompressionResult]:
+    V = len(videos)
+    device, dtype = videos[0].device, videos[0].dtype
+    N, d = videos[0].shape[1], videos[0].shape[2]
+    frames = [int(v.shape[0]) for v in videos]
+    reads = _host_reads(cfg, device)
+    if not reads.sync_free and bool(_zero_flag(videos)):  # a sync-free call learns it at its one read
+        return _with_zero_axis(videos, cfg)
+    plan = _make_plan(cfg, frames, N, dtype, reads)
+    flags: dict[str, torch.Tensor] = {}
+    if reads.sync_free:
+        flags["finite"] = _finite(videos)
+        flags["zero"] = _zero_flag(videos)
+    x_all = videos[0] if V == 1 else torch.cat(videos, dim=0)  # [sum F, N, d]
+    if reads.sync_free:
+        # NaN / Inf are only known at the end; until then the call must not index out of
+        # range on them (on a GPU a device-side assert ends the process), so zeros
+        # stand in for them. The result is then discarded and the input rejected.
+        x_all = torch.nan_to_num(x_all, 0.0, 0.0, 0.0)
+    originals = _split(x_all.reshape(-1, d), [f * N for f in frames])
+    spatial, temporal, tokens, assignment = _run_steps(plan, x_all, originals, frames, flags)
 
     # 4. The one read of everything else the results need.
     host = _read_back(
@@ -519,7 +536,7 @@ def _compress_videos(videos: list[torch.Tensor], cfg: ScissorConfig) -> list[Com
         k=torch.stack(temporal.count),
         s=torch.stack(spatial.count),
     )
-    if plan.sync_free:
+    if reads.sync_free:
         if not host["flag_finite"][0]:
             raise _NonFinite
         if host["flag_zero"][0]:

@@ -7,4 +7,5 @@ tiled.py   the same components strip by strip, for sets whose matrix does not fi
 sets.py    similarity graphs, degrees, the Eq. 2 sample, and ``components_of_sets``
 merge.py   the merge step's exact argmax
 products.py  which dtype the products run in: bfloat16 only where the device multiplies it faster
+reads.py   the host-read policy: data-sized reads or sync-free bounds, the one place the two differ
 """

@@ -16,7 +16,7 @@ graph ``W > threshold``; running it without one gives the weights of a maximum
 spanning tree, i.e. the single-linkage hierarchy, from which a budget of exactly K
 components is cut.
 
-Sync-free mode (``sync_free=True``, for GPUs): the loop above reads one number per
+Sync-free mode (``reads=SYNC_FREE``, for GPUs; ``reads.py``): the loop above reads one number per
 round back to the host (whether anything happened, and the new size). Without those
 reads the loop runs a fixed ``rounds(n)`` times: every round at least halves the
 components inside each cluster of edges above the threshold, so ceil(log2 n) rounds
@@ -36,6 +36,8 @@ import warnings
 from dataclasses import dataclass
 
 import torch
+
+from .reads import DATA_SIZED, SYNC_FREE, HostReads
 
 __all__ = ["Components", "threshold_components", "budget_components", "budget_levels", "order_components", "rounds"]
 
@@ -114,7 +116,7 @@ def _boruvka(
     merge_limit: torch.Tensor | None = None,
     group: torch.Tensor | None = None,
     first_best: tuple[torch.Tensor, torch.Tensor] | None = None,
-    sync_free: bool = False,
+    reads: HostReads = DATA_SIZED,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Components of ``W > threshold`` by Borůvka's algorithm with contraction.
 
@@ -129,7 +131,7 @@ def _boruvka(
         ``b`` with ``group[b] == g`` (in graph-then-component order). Used to split ties.
     first_best: ``W.max(dim=-1)`` if the caller has it (a budget cut makes two passes
         over the same W, and the row maxima of the full matrix are the costliest step).
-    sync_free: a fixed number of rounds and matrix sizes, no host reads (module docstring).
+    reads: sync-free, a fixed number of rounds and matrix sizes, no host reads (module docstring).
 
     A component with no edge above the threshold can never join again (by symmetry no
     other component can hook onto it either), so it is finished and dropped from the
@@ -156,7 +158,7 @@ def _boruvka(
     # Sync-free: rows that may be in use (module docstring), halved each round when
     # every open component must join.
     rows_bound, halving = n, not keep_ties and merge_limit is None
-    for _ in range(rounds(n) if sync_free else n + 1):
+    for _ in range(reads.iterations(rounds(n), n + 1)):
         C = M.shape[1]
         pos = torch.arange(C, device=device)
         if M is W and first_best is not None:
@@ -177,14 +179,11 @@ def _boruvka(
         root = _pointer_double(parent)
         is_root = (root == pos) & live
         new_count = is_root.sum(-1)
-        if sync_free:
-            rows_bound = max(1, rows_bound // 2) if halving else n
-            any_hook, any_done, c_new = True, True, rows_bound
-        else:
-            # The one host read of a round: whether anything happened, and the new size.
-            any_hook, any_done, c_new = torch.stack([hook.any(), done.any(), new_count.max()]).tolist()
-            if not any_hook and not any_done:
-                break
+        rows_bound = max(1, rows_bound // 2) if halving else n
+        # The one host read of a round: whether anything happened, and the new size.
+        any_hook, any_done, c_new = reads.read([True, True, rows_bound], _round_news, hook, done, new_count)
+        if not any_hook and not any_done:
+            break
         row = vlab.clamp(min=0)
         if any_done:
             done_id = finished[:, None] + done.cumsum(-1) - 1
@@ -200,7 +199,7 @@ def _boruvka(
         comp = torch.where(live, new_id.gather(1, root), c_new)
         vlab = torch.where((vlab >= 0) & live.gather(1, row), comp.gather(1, row), -1)
         M = _contract(M, comp, c_new)
-        if not sync_free and (c_new == 0 or not any_hook):
+        if c_new == 0 or not any_hook:
             # Nothing joined: the open components stay as they are (only finished ones left).
             break
     # Padding vertices (never real) keep label 0.
@@ -209,6 +208,11 @@ def _boruvka(
     if record and weights is None:
         weights = W.new_full((B, 0), _NEG_INF)
     return labels, count + finished, M, count, weights
+
+
+def _round_news(hook: torch.Tensor, done: torch.Tensor, new_count: torch.Tensor) -> list[int]:
+    """[whether any component hooked, whether any finished, the largest new count]: one host read."""
+    return torch.stack([hook.any(), done.any(), new_count.max()]).tolist()
 
 
 def _limit_hooks(hook: torch.Tensor, remaining: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
@@ -225,14 +229,14 @@ def _limit_hooks(hook: torch.Tensor, remaining: torch.Tensor, group: torch.Tenso
 
 
 def threshold_components(
-    W: torch.Tensor, tau: torch.Tensor, valid: torch.Tensor, sync_free: bool = False
+    W: torch.Tensor, tau: torch.Tensor, valid: torch.Tensor, reads: HostReads = DATA_SIZED
 ) -> Components:
     """Connected components of ``W > tau``.
 
     W: [B, n, n] symmetric, -inf on the diagonal and for non-edges; tau: [B]; valid: [B].
-    sync_free: no host reads (module docstring); the same partition.
+    reads: sync-free, no host reads (module docstring); the same partition.
     """
-    labels, count, _, _, _ = _boruvka(W, tau, valid, sync_free=sync_free)
+    labels, count, _, _, _ = _boruvka(W, tau, valid, reads=reads)
     return Components(labels, count, tau, tau)
 
 
@@ -242,7 +246,7 @@ def _cut_levels(
     keep: torch.Tensor,
     group: torch.Tensor,
     first_best: tuple[torch.Tensor, torch.Tensor],
-    sync_free: bool = False,
+    reads: HostReads = DATA_SIZED,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The levels of a single-linkage cut to ``keep[g]`` components per group.
 
@@ -254,13 +258,13 @@ def _cut_levels(
     G = keep.shape[0]
     # The spanning-forest weights of every graph, then per group sorted descending.
     _, _, _, _, weights = _boruvka(
-        W, W.new_full((B,), _NEG_INF), valid, record=True, first_best=first_best, sync_free=sync_free
+        W, W.new_full((B,), _NEG_INF), valid, record=True, first_best=first_best, reads=reads
     )
     assert weights is not None
     per_graph = weights.sort(dim=1, descending=True).values  # [B, E]
     rows_per_group = torch.zeros(G, dtype=torch.int64, device=device).index_add_(0, group, torch.ones_like(group))
     # Sync-free: room for every graph in every group rather than reading the largest group.
-    gmax = B if sync_free else int(rows_per_group.max())
+    gmax = reads.read(B, lambda: int(rows_per_group.max()))
     E = per_graph.shape[1]
     slot = torch.arange(B, device=device) - (rows_per_group.cumsum(0) - rows_per_group)[group]
     grouped = W.new_full((G, gmax, E), _NEG_INF)
@@ -282,7 +286,7 @@ def budget_levels(
     valid: torch.Tensor,
     keep: torch.Tensor,
     group: torch.Tensor | None = None,
-    sync_free: bool = False,
+    reads: HostReads = DATA_SIZED,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The two levels of ``budget_components(W, valid, keep, group)``, per graph.
 
@@ -290,7 +294,7 @@ def budget_levels(
     """
     if group is None:
         group = torch.arange(W.shape[0], device=W.device)
-    keep_t, cut_t, _ = _cut_levels(W, valid, keep, group, W.max(dim=-1), sync_free)
+    keep_t, cut_t, _ = _cut_levels(W, valid, keep, group, W.max(dim=-1), reads)
     return keep_t[group], cut_t[group]
 
 
@@ -332,7 +336,7 @@ def _components_at_cut(
     M [B, n + 1, n + 1], open_rows [B, n + 1]: rows whose strongest edge equals thr).
     """
     B, n, _ = W.shape
-    labels, count, _, _, _ = _boruvka(W, thr, valid, first_best=first_best, sync_free=True)
+    labels, count, _, _, _ = _boruvka(W, thr, valid, first_best=first_best, reads=SYNC_FREE)
     real = torch.arange(n, device=W.device) < valid[:, None]
     M = _contract(W, torch.where(real, labels, n), n)
     pos = torch.arange(n + 1, device=W.device)
@@ -345,7 +349,7 @@ def budget_components(
     valid: torch.Tensor,
     keep: torch.Tensor,
     group: torch.Tensor | None = None,
-    sync_free: bool = False,
+    reads: HostReads = DATA_SIZED,
 ) -> Components:
     """Exactly ``keep[g]`` components per group of graphs by a single-linkage cut.
 
@@ -359,16 +363,19 @@ def budget_components(
     Ties at the boundary are split deterministically: components are taken in graph
     order, then in order of their smallest vertex. If the graphs cannot be joined that
     far (non-edges), the group keeps more components.
-    sync_free: no host reads (module docstring); the same partition.
+    reads: sync-free, no host reads (module docstring); the same partition.
     """
     B = W.shape[0]
     if group is None:
         group = torch.arange(B, device=W.device)
     # 1. The levels of the cut (the row maxima of W serve both passes).
     first_best = W.max(dim=-1)
-    keep_t, cut_t, ties = _cut_levels(W, valid, keep, group, first_best, sync_free)
-    # 2. Components strictly above the weakest kept weight.
-    if sync_free:
+    keep_t, cut_t, ties = _cut_levels(W, valid, keep, group, first_best, reads)
+    # 2. Components strictly above the weakest kept weight. The one place a sync-free
+    #    call runs other code, not other sizes: keep_ties keeps components that can only
+    #    tie in the matrix, so its size cannot halve on a fixed schedule; the sync-free
+    #    search drops them and recovers their matrix by one contraction of W.
+    if reads.sync_free:
         labels, count, M, open_rows = _components_at_cut(W, keep_t[group], valid, first_best)
         n_open = open_rows.sum(-1)
     else:
@@ -377,11 +384,11 @@ def budget_components(
     # 3. Split ties: join exactly `ties` more components through edges equal to keep_t.
     #    Only components still open (strongest edge == keep_t) can take part. (Without
     #    ties the step changes only the numbering, which order_components replaces.)
-    if sync_free or bool((ties > 0).any()):
+    if reads.read(True, lambda: bool((ties > 0).any())):
         labels, M = _canonical_open_order(labels, M, open_rows, valid)
         tie_graph = torch.where(M == keep_t[group][:, None, None], 1.0, _NEG_INF).to(M.dtype)
         tie_labels, tie_count, _, _, _ = _boruvka(
-            tie_graph, W.new_zeros(B), n_open, merge_limit=ties, group=group, sync_free=sync_free
+            tie_graph, W.new_zeros(B), n_open, merge_limit=ties, group=group, reads=reads
         )
         is_open = labels < n_open[:, None]
         labels = torch.where(
@@ -394,7 +401,7 @@ def budget_components(
 
 
 def order_components(
-    comps: Components, degree: torch.Tensor, valid: torch.Tensor, sync_free: bool = False
+    comps: Components, degree: torch.Tensor, valid: torch.Tensor, reads: HostReads = DATA_SIZED
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Relabel components by the index of their highest-degree member.
 
@@ -403,12 +410,12 @@ def order_components(
     index); components are numbered in increasing order of their representative.
 
     Returns (labels [B, n] int64, representatives [B, Cmax] int64 padded with -1);
-    Cmax is the largest count, or n with ``sync_free`` (no host read).
+    Cmax is the largest count, or n when sync-free (no host read).
     """
     labels, count = comps.labels, comps.count
     B, n = labels.shape
     device = labels.device
-    c_max = n if sync_free else (int(count.max()) if B else 0)
+    c_max = reads.read(n, lambda: int(count.max()) if B else 0)
     idx = torch.arange(n, device=device)
     real = idx < valid[:, None]
     # One int64 score orders members by (degree desc, index asc).

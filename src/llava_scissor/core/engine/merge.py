@@ -12,6 +12,7 @@ import torch
 from .exact import canonical_similarity, error_bound, product_units, unit_vectors
 from .gram import unit_dtype
 from .products import product_dtype
+from .reads import DATA_SIZED, HostReads
 from .sets import segment_sizes
 
 __all__ = ["merge"]
@@ -31,7 +32,7 @@ def merge(
     sim_dtype: torch.dtype,
     max_matrix_bytes: int,
     target_count: list[torch.Tensor] | None = None,
-    sync_free: bool = False,
+    reads: HostReads = DATA_SIZED,
     home: list[torch.Tensor] | None = None,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
     """The merge step for B videos: each original joins its most similar target.
@@ -41,15 +42,15 @@ def merge(
     the original's ``home`` (optional B tensors [m_i]: the target of its own component)
     when it is among them, else to the smaller index (see ``_assign``).
     target_count: optional B 0-d tensors (only the first target_count[i]
-    targets take part, the rest are padding); sync_free: no host reads (fixed-size
-    buffers). Returns (merged: B tensors [k_i, d] in ``acc``, assignment: B tensors
+    targets take part, the rest are padding); reads: sync-free, no host reads (fixed-size
+    buffers; ``reads.py``). Returns (merged: B tensors [k_i, d] in ``acc``, assignment: B tensors
     [m_i] int64, [] bool: a sync-free call met more near-ties than its buffers hold).
     """
     merged, assignment = [], []
     unresolved = torch.zeros((), dtype=torch.bool, device=originals[0].device)
     for v, (o, t) in enumerate(zip(originals, targets)):
         count = None if target_count is None else target_count[v]
-        a, over = _assign(o, t, sim_dtype, max_matrix_bytes, count, sync_free, None if home is None else home[v])
+        a, over = _assign(o, t, sim_dtype, max_matrix_bytes, count, reads, None if home is None else home[v])
         unresolved = unresolved | over
         sums = torch.zeros(t.shape[0], o.shape[-1], dtype=acc, device=o.device).index_add_(0, a, o.to(acc))
         counts = segment_sizes(a, t.shape[0]).to(acc)
@@ -64,7 +65,7 @@ def _assign(
     sim_dtype: torch.dtype,
     max_matrix_bytes: int,
     count: torch.Tensor | None = None,
-    sync_free: bool = False,
+    reads: HostReads = DATA_SIZED,
     home: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """o: [m, d] originals, t: [k, d] targets -> ([m] int64 most similar target, [] bool unresolved).
@@ -107,12 +108,10 @@ def _assign(
             best_w, best = top_w[0], top[0]
             bound = error_bound(o.shape[1], sim_dtype, o.device, torch.maximum(t_res, c_res))
             floor = best_w.float() - (2 * bound.at(best_w.abs().max())).float()
-            if sync_free:
-                room = _MERGE_CANDIDATES * c.shape[0]
+            if reads.read(True, _has_runner_up, top_w[1], floor):
+                room = reads.capacity(_merge_room, c.shape[0])
                 best, over = _exact_argmax(sim, floor, best, t_units, c_units, room, c_home)
                 unresolved = unresolved | over
-            elif bool((top_w[1].float() >= floor).any()):
-                best, _ = _exact_argmax(sim, floor, best, t_units, c_units, home=c_home)
         else:
             best = sim.argmax(dim=0)  # ties go to the smaller index ...
             if c_home is not None:  # ... or to the original's own component
@@ -120,6 +119,16 @@ def _assign(
                 best = torch.where(at_home >= sim.gather(0, best[None])[0], c_home, best)
         a[start : start + c.shape[0]] = best
     return a, unresolved
+
+
+def _has_runner_up(second: torch.Tensor, floor: torch.Tensor) -> bool:
+    """second: [c] runner-up products, floor: [c] -> whether some column has two candidates (a host read)."""
+    return bool((second.float() >= floor).any())
+
+
+def _merge_room(columns: int) -> int:
+    """The fixed candidate capacity of a sync-free exact argmax over ``columns`` originals."""
+    return _MERGE_CANDIDATES * columns
 
 
 def _exact_argmax(

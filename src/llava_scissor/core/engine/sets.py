@@ -19,6 +19,7 @@ from .exact import ErrorBound, apriori_halfwidth, band_capacity, error_bound, pr
 from .gram import _TILE, matrix_bytes, product_into, symmetric_gram, to_device, unit_dtype
 from .graph import Components, budget_components, budget_levels, order_components, threshold_components
 from .products import product_dtype
+from .reads import DATA_SIZED, HostReads
 from .tiled import tiled_budget_components, tiled_threshold_components
 
 __all__ = [
@@ -187,7 +188,7 @@ class SetComponents:
     count: [B]; degree: [B, n]; keep_threshold / cut_threshold: [B] (see graph.Components).
     unresolved: [] bool, True when a sync-free call found more pairs near a decision
     level than its buffers hold (the result may then differ from the canonical one:
-    call again without ``sync_free``); always False otherwise.
+    call again data-sized); always False otherwise.
     """
 
     labels: torch.Tensor
@@ -211,14 +212,14 @@ def components_of_sets(
     seed: int = 0,
     max_matrix_bytes: int = 1 << 30,
     sim_dtype: torch.dtype = torch.float32,
-    sync_free: bool = False,
+    reads: HostReads = DATA_SIZED,
 ) -> SetComponents:
     """SCC of B token sets at once.
 
     x: [B, n, d] raw tokens (padding rows anything); valid: [B] real rows per set.
     valid, keep and group may live on the CPU: they are small, and host copies of them
-    are needed (sampling, sizes), so passing them there saves reading them back. With
-    ``sync_free`` valid may stay on the device, unread (sets that go strip by strip
+    are needed (sampling, sizes), so passing them there saves reading them back. A
+    sync-free call's valid may stay on the device, unread (sets that go strip by strip
     read it).
     sim_dtype: dtype of the similarity products (float32, bfloat16 or float64).
     Threshold mode (``keep`` None): components of ``cos > tau``. Budget mode: exactly
@@ -233,7 +234,7 @@ def components_of_sets(
     something (tau; a budget's weakest kept and strongest cut edge) is replaced by its
     canonical value first (``exact.py``), so both give the same result.
 
-    sync_free: nothing is read back to the host (for GPUs; ``graph.py``): fixed-size
+    reads: sync-free, nothing is read back to the host (for GPUs; ``reads.py``): fixed-size
     buffers and a fixed number of Borůvka rounds, with the same result unless
     ``unresolved`` says otherwise; representatives are then padded to n columns. Sets
     that go strip by strip are not sync-free.
@@ -250,7 +251,7 @@ def components_of_sets(
     tiled = matrix_bytes(n, sim_dtype) > max_matrix_bytes
     # A sync-free caller may know the sizes on the device only: nothing then reads them
     # (strips size their work on the host, so they do).
-    valid_cpu = None if sync_free and valid.device.type != "cpu" and not tiled else valid.cpu()
+    valid_cpu = valid.cpu() if tiled or valid.device.type == "cpu" else reads.read(None, valid.cpu)
     valid = to_device(valid, device)
     sizes = valid if valid_cpu is None else valid_cpu  # read nowhere but on the host
     group_cpu = None if group is None else group.cpu()
@@ -264,7 +265,7 @@ def components_of_sets(
         if not approximate and one_per_group:
             return _tiled_sets(x, valid_cpu, tau, False, epsilon, seed, None, sim_dtype, keep.cpu())
     sampled = to_device(sample_mask(sizes, n, epsilon, seed, group_cpu), device) if approximate else None
-    graph = _Graph.build(x, sizes, valid, sampled, sim_dtype, keep is not None, sync_free)
+    graph = _Graph.build(x, sizes, valid, sampled, sim_dtype, keep is not None, reads)
     if keep is None:
         comps, degree, in_band = _threshold_search(graph, graph.W.new_full((B,), tau))
     else:
@@ -273,7 +274,7 @@ def components_of_sets(
     if degree is None:
         # Degree = row count of the adjacency, self included (the diagonal is always in A).
         degree = degrees(graph.W, comps.cut_threshold)
-    labels, reps = order_components(comps, degree, valid, sync_free)
+    labels, reps = order_components(comps, degree, valid, reads)
     unresolved = torch.zeros((), dtype=torch.bool, device=device)
     if graph.capacity is not None:
         unresolved = in_band > graph.capacity
@@ -287,7 +288,8 @@ class _Graph:
     W: [B, n, n] (written in place); x: [B, n, d] raw tokens; units: their float32 unit
     vectors or None; bound: the products' ErrorBound, None when they decide on their
     own (float64); capacity: the band's fixed size (sync-free) or None; fine: the
-    float32 bound when the products are bfloat16; valid: [B]; sampled: [B, n] bool or None.
+    float32 bound when the products are bfloat16; valid: [B]; sampled: [B, n] bool or None;
+    reads: the call's host reads.
     """
 
     W: torch.Tensor
@@ -298,7 +300,7 @@ class _Graph:
     fine: torch.Tensor | None
     valid: torch.Tensor
     sampled: torch.Tensor | None
-    sync_free: bool
+    reads: HostReads
 
     @staticmethod
     def build(
@@ -308,19 +310,22 @@ class _Graph:
         sampled: torch.Tensor | None,
         sim_dtype: torch.dtype,
         budget: bool,
-        sync_free: bool,
+        reads: HostReads,
     ) -> _Graph:
         """The graph of x [B, n, d] (``similarity_graph``, sizes as it takes them) and its band's size."""
         B, n, d = x.shape
         W, bound, units = similarity_graph(x, sizes, sim_dtype)
         exact = sim_dtype != torch.float64  # float64 products decide on their own
-        capacity = None
-        if sync_free and exact:
-            # A budget's band reaches two bounds out (``_budget_search``).
-            capacity = band_capacity(B * n * (n - 1) // 2, apriori_halfwidth(d, sim_dtype) * (2 if budget else 1))
+        capacity = reads.capacity(_band_room, B, n, d, sim_dtype, budget) if exact else None
         # Low-precision products: the wide band is narrowed by float32 values first.
         fine = error_bound(d, torch.float32, x.device, 0.0).base if sim_dtype == torch.bfloat16 else None
-        return _Graph(W, x, units, bound if exact else None, capacity, fine, valid, sampled, sync_free)
+        return _Graph(W, x, units, bound if exact else None, capacity, fine, valid, sampled, reads)
+
+
+def _band_room(B: int, n: int, d: int, sim_dtype: torch.dtype, budget: bool) -> int:
+    """The fixed capacity of a sync-free band over B sets of n tokens of dim d."""
+    # A budget's band reaches two bounds out (``_budget_search``).
+    return band_capacity(B * n * (n - 1) // 2, apriori_halfwidth(d, sim_dtype) * (2 if budget else 1))
 
 
 def _threshold_search(g: _Graph, tau: torch.Tensor) -> tuple[Components, torch.Tensor | None, torch.Tensor]:
@@ -337,7 +342,7 @@ def _threshold_search(g: _Graph, tau: torch.Tensor) -> tuple[Components, torch.T
         # then drop the unsampled edges in place rather than from a copy of W.
         degree = degrees(g.W, tau)
         edges = drop_unsampled_(g.W, g.sampled)
-    return threshold_components(edges, tau, g.valid, g.sync_free), degree, in_band
+    return threshold_components(edges, tau, g.valid, g.reads), degree, in_band
 
 
 def _budget_search(g: _Graph, keep: torch.Tensor, group: torch.Tensor | None) -> tuple[Components, torch.Tensor]:
@@ -348,7 +353,7 @@ def _budget_search(g: _Graph, keep: torch.Tensor, group: torch.Tensor | None) ->
         return g.W if sampled is None else drop_unsampled_(g.W.clone(), sampled)
 
     def cut_levels(edges: torch.Tensor) -> torch.Tensor:  # [B, 2]
-        return torch.stack(budget_levels(edges, g.valid, keep, group, g.sync_free), dim=1)
+        return torch.stack(budget_levels(edges, g.valid, keep, group, g.reads), dim=1)
 
     in_band = torch.zeros((), dtype=torch.int64, device=g.W.device)
     edges = cut_edges()
@@ -357,9 +362,9 @@ def _budget_search(g: _Graph, keep: torch.Tensor, group: torch.Tensor | None) ->
         in_band = _resolve_cut_band_(
             g.W, g.x, g.units, levels, g.bound, g.capacity, g.fine, lambda: cut_levels(cut_edges())
         )
-        if sampled is not None and (g.sync_free or bool(in_band)):
+        if sampled is not None and g.reads.read(True, lambda: bool(in_band)):
             edges = cut_edges()
-    return budget_components(edges, g.valid, keep, group, g.sync_free), in_band
+    return budget_components(edges, g.valid, keep, group, g.reads), in_band
 
 
 def _resolve_cut_band_(

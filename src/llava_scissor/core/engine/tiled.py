@@ -383,43 +383,19 @@ def _cut_band_graph(
     order = values[cross].sort(descending=True, stable=True).indices
     ca, cb, cv = a[cross][order].tolist(), b[cross][order].tolist(), values[cross][order].tolist()
     # Kruskal on the host: the band's spanning-forest weights, strongest first.
-    up = list(range(C))
-
-    def find(v: int) -> int:
-        while up[v] != v:
-            up[v] = up[up[v]]
-            v = up[v]
-        return v
-
-    forest = []
-    for p, q, w in zip(ca, cb, cv):
-        rp, rq = find(p), find(q)
-        if rp != rq:
-            up[max(rp, rq)] = min(rp, rq)
-            forest.append(w)
-    joins = C - keep  # components above the band, minus the budget
-    lo, hi, margin = band
-    if n == 1:
-        keep_t, cut_t = float("inf"), float("-inf")
-    elif joins < 0 or joins > len(forest) or (joins == 0 and C < n):
-        return None  # a level lies above or below the band
-    else:
-        keep_t = forest[joins - 1] if joins > 0 else float("inf")
-        cut_t = forest[joins] if joins < len(forest) else float("-inf")
-        if cut_t == float("-inf") and keep > 1:
-            return None  # the strongest cut edge lies below the band
-        for level in (keep_t, cut_t):
-            if abs(level) != float("inf") and not lo + margin <= level <= hi - margin:
-                return None  # too close to the band's edge for the pairs outside it
-    ties = joins - sum(w > keep_t for w in forest)
+    trees = _HostForest(C)
+    forest = [w for p, q, w in zip(ca, cb, cv) if trees.join(p, q)]
+    levels = _band_levels(forest, C, n, keep, band)
+    if levels is None:
+        return None
+    keep_t, cut_t = levels
+    ties = C - keep - sum(w > keep_t for w in forest)
     # Components strictly above keep_t (band edges above it; all joins of ties left out).
-    up = list(range(C))
+    trees = _HostForest(C)
     for p, q, w in zip(ca, cb, cv):
         if w > keep_t:
-            rp, rq = find(p), find(q)
-            if rp != rq:
-                up[max(rp, rq)] = min(rp, rq)
-    top = torch.tensor([find(v) for v in range(C)], device=device)  # smallest component id of each
+            trees.join(p, q)
+    top = torch.tensor([trees.find(v) for v in range(C)], device=device)  # smallest component id of each
     if ties > 0:
         top = _split_ties(
             top, torch.tensor(ca, device=device), torch.tensor(cb, device=device), torch.tensor(cv), keep_t, ties
@@ -430,14 +406,57 @@ def _cut_band_graph(
     # Degree: 1 + pairs above the band + band pairs above the cut, at both ends; with
     # nothing cut (cut_t = -inf, the only level outside the band) every pair counts.
     if cut_t == float("-inf"):
-        levels = torch.tensor([[keep_t], [cut_t]], dtype=values.dtype, device=device)
-        return Components(final[None], count, levels[0], levels[1]), torch.full_like(above, n)[None]
+        both = torch.tensor([[keep_t], [cut_t]], dtype=values.dtype, device=device)
+        return Components(final[None], count, both[0], both[1]), torch.full_like(above, n)[None]
     strong = values > cut_t
     degree = 1 + above
     degree = degree.index_add(0, ends[strong, 0], torch.ones_like(ends[strong, 0]))
     degree = degree.index_add(0, ends[strong, 1], torch.ones_like(ends[strong, 1]))
-    levels = torch.tensor([keep_t, cut_t], dtype=values.dtype, device=device)
-    return Components(final[None], count, levels[:1], levels[1:]), degree[None]
+    both = torch.tensor([keep_t, cut_t], dtype=values.dtype, device=device)
+    return Components(final[None], count, both[:1], both[1:]), degree[None]
+
+
+class _HostForest:
+    """Union-find over C vertices on the host (path halving; the smaller root wins a join)."""
+
+    def __init__(self, C: int) -> None:
+        self.up = list(range(C))
+
+    def find(self, v: int) -> int:
+        up = self.up
+        while up[v] != v:
+            up[v] = up[up[v]]
+            v = up[v]
+        return v
+
+    def join(self, p: int, q: int) -> bool:
+        """Join the trees of p and q; False when they were one already."""
+        rp, rq = self.find(p), self.find(q)
+        if rp == rq:
+            return False
+        self.up[max(rp, rq)] = min(rp, rq)
+        return True
+
+
+def _band_levels(
+    forest: list[float], C: int, n: int, keep: int, band: tuple[float, float, float]
+) -> tuple[float, float] | None:
+    """(keep_t, cut_t) of a cut of C components to ``keep`` along the band's spanning forest
+    (weights strongest first), or None when a level is not inside the band by its margin."""
+    joins = C - keep  # components above the band, minus the budget
+    lo, hi, margin = band
+    if n == 1:
+        return float("inf"), float("-inf")
+    if joins < 0 or joins > len(forest) or (joins == 0 and C < n):
+        return None  # a level lies above or below the band
+    keep_t = forest[joins - 1] if joins > 0 else float("inf")
+    cut_t = forest[joins] if joins < len(forest) else float("-inf")
+    if cut_t == float("-inf") and keep > 1:
+        return None  # the strongest cut edge lies below the band
+    for level in (keep_t, cut_t):
+        if abs(level) != float("inf") and not lo + margin <= level <= hi - margin:
+            return None  # too close to the band's edge for the pairs outside it
+    return keep_t, cut_t
 
 
 def _split_ties(
