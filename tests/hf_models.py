@@ -146,6 +146,20 @@ def _text_config(**extra: Any) -> dict[str, Any]:
     return cfg
 
 
+def _patch14_vision(model_type: str, **extra: Any) -> dict[str, Any]:
+    """A tiny 84 x 84 vision tower of 14 x 14 patches (the LLaVA families' SigLIP / CLIP)."""
+    return dict(
+        model_type=model_type,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=84,
+        patch_size=14,
+        **extra,
+    )
+
+
 def tiny_config(model_type: str) -> Any:
     """The config of a tiny random model of ``model_type`` (one of ``MODEL_TYPES``)."""
     import transformers as tf
@@ -153,15 +167,7 @@ def tiny_config(model_type: str) -> Any:
     if model_type == "llava_onevision":
         return tf.LlavaOnevisionConfig(
             text_config=_text_config(),
-            vision_config=dict(
-                model_type="siglip_vision_model",
-                hidden_size=32,
-                intermediate_size=64,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                image_size=84,
-                patch_size=14,
-            ),
+            vision_config=_patch14_vision("siglip_vision_model"),
             image_token_index=IMAGE_ID[model_type],
             video_token_index=VIDEO_ID[model_type],
             vision_feature_layer=-1,
@@ -172,16 +178,7 @@ def tiny_config(model_type: str) -> Any:
     if model_type == "llava_next_video":
         return tf.LlavaNextVideoConfig(
             text_config=_text_config(),
-            vision_config=dict(
-                model_type="clip_vision_model",
-                hidden_size=32,
-                intermediate_size=64,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                image_size=84,
-                patch_size=14,
-                projection_dim=32,
-            ),
+            vision_config=_patch14_vision("clip_vision_model", projection_dim=32),
             image_token_index=IMAGE_ID[model_type],
             video_token_index=VIDEO_ID[model_type],
             vision_feature_layer=-2,
