@@ -82,9 +82,10 @@ def _assign(
     tn, t_res = product_units(t_units, sim_dtype)
     k, m = tn.shape[0], o.shape[0]
     exact = sim_dtype != torch.float64
-    padding = None if count is None else (torch.arange(k, device=o.device) >= count)[:, None]
-    # Chunks of originals: (k x chunk) products are tall and narrow, the shape CPU
-    # kernels run fastest, and memory stays bounded for long videos. The chunk's unit
+    padding = None if count is None else (torch.arange(k, device=o.device) >= count)[None, :]
+    # Chunks of originals, one row of similarities each: memory stays bounded for long
+    # videos, and every reduction runs along a contiguous row (on a CPU a max down the
+    # columns of a k x chunk block is ten times slower than along its rows). The chunk's unit
     # vectors and its product go to buffers reused for every chunk: fresh chunk-sized
     # temporaries interleaved with the small results fragment the heap (resident
     # memory then grows like the full k x m), and fresh pages cost page faults.
@@ -93,37 +94,99 @@ def _assign(
     unit_buf = torch.empty(chunk, tn.shape[1], dtype=unit, device=o.device)
     a = torch.empty(m, dtype=torch.int64, device=o.device)
     unresolved = torch.zeros((), dtype=torch.bool, device=o.device)
+    near: list[tuple[torch.Tensor, torch.Tensor]] = []  # data-sized: (candidate target, original) pairs
     for start in range(0, m, chunk):
         c_units = unit_vectors(o[start : start + chunk], unit_buf.dtype, out=unit_buf)
         c, c_res = product_units(c_units, sim_dtype)
-        sim = torch.mm(tn, c.mT, out=buf[: k * c.shape[0]].view(k, c.shape[0]))
+        sim = torch.mm(c, tn.mT, out=buf[: k * c.shape[0]].view(c.shape[0], k))  # [c, k]
         if padding is not None:
             sim.masked_fill_(padding, _NEG_INF)
         c_home = None if home is None else home[start : start + c.shape[0]]
         if exact and k > 1:
-            # Two best per column: a column whose runner-up is more than two bounds
-            # below its best is decided (its best is unique, so topk's pick is the argmax);
-            # the canonical best is never more than two bounds below the column maximum.
-            top_w, top = sim.topk(2, dim=0)  # [2, c]
-            best_w, best = top_w[0], top[0]
+            # A column with one target at or above its floor (its maximum less two bounds:
+            # the canonical best is never below it) is decided: that target is the unique
+            # maximum, argmax's pick. Columns with more go to their canonical values.
+            best_w, best = sim.max(dim=1)
             bound = error_bound(o.shape[1], sim_dtype, o.device, torch.maximum(t_res, c_res))
             floor = best_w.float() - (2 * bound.at(best_w.abs().max())).float()
-            if reads.read(True, _has_runner_up, top_w[1], floor):
-                room = reads.capacity(_merge_room, c.shape[0])
-                best, over = _exact_argmax(sim, floor, best, t_units, c_units, room, c_home)
+            room = reads.capacity(_merge_room, c.shape[0])
+            if room is not None:  # sync-free: fixed-size buffers, every chunk
+                best, over = _exact_argmax(sim.T, floor, best, t_units, c_units, room, c_home)
                 unresolved = unresolved | over
+            else:
+                near.append(_candidates(sim, best_w, best, floor, start))
         else:
-            best = sim.argmax(dim=0)  # ties go to the smaller index ...
+            best = sim.argmax(dim=1)  # ties go to the smaller index ...
             if c_home is not None:  # ... or to the original's own component
-                at_home = sim.gather(0, c_home[None])[0]
-                best = torch.where(at_home >= sim.gather(0, best[None])[0], c_home, best)
+                at_home = sim.gather(1, c_home[:, None])[:, 0]
+                best = torch.where(at_home >= sim.gather(1, best[:, None])[:, 0], c_home, best)
         a[start : start + c.shape[0]] = best
+    if near:
+        _decide_near_ties_(a, near, t_units, o, home)
     return a, unresolved
 
 
-def _has_runner_up(second: torch.Tensor, floor: torch.Tensor) -> bool:
-    """second: [c] runner-up products, floor: [c] -> whether some column has two candidates (a host read)."""
-    return bool((second.float() >= floor).any())
+def _candidates(
+    sim: torch.Tensor, best_w: torch.Tensor, best: torch.Tensor, floor: torch.Tensor, start: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """sim: [c, k] products, their row maxima best_w at best: [c], floor: [c] -> (target,
+    original) pairs at or above their row's floor, in the rows with more than one
+    (originals offset by ``start``). Host reads.
+
+    A row has more than one where its runner-up (the maximum with the best masked out,
+    two row passes: several times faster than a top-2 or a count) reaches the floor;
+    only those rows, a few per cent, are compared again.
+    """
+    at = best[:, None]
+    sim.scatter_(1, at, _NEG_INF)
+    second = sim.max(dim=1).values
+    sim.scatter_(1, at, best_w[:, None])
+    rows = (second.float() >= floor).nonzero().squeeze(1)
+    if rows.shape[0] == 0:
+        return rows, rows
+    q, ti = (sim[rows] >= floor[rows][:, None]).nonzero().unbind(1)
+    return ti, rows[q] + start
+
+
+def _decide_near_ties_(
+    a: torch.Tensor,
+    near: list[tuple[torch.Tensor, torch.Tensor]],
+    t: torch.Tensor,
+    o: torch.Tensor,
+    home: torch.Tensor | None,
+) -> None:
+    """Assign, in a [m], the originals with near-tied targets by canonical similarity (data-sized).
+
+    near: per chunk (candidate target, original) pairs; t: [k, d] the targets' float32
+    unit vectors; o: [m, d] the raw originals. All chunks' pairs get their canonical
+    values in one call.
+    """
+    ti = torch.cat([p[0] for p in near])
+    if ti.shape[0] == 0:
+        return
+    oi = torch.cat([p[1] for p in near])
+    rows, col = torch.unique(oi, return_inverse=True)
+    ou = unit_vectors(o.index_select(0, rows), torch.float32)
+    vals = canonical_similarity(t, ti, ou, col, unit=True)
+    a[rows] = _canonical_choice(ti, col, vals, t.shape[0], rows.shape[0], None if home is None else home[rows])
+
+
+def _canonical_choice(
+    ti: torch.Tensor, col: torch.Tensor, vals: torch.Tensor, k: int, c: int, home: torch.Tensor | None
+) -> torch.Tensor:
+    """Candidate pairs (target ti, column col) with canonical values vals: [P] -> [c] each column's
+    best target (k where a column has no candidate). Ties go to ``home`` ([c]) when it is
+    among them, else to the smaller index."""
+    top = torch.full((c,), _NEG_INF, device=vals.device).scatter_reduce_(0, col, vals, "amax")
+    winner = torch.where(vals == top[col], ti, k)
+    first = torch.full((c,), k, dtype=torch.int64, device=vals.device)
+    first.scatter_reduce_(0, col, winner, "amin")
+    if home is not None:
+        # winner is k except at the tied best targets, and home < k: a match is a tie won by home
+        at_home = (winner == home[col]).to(torch.int64)
+        home_won = torch.zeros(c, dtype=torch.int64, device=vals.device).scatter_reduce_(0, col, at_home, "amax")
+        first = torch.where(home_won > 0, home, first)
+    return first
 
 
 def _merge_room(columns: int) -> int:
@@ -163,16 +226,7 @@ def _exact_argmax(
     vals = canonical_similarity(t, ti, o, col, dedupe=capacity is None, unit=True)
     if used is not None:
         vals = torch.where(used, vals, _NEG_INF)
-    top = torch.full((c,), _NEG_INF, device=sim.device).scatter_reduce_(0, col, vals, "amax")
-    winner = torch.where(vals == top[col], ti, k)
-    if used is not None:
-        winner = torch.where(used, winner, k)
-    first = torch.full((c,), k, dtype=torch.int64, device=sim.device)
-    first.scatter_reduce_(0, col, winner, "amin")
-    if home is not None:
-        # winner is k except at the tied best targets, and home < k: a match is a tie won by home
-        at_home = (winner == home[col]).to(torch.int64)
-        home_won = torch.zeros(c, dtype=torch.int64, device=sim.device).scatter_reduce_(0, col, at_home, "amax")
-        first = torch.where(home_won > 0, home, first)
+        ti = torch.where(used, ti, k)  # an unused slot never wins
+    first = _canonical_choice(ti, col, vals, k, c, home)
     unresolved = torch.zeros((), dtype=torch.bool, device=sim.device) if used is None else found > capacity
     return torch.where(first < k, first, best), unresolved
