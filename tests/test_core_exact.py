@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 from test_core_invariants import _union_find_labels, canonical, clustered_video
@@ -331,3 +333,43 @@ def test_similarity_graph_reports_a_bound_per_dtype():
     level = torch.tensor([0.9])
     assert 0 < float(b32.at(level)) < 1e-5 < float(b16.at(level)) < 0.02
     assert float(b64.at(level)) == 0.0
+
+
+# --- the in-memory budget cut on the band graph --------------------------------------------
+
+
+def _prototype_sets(seed: int, sets: int, n: int, dim: int = 16) -> torch.Tensor:
+    """Tokens copied from 6 integer prototypes plus a little noise on half of them: exact
+    ties and near-ties at every level."""
+    g = torch.Generator().manual_seed(seed)
+    protos = torch.randint(-2, 3, (6, dim), generator=g).float()
+    x = protos[torch.randint(0, 6, (sets, n), generator=g)]
+    noisy = torch.rand(sets, n, 1, generator=g) < 0.5
+    return x + noisy * 1e-4 * torch.randn(sets, n, dim, generator=g)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("seed", range(4))
+def test_band_graph_cut_equals_the_cut_of_the_resolved_matrix(seed, dtype, monkeypatch):
+    """A budget over groups of sets is cut on the band's small graph (``sets._budget_by_band``);
+    forcing its fall-back (``budget_components`` on the whole resolved matrix) gives the same
+    labels, degrees and levels, with ties, padding and two groups."""
+    sets_module = importlib.import_module("llava_scissor.core.engine.sets")
+    n = 300 if seed % 2 else 60  # 300 > gram._TILE: bfloat16 products where they are taken
+    x = _prototype_sets(seed, 5, n)
+    valid = torch.tensor([n, n - 7, n, n - 1, n])
+    group = torch.tensor([0, 0, 0, 1, 1])
+    cut_groups, tried = sets_module._cut_groups, []
+    # Two cuts inside the sets, and one that keeps a component per set (nothing is cut:
+    # a level is not finite, so the whole matrix is cut).
+    for keep in ([3 * n // 4, n // 3], [n // 2, 5], [3, 2]):
+        args = dict(tau=0.0, keep=torch.tensor(keep), group=group, sim_dtype=dtype)
+        with monkeypatch.context() as m:
+            m.setattr(sets_module, "_cut_groups", lambda *a, keep=keep: tried.append(keep) or cut_groups(*a))
+            fast = components_of_sets(x, valid, **args)
+        with monkeypatch.context() as m:
+            m.setattr(sets_module, "_cut_groups", lambda *a: None)
+            whole = components_of_sets(x, valid, **args)
+        for name in ("labels", "count", "degree", "representatives", "keep_threshold", "cut_threshold"):
+            assert torch.equal(getattr(fast, name), getattr(whole, name)), (keep, name)
+    assert len(tried) == 2, "the band graph was not tried on the cuts inside the sets"

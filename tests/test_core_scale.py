@@ -181,3 +181,25 @@ def test_band_check_accepts_the_true_levels_and_refuses_far_ones():
     assert torch.equal(degree, whole.degree)
     for shift in (0.05, -0.05):
         assert tiled._band_pass(raw, xn, 256, true + shift, bound, 150) is None
+
+
+@pytest.mark.parametrize("k", [2, 5, 32])
+def test_budget_in_strips_with_short_neighbour_lists(k, monkeypatch):
+    """Groups of two tight halves: each token's k list edges stay inside its half, so the
+    edges that join the halves are in no list. They join "full" tokens (k list edges above
+    the band), are unioned strip by strip, and the cut is the in-memory one."""
+    tiled = importlib.import_module("llava_scissor.core.engine.tiled")
+    monkeypatch.setattr(tiled, "_NEIGHBOURS", k)
+    g = torch.Generator().manual_seed(7)
+    groups, dim = 20, 64
+    centre = torch.randn(groups, dim, generator=g)
+    half = centre[:, None] + 0.35 * torch.randn(groups, 2, dim, generator=g)  # cos(halves) about 0.9
+    pick = torch.randint(0, 2, (groups, 30), generator=g)
+    x = half[torch.arange(groups)[:, None], pick] + 0.02 * torch.randn(groups, 30, dim, generator=g)
+    x = x.reshape(1, groups * 30, dim)[:, torch.randperm(groups * 30, generator=g)]
+    args = dict(tau=0.0, keep=torch.tensor([groups]))
+    whole = components_of_sets(x, torch.tensor([groups * 30]), **args)
+    strips = components_of_sets(x, torch.tensor([groups * 30]), max_matrix_bytes=SMALL, **args)
+    assert int(whole.count[0]) == groups
+    for name in ("labels", "count", "degree", "keep_threshold", "cut_threshold"):
+        assert torch.equal(getattr(whole, name), getattr(strips, name)), name

@@ -395,6 +395,8 @@ def resolve_band_(
     capacity: int | None = None,
     refine: tuple[torch.Tensor, Callable[[], torch.Tensor] | None] | None = None,
     units: torch.Tensor | None = None,
+    pairs: list[torch.Tensor] | None = None,
+    above: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Replace, in place, the entries of W near the levels by their canonical values.
 
@@ -420,6 +422,11 @@ def resolve_band_(
 
     units: optional [B, n, d] float32 ``unit_vectors`` of x, when the caller has them:
     the exact values are then computed from them, with no normalization.
+    pairs: optional list (data-sized path) that receives the band's pairs, [P, 3] int64
+    rows (b, i, j) with i < j: every pair within the interval, whatever value it got.
+    above: optional [B, n] int32 (data-sized path) that receives each row's count of
+    entries above the interval (which the call leaves as they are), taken in the same
+    pass over W.
     """
     B, n, _ = W.shape
     lo, hi = band_limits(levels, halfwidth, W.dtype)
@@ -429,13 +436,26 @@ def resolve_band_(
     if capacity is not None:
         return _resolve_band_static_(W, flat, unit, lo, hi, capacity)
     found = []
+    # Blocks of rows small enough to stay in cache while they are compared two or three
+    # times, and the masks in buffers reused for every block (fresh pages cost more than
+    # the comparisons).
+    rows = max(1, min(rows, _SCAN_ENTRIES // max(1, B * n)))
+    inside = torch.empty(B, rows, n, dtype=torch.bool, device=W.device)
+    other = torch.empty_like(inside)
     for r in range(0, n, rows):
         block = W[:, r : r + rows]  # [B, rows, n]
-        idx = ((block >= lo) & (block <= hi)).nonzero()
+        m = block.shape[1]
+        mask = torch.ge(block, lo, out=inside[:, :m])
+        mask &= torch.le(block, hi, out=other[:, :m])
+        if above is not None:
+            torch.sum(torch.gt(block, hi, out=other[:, :m]), dim=-1, dtype=torch.int32, out=above[:, r : r + m])
+        idx = mask.nonzero()
         if idx.shape[0]:
             idx[:, 1] += r
             found.append(idx[idx[:, 1] < idx[:, 2]])
     idx = torch.cat(found) if found else W.new_zeros((0, 3), dtype=torch.int64)
+    if pairs is not None:
+        pairs.append(idx)
     if idx.shape[0]:
         b, i, j = idx.unbind(1)
         if refine is not None:
@@ -452,6 +472,9 @@ def resolve_band_(
         W[b, j, i] = vals
     return torch.full((), idx.shape[0], dtype=torch.int64, device=W.device)
 
+
+# Entries of W per block of ``resolve_band_``'s scan (1 MB of float32: a block stays in cache).
+_SCAN_ENTRIES = 1 << 18
 
 # A sampled float32 dot product (``float32_similarity``) costs about as much as this many
 # entries of a dense float32 product (measured on CPU at d = 896 and 3584). A band that

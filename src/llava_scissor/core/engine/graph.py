@@ -229,14 +229,19 @@ def _limit_hooks(hook: torch.Tensor, remaining: torch.Tensor, group: torch.Tenso
 
 
 def threshold_components(
-    W: torch.Tensor, tau: torch.Tensor, valid: torch.Tensor, reads: HostReads = DATA_SIZED
+    W: torch.Tensor,
+    tau: torch.Tensor,
+    valid: torch.Tensor,
+    reads: HostReads = DATA_SIZED,
+    first_best: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> Components:
     """Connected components of ``W > tau``.
 
     W: [B, n, n] symmetric, -inf on the diagonal and for non-edges; tau: [B]; valid: [B].
     reads: sync-free, no host reads (module docstring); the same partition.
+    first_best: ``W.max(dim=-1)`` if the caller has it.
     """
-    labels, count, _, _, _ = _boruvka(W, tau, valid, reads=reads)
+    labels, count, _, _, _ = _boruvka(W, tau, valid, first_best=first_best, reads=reads)
     return Components(labels, count, tau, tau)
 
 
@@ -287,14 +292,17 @@ def budget_levels(
     keep: torch.Tensor,
     group: torch.Tensor | None = None,
     reads: HostReads = DATA_SIZED,
+    first_best: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The two levels of ``budget_components(W, valid, keep, group)``, per graph.
 
     Returns (keep_threshold [B], cut_threshold [B]), without the components themselves.
+    first_best: ``W.max(dim=-1)`` if the caller has it.
     """
     if group is None:
         group = torch.arange(W.shape[0], device=W.device)
-    keep_t, cut_t, _ = _cut_levels(W, valid, keep, group, W.max(dim=-1), reads)
+    first_best = W.max(dim=-1) if first_best is None else first_best
+    keep_t, cut_t, _ = _cut_levels(W, valid, keep, group, first_best, reads)
     return keep_t[group], cut_t[group]
 
 

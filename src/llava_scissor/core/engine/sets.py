@@ -15,12 +15,21 @@ from typing import Callable
 
 import torch
 
-from .exact import ErrorBound, apriori_halfwidth, band_capacity, error_bound, product_units, resolve_band_, unit_vectors
+from .exact import (
+    ErrorBound,
+    apriori_halfwidth,
+    band_capacity,
+    band_limits,
+    error_bound,
+    product_units,
+    resolve_band_,
+    unit_vectors,
+)
 from .gram import _TILE, matrix_bytes, product_into, symmetric_gram, to_device, unit_dtype
 from .graph import Components, budget_components, budget_levels, order_components, threshold_components
 from .products import product_dtype
 from .reads import DATA_SIZED, HostReads
-from .tiled import tiled_budget_components, tiled_threshold_components
+from .tiled import cut_band_graph, tiled_budget_components, tiled_threshold_components
 
 __all__ = [
     "SetComponents",
@@ -269,8 +278,7 @@ def components_of_sets(
     if keep is None:
         comps, degree, in_band = _threshold_search(graph, graph.W.new_full((B,), tau))
     else:
-        comps, in_band = _budget_search(graph, keep, group)
-        degree = None
+        comps, degree, in_band = _budget_search(graph, keep, group)
     if degree is None:
         # Degree = row count of the adjacency, self included (the diagonal is always in A).
         degree = degrees(graph.W, comps.cut_threshold)
@@ -345,9 +353,14 @@ def _threshold_search(g: _Graph, tau: torch.Tensor) -> tuple[Components, torch.T
     return threshold_components(edges, tau, g.valid, g.reads), degree, in_band
 
 
-def _budget_search(g: _Graph, keep: torch.Tensor, group: torch.Tensor | None) -> tuple[Components, torch.Tensor]:
-    """Exactly keep[g] components per group of sets (single-linkage cut) -> (components, pairs in the band)."""
+def _budget_search(
+    g: _Graph, keep: torch.Tensor, group: torch.Tensor | None
+) -> tuple[Components, torch.Tensor | None, torch.Tensor]:
+    """Exactly keep[g] components per group of sets (single-linkage cut) -> (components,
+    degrees if the search counted them, pairs in the band)."""
     sampled = g.sampled
+    if g.bound is not None and sampled is None and g.capacity is None:
+        return _budget_by_band(g, keep, group)
 
     def cut_edges() -> torch.Tensor:
         return g.W if sampled is None else drop_unsampled_(g.W.clone(), sampled)
@@ -364,7 +377,120 @@ def _budget_search(g: _Graph, keep: torch.Tensor, group: torch.Tensor | None) ->
         )
         if sampled is not None and g.reads.read(True, lambda: bool(in_band)):
             edges = cut_edges()
-    return budget_components(edges, g.valid, keep, group, g.reads), in_band
+    return budget_components(edges, g.valid, keep, group, g.reads), None, in_band
+
+
+def _budget_by_band(
+    g: _Graph, keep: torch.Tensor, group: torch.Tensor | None
+) -> tuple[Components, torch.Tensor | None, torch.Tensor]:
+    """``_budget_search`` without sampling, data-sized: one spanning forest of W, then the cut on the band.
+
+    1. The cut's levels from the products' spanning forest (``graph.budget_levels``).
+    2. The components above the band around them (one threshold search, reusing the
+       forest's row maxima), before the band changes W.
+    3. The band's pairs get their exact values (``_resolve_cut_band_``); the cut is
+       taken on the small graph of the components that band pairs join
+       (``tiled.cut_band_graph``, as the strip-by-strip path does), one group at a time.
+
+    It is ``budget_components`` on the resolved W, without its second spanning forest:
+    pairs above the band are joined by both, pairs below it can decide nothing, so the
+    two agree whenever the exact levels lie inside the band, which they do (within one
+    bound of the products' ones, the band reaches two). Where a level is not finite or a
+    group cannot be cut there (checked), ``budget_components`` runs on the resolved W.
+    The degrees come from the band's scan: pairs above the band, plus band pairs above
+    the cut.
+    """
+    W, valid = g.W, g.valid
+    B = W.shape[0]
+    grp = torch.arange(B, device=W.device) if group is None else group
+    first_best = W.max(dim=-1)  # both searches start from the row maxima
+    levels = torch.stack(budget_levels(W, valid, keep, grp, first_best=first_best), dim=1)  # [B, 2]
+    assert g.bound is not None
+    halfwidth, refine = 2 * g.bound.at(levels), None
+    if g.fine is not None:
+        # Low-precision products: the band is narrowed around the levels of its float32
+        # values (``_resolve_cut_band_``).
+        halfwidth = halfwidth + 2 * g.fine
+        refine = (2 * g.fine, lambda: torch.stack(budget_levels(W, valid, keep, group), dim=1))
+    finite = bool(torch.isfinite(levels).all()) and bool((valid > 0).all())
+    lo, hi = band_limits(levels, halfwidth, W.dtype)  # [B]: resolve_band_'s interval
+    above = threshold_components(W, hi, valid, first_best=first_best).labels if finite else None
+    found: list[torch.Tensor] = []
+    counts = torch.empty(B, W.shape[1], dtype=torch.int32, device=W.device)
+    in_band = resolve_band_(W, g.x, levels, halfwidth, refine=refine, units=g.units, pairs=found, above=counts)
+    if above is not None:
+        cut = _cut_groups(W, valid, keep, grp, above, found[0], lo, hi, counts)
+        if cut is not None:
+            return cut[0], cut[1], in_band
+    return budget_components(W, valid, keep, group), None, in_band
+
+
+def _cut_groups(
+    W: torch.Tensor,
+    valid: torch.Tensor,
+    keep: torch.Tensor,
+    group: torch.Tensor,
+    above: torch.Tensor,
+    pairs: torch.Tensor,
+    lo: torch.Tensor,
+    hi: torch.Tensor,
+    counts: torch.Tensor,
+) -> tuple[Components, torch.Tensor | None] | None:
+    """Step 3 of ``_budget_by_band``: every group's cut on its band graph -> (components,
+    [B, n] degrees or None where a group cut nothing), or None if a group fails its check.
+
+    above: [B, n] labels of the components of ``W > hi`` (before the band changed W);
+    pairs: [P, 3] the band's (b, i, j), i < j, whose values W now holds; lo, hi: [B];
+    counts: [B, n] each row's entries above hi.
+    A group's graphs are taken as one vertex set, graph after graph (the tie order of
+    ``budget_components``: graphs in order, then their smallest vertex).
+    """
+    B, n = above.shape
+    device = W.device
+    sizes = valid.tolist()
+    start = [sum(sizes[:b]) for b in range(B)]  # the first flat vertex of each graph
+    real = torch.arange(n, device=device) < valid[:, None]
+    flat = (torch.arange(B, device=device)[:, None] * n + torch.arange(n, device=device))[real]  # real vertices
+    comp = (above + torch.arange(B, device=device)[:, None] * n)[real]  # component of each, unique per graph
+    offset = torch.tensor(start, device=device)
+    position = torch.empty(B * n, dtype=torch.int64, device=device)
+    position[flat] = torch.arange(flat.shape[0], device=device)  # flat vertex -> its place among the real ones
+    smallest = torch.full((B * n,), B * n, dtype=torch.int64, device=device)
+    smallest.scatter_reduce_(0, comp, position[flat], "amin")
+    root = smallest[comp]  # each real vertex's smallest member (flat place)
+    b, i, j = pairs.unbind(1)
+    ends = torch.stack([offset[b] + i, offset[b] + j], dim=1)
+    values = W[b, i, j]
+    edge_group = group[b]
+    labels = torch.zeros(B, n, dtype=torch.int64, device=device)
+    degree: torch.Tensor | None = torch.ones(B, n, dtype=torch.int64, device=device)
+    strong = counts[real].to(torch.int64)
+    count = torch.zeros(B, dtype=torch.int64, device=device)
+    keep_out = W.new_empty(B)
+    cut_out = W.new_empty(B)
+    groups = group.tolist()
+    for gi, k in enumerate(keep.tolist()):
+        members = [b for b in range(B) if groups[b] == gi]
+        if not members:
+            continue
+        first, last = start[members[0]], start[members[-1]] + sizes[members[-1]]
+        mine = edge_group == gi
+        band = (float(lo[members[0]]), float(hi[members[0]]), 0.0)
+        cut = cut_band_graph(root[first:last] - first, ends[mine] - first, values[mine], k, strong[first:last], band)
+        if cut is None:
+            return None
+        comps, deg = cut
+        if degree is not None and not bool(torch.isfinite(comps.cut_threshold).all()):
+            degree = None  # nothing cut: every pair counts, which the scan did not count
+        for m in members:
+            if degree is not None:
+                degree[m, : sizes[m]] = deg[0, start[m] - first : start[m] - first + sizes[m]]
+            lab = comps.labels[0, start[m] - first : start[m] - first + sizes[m]]
+            low = lab.min()  # a graph's components are a run of the group's numbers
+            labels[m, : sizes[m]] = lab - low
+            count[m] = lab.max() - low + 1
+            keep_out[m], cut_out[m] = comps.keep_threshold[0], comps.cut_threshold[0]
+    return Components(labels, count, keep_out, cut_out), degree
 
 
 def _resolve_cut_band_(

@@ -30,7 +30,7 @@ from .exact import ErrorBound, band_limits, canonical_similarity, error_bound, p
 from .gram import _TILE, gram_strips, unit_dtype  # shared with the in-memory path
 from .graph import Components, _boruvka
 
-__all__ = ["tiled_threshold_components", "tiled_budget_components"]
+__all__ = ["tiled_threshold_components", "tiled_budget_components", "cut_band_graph"]
 
 
 def _find_roots(parent: torch.Tensor) -> torch.Tensor:
@@ -61,6 +61,20 @@ def _union_edges(parent: torch.Tensor, adj: torch.Tensor, rows: torch.Tensor, co
         parent = parent.clone()
         parent.scatter_reduce_(0, ri, min_row.minimum(ri), "amin")
         parent.scatter_reduce_(0, rj, min_col.minimum(rj), "amin")
+
+
+def _union_pairs(parent: torch.Tensor, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Union the edges (p[e], q[e]) into the forest parent [n] (parent[x] <= x) -> fully compressed."""
+    while True:
+        parent = _find_roots(parent)
+        rp, rq = parent[p], parent[q]
+        apart = rp != rq
+        if not bool(apart.any()):
+            return parent
+        parent = parent.clone()
+        # Hook the larger root onto the smaller: the forest stays one (parent[x] <= x).
+        parent.scatter_reduce_(0, torch.maximum(rp, rq)[apart], torch.minimum(rp, rq)[apart], "amin")
+        p, q = p[apart], q[apart]
 
 
 def _union_strip(parent: torch.Tensor, adj: torch.Tensor, i: int) -> torch.Tensor:
@@ -247,7 +261,7 @@ def _neighbour_lists(xn: torch.Tensor, tile: int, k: int) -> tuple[torch.Tensor,
         s[i:].fill_diagonal_(float("-inf"))
         # Rows take the whole strip; columns take the rows above the diagonal block
         # (the block's pairs reach its columns as rows): every pair once per end.
-        columns = _order_keys(s[:i].T.contiguous(), idx[:i].expand(t, i))
+        columns = _column_keys(s[:i].T.contiguous(), k)
         # A row's list changes only if the strip has an edge at least as strong as its
         # k-th (keys order by weight first): most rows of a long set's late strips have
         # none, and skip the keys and the top-k.
@@ -263,6 +277,28 @@ def _neighbour_lists(xn: torch.Tensor, tile: int, k: int) -> tuple[torch.Tensor,
     w = torch.where(ordered < 0, ordered ^ 0x7FFFFFFF, ordered).view(torch.float32)
     w = torch.where(u < n, w, float("-inf"))
     return w, u.clamp(max=n - 1)
+
+
+def _column_keys(block: torch.Tensor, k: int) -> torch.Tensor:
+    """block: [t, i] float32 weights of t vertices to vertices 0..i -> [t, min(k, i)] or [t, i]
+    keys (``_order_keys``) holding every row's k strongest edges.
+
+    A top-(k + 1) of the weights picks them where the k-th and the (k + 1)-th weight
+    differ (the set is then unique); only rows where they tie take the keys of the whole
+    row, which order equal weights by their end. Keys for every entry would cost several
+    times more than the products of the strip.
+    """
+    t, i = block.shape
+    ends = torch.arange(i, device=block.device)
+    if i <= k:
+        return _order_keys(block, ends.expand(t, i))
+    w, u = block.topk(k + 1, dim=1)
+    keys = _order_keys(w[:, :k].contiguous(), u[:, :k].contiguous())
+    tied = (w[:, k] == w[:, k - 1]).nonzero().squeeze(1)
+    if tied.shape[0]:
+        whole = _order_keys(block.index_select(0, tied), ends.expand(tied.shape[0], i))
+        keys[tied] = whole.topk(k, dim=1).values
+    return keys
 
 
 def _lists_choice(w: torch.Tensor, u: torch.Tensor) -> Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]:
@@ -308,56 +344,91 @@ def tiled_budget_components(
     wide = unit_dtype(sim_dtype)
     xn, residual = product_units(unit_vectors(x, wide), sim_dtype)
     bound = None if sim_dtype == torch.float64 else error_bound(x.shape[1], sim_dtype, device, residual)
-    estimates = [lambda: _spanning_weights(n, device, _strips_choice(xn, tile))]
+
+    def from_lists() -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        lists = _neighbour_lists(xn, tile, _NEIGHBOURS)
+        return _spanning_weights(n, device, _lists_choice(*lists)), lists
+
+    def from_strips() -> tuple[torch.Tensor, None]:
+        return _spanning_weights(n, device, _strips_choice(xn, tile)), None
+
+    estimates: list[Callable[[], tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]]] = [from_strips]
     if wide == torch.float32:  # the neighbour lists order float32 weights exactly
-        estimates.insert(
-            0, lambda: _spanning_weights(n, device, _lists_choice(*_neighbour_lists(xn, tile, _NEIGHBOURS)))
-        )
+        estimates.insert(0, from_lists)
     for estimate in estimates:
-        ranked = estimate().sort(descending=True).values
+        forest, lists = estimate()
+        ranked = forest.sort(descending=True).values
         joins = n - keep
         if joins > ranked.shape[0]:
             continue  # the neighbour lists' forest is too sparse to estimate the cut
         ext = torch.cat([ranked.new_full((1,), float("inf")), ranked, ranked.new_full((1,), float("-inf"))])
         levels = ext[joins : joins + 2].to(torch.float64)[None]  # [1, 2]: weakest kept, strongest cut
-        result = _band_pass(x, xn, tile, levels, bound, keep)
+        result = _band_pass(x, xn, tile, levels, bound, keep, lists)
         if result is not None:
             return result
     raise RuntimeError("tiled budget cut: the exact spanning forest's levels failed the band check (a bug)")
 
 
 def _band_pass(
-    x: torch.Tensor, xn: torch.Tensor, tile: int, levels: torch.Tensor, bound: ErrorBound | None, keep: int
+    x: torch.Tensor,
+    xn: torch.Tensor,
+    tile: int,
+    levels: torch.Tensor,
+    bound: ErrorBound | None,
+    keep: int,
+    lists: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[Components, torch.Tensor] | None:
-    """Steps 2 and 3 of ``tiled_budget_components`` around levels [1, 2]; None if the check fails."""
+    """Steps 2 and 3 of ``tiled_budget_components`` around levels [1, 2]; None if the check fails.
+
+    lists: the neighbour lists ([n, k] weights and ends) when the estimate came from them.
+    Their edges above the band give most of the components above it before the pass: a
+    pair above the band that no list holds joins two tokens that each have k list edges
+    above the band ("full" tokens; a token with fewer holds all of its own). So only the
+    pairs between full tokens are unioned strip by strip.
+
+    The pairs above the band and the band's pairs are taken from the products (as the
+    in-memory cut, ``sets._budget_by_band``, takes them); the band's pairs then get
+    their canonical values.
+    """
 
     n, device = x.shape[0], x.device
     wide = unit_dtype(xn.dtype)
     halfwidth = torch.zeros_like(levels) if bound is None else 2 * bound.at(levels)
     lo, hi = band_limits(levels, halfwidth, wide)
     parent = torch.arange(n, device=device)
-    idx = torch.arange(n, device=device)
-    above = torch.zeros(n, dtype=torch.int64, device=device)
+    full = torch.ones(n, dtype=torch.bool, device=device)
+    if lists is not None:
+        w, u = lists
+        strong = w > hi
+        parent = _union_pairs(parent, torch.arange(n, device=device)[:, None].expand_as(u)[strong], u[strong])
+        full = strong.sum(dim=1) == w.shape[1]
+    above = torch.zeros(n, dtype=torch.int32, device=device)
     ends, values = [], []
     for i, strip in gram_strips(xn[None], tile):
         s = strip[0]
-        if bound is not None:
-            _resolve_strip_(s, x, i, lo, hi)
-        t = s.shape[1]
-        upper = idx[: s.shape[0], None] < idx[None, i : i + t]  # each pair once, no diagonal
-        adj = (s > hi) & upper
-        above[i : i + t] += adj.sum(dim=0)
-        above[: s.shape[0]] += adj.sum(dim=1)
-        r, c = ((s >= lo) & (s <= hi) & upper).nonzero().unbind(1)
+        R, t = s.shape
+        adj = s > hi  # [R, t]; rows 0..R, columns i..i+t
+        adj[i:].triu_(1)  # the diagonal block: each pair once, no diagonal
+        above[i : i + t] += adj.sum(dim=0, dtype=torch.int32)
+        above[:R] += adj.sum(dim=1, dtype=torch.int32)
+        r, c = ((s >= lo) & (s <= hi)).nonzero().unbind(1)
+        once = r < c + i
+        r, c = r[once], c[once]
+        if bound is not None and r.shape[0]:
+            s[r, c] = canonical_similarity(x, r, x, c + i).to(s.dtype)
         ends.append(torch.stack([r, c + i], dim=1))
         values.append(s[r, c])
-        parent = _union_strip(parent, adj, i)
+        rows, cols = full[:R].nonzero().squeeze(1), full[i : i + t].nonzero().squeeze(1)
+        if rows.shape[0] and cols.shape[0]:
+            parent = _union_edges(parent, adj[rows][:, cols], rows, cols + i)
     root = _find_roots(parent)  # each component's smallest token
     margin = 0.0 if bound is None else float(bound.at(levels).max())
-    return _cut_band_graph(root, torch.cat(ends), torch.cat(values), keep, above, (float(lo), float(hi), margin))
+    return cut_band_graph(
+        root, torch.cat(ends), torch.cat(values), keep, above.to(torch.int64), (float(lo), float(hi), margin)
+    )
 
 
-def _cut_band_graph(
+def cut_band_graph(
     root: torch.Tensor,
     ends: torch.Tensor,
     values: torch.Tensor,
@@ -365,7 +436,8 @@ def _cut_band_graph(
     above: torch.Tensor,
     band: tuple[float, float, float],
 ) -> tuple[Components, torch.Tensor] | None:
-    """Step 3 of ``tiled_budget_components``: the cut on the components above the band.
+    """Step 3 of ``tiled_budget_components`` (and of the in-memory cut, ``sets.py``): the
+    cut on the components above the band.
 
     root: [n] smallest token of each vertex's component above the band; ends: [E, 2]
     band pairs (i < j), values: [E] their similarities; above: [n] pairs above the band
