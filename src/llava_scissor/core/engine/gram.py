@@ -95,5 +95,9 @@ def symmetric_gram(xn: torch.Tensor) -> torch.Tensor:
     g = torch.empty(B, n, n, dtype=unit_dtype(xn.dtype), device=xn.device)
     for i, strip in gram_strips(xn, out=g):
         t = strip.shape[2]
-        g[:, i : i + t, :i] = strip[:, :i].mT
+        # The lower triangle, one tile at a time: a tile's transpose stays in cache,
+        # where one transposed copy of the whole strip reads a column of rows that lie
+        # n floats apart (several times slower once n is in the thousands).
+        for j in range(0, i, _TILE):
+            g[:, i : i + t, j : j + _TILE] = strip[:, j : j + _TILE].mT
     return g

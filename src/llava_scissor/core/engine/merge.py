@@ -20,6 +20,10 @@ __all__ = ["merge"]
 _NEG_INF = float("-inf")
 # Originals per product in the merge step (see _assign).
 _MERGE_CHUNK = 256
+# Data-sized merge with low-precision products: once more than this share of the
+# originals so far had to be narrowed by float32 products, the rest take float32
+# products (the same assignment; a narrowed original costs a float32 product anyway).
+_NARROWED_SHARE = 0.5
 # Sync-free merge: room for this many near-tied candidate targets per original, on
 # average over a chunk (columns with a near-tie are a few per cent, with two or three).
 _MERGE_CANDIDATES = 4
@@ -95,7 +99,13 @@ def _assign(
     a = torch.empty(m, dtype=torch.int64, device=o.device)
     unresolved = torch.zeros((), dtype=torch.bool, device=o.device)
     near: list[tuple[torch.Tensor, torch.Tensor]] = []  # data-sized: (candidate target, original) pairs
+    narrowed = 0  # originals whose low-precision products were narrowed in float32
     for start in range(0, m, chunk):
+        if sim_dtype != unit and narrowed > _NARROWED_SHARE * start:
+            # Most originals have near-tied targets at low precision (near-duplicate
+            # frames, noise): float32 products for the rest cost less than narrowing.
+            sim_dtype, tn, t_res = unit, t_units, t_res.new_zeros(())
+            buf = torch.empty(k * chunk, dtype=unit, device=o.device)
         c_units = unit_vectors(o[start : start + chunk], unit_buf.dtype, out=unit_buf)
         c, c_res = product_units(c_units, sim_dtype)
         sim = torch.mm(c, tn.mT, out=buf[: k * c.shape[0]].view(c.shape[0], k))  # [c, k]
@@ -114,7 +124,14 @@ def _assign(
                 best, over = _exact_argmax(sim.T, floor, best, t_units, c_units, room, c_home)
                 unresolved = unresolved | over
             else:
-                near.append(_candidates(sim, best_w, best, floor, start))
+                # Low-precision products: their near rows are narrowed by float32 products first.
+                fine = None
+                if sim.dtype != unit:
+                    fine = (c_units, t_units, error_bound(o.shape[1], unit, o.device, 0.0).base.float(), padding)
+                ti, rows, decided = _candidates(sim, best_w, best, floor, fine)
+                narrowed += rows.shape[0] if fine is not None else 0
+                best[rows[decided[0]]] = decided[1]
+                near.append((ti, rows[decided[2]] + start))
         else:
             best = sim.argmax(dim=1)  # ties go to the smaller index ...
             if c_home is not None:  # ... or to the original's own component
@@ -127,25 +144,44 @@ def _assign(
 
 
 def _candidates(
-    sim: torch.Tensor, best_w: torch.Tensor, best: torch.Tensor, floor: torch.Tensor, start: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """sim: [c, k] products, their row maxima best_w at best: [c], floor: [c] -> (target,
-    original) pairs at or above their row's floor, in the rows with more than one
-    (originals offset by ``start``). Host reads.
+    sim: torch.Tensor,
+    best_w: torch.Tensor,
+    best: torch.Tensor,
+    floor: torch.Tensor,
+    fine: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The rows of sim [c, k] (row maxima best_w at best: [c]) with more than one target at
+    or above their floor [c] -> (ti, rows, (decided, winner, q)): those rows, the candidate
+    pairs (target ti[p], row rows[q[p]]) and the rows[decided] that float32 products
+    decided (their best target: winner). Host reads.
 
-    A row has more than one where its runner-up (the maximum with the best masked out,
-    two row passes: several times faster than a top-2 or a count) reaches the floor;
-    only those rows, a few per cent, are compared again.
+    A row has more than one candidate where its runner-up (the maximum with the best
+    masked out, two row passes: several times faster than a top-2 or a count) reaches
+    the floor; only those rows, a few per cent, are compared again. fine: for
+    low-precision products, (float32 unit vectors of the rows [c, d] and of the targets
+    [k, d], the float32 bound, the padded targets [1, k] or None): the rows' float32
+    products narrow the candidates to those within two float32 bounds of the row's
+    float32 maximum (which holds the canonical best); a row left with one is decided.
     """
     at = best[:, None]
     sim.scatter_(1, at, _NEG_INF)
     second = sim.max(dim=1).values
     sim.scatter_(1, at, best_w[:, None])
     rows = (second.float() >= floor).nonzero().squeeze(1)
-    if rows.shape[0] == 0:
-        return rows, rows
-    q, ti = (sim[rows] >= floor[rows][:, None]).nonzero().unbind(1)
-    return ti, rows[q] + start
+    if fine is None:
+        q, ti = (sim[rows] >= floor[rows][:, None]).nonzero().unbind(1)
+        none = rows[:0]
+        return ti, rows, (none, none, q)
+    units, targets, bound, padding = fine
+    f = units[rows] @ targets.T  # [q, k] float32
+    if padding is not None:
+        f.masked_fill_(padding, _NEG_INF)
+    top_w, top = f.max(dim=1)
+    cand = f >= (top_w - 2 * bound)[:, None]
+    single = cand.sum(dim=1) == 1
+    q, ti = (cand & ~single[:, None]).nonzero().unbind(1)
+    decided = single.nonzero().squeeze(1)
+    return ti, rows, (decided, top[decided], q)
 
 
 def _decide_near_ties_(

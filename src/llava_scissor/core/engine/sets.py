@@ -29,7 +29,7 @@ from .gram import _TILE, matrix_bytes, product_into, symmetric_gram, to_device, 
 from .graph import Components, budget_components, budget_levels, order_components, threshold_components
 from .products import product_dtype
 from .reads import DATA_SIZED, HostReads
-from .tiled import cut_band_graph, tiled_budget_components, tiled_threshold_components
+from .tiled import cut_band_graph, tiled_budget_components, tiled_threshold_components, union_pairs
 
 __all__ = [
     "SetComponents",
@@ -394,11 +394,12 @@ def _budget_by_band(
 
     It is ``budget_components`` on the resolved W, without its second spanning forest:
     pairs above the band are joined by both, pairs below it can decide nothing, so the
-    two agree whenever the exact levels lie inside the band, which they do (within one
-    bound of the products' ones, the band reaches two). Where a level is not finite or a
-    group cannot be cut there (checked), ``budget_components`` runs on the resolved W.
-    The degrees come from the band's scan: pairs above the band, plus band pairs above
-    the cut.
+    two agree whenever the resolved W's levels lie inside the band, which they do
+    (within one bound of the products' ones, the band reaches two). With low-precision
+    products the band is the narrowed one around the float32 levels, and the wide band's
+    pairs above it are joined first. Where a level is not finite or a group cannot be
+    cut there (checked), ``budget_components`` runs on the resolved W. The degrees come
+    from the band's scan: pairs above the band, plus band pairs above the cut.
     """
     W, valid = g.W, g.valid
     B = W.shape[0]
@@ -407,11 +408,17 @@ def _budget_by_band(
     levels = torch.stack(budget_levels(W, valid, keep, grp, first_best=first_best), dim=1)  # [B, 2]
     assert g.bound is not None
     halfwidth, refine = 2 * g.bound.at(levels), None
+    relevels: list[torch.Tensor] = []
     if g.fine is not None:
         # Low-precision products: the band is narrowed around the levels of its float32
-        # values (``_resolve_cut_band_``).
+        # values (``_resolve_cut_band_``); they are kept for the cut below.
         halfwidth = halfwidth + 2 * g.fine
-        refine = (2 * g.fine, lambda: torch.stack(budget_levels(W, valid, keep, group), dim=1))
+
+        def relevel() -> torch.Tensor:
+            relevels.append(torch.stack(budget_levels(W, valid, keep, group), dim=1))
+            return relevels[-1]
+
+        refine = (2 * g.fine, relevel)
     finite = bool(torch.isfinite(levels).all()) and bool((valid > 0).all())
     lo, hi = band_limits(levels, halfwidth, W.dtype)  # [B]: resolve_band_'s interval
     above = threshold_components(W, hi, valid, first_best=first_best).labels if finite else None
@@ -419,6 +426,9 @@ def _budget_by_band(
     counts = torch.empty(B, W.shape[1], dtype=torch.int32, device=W.device)
     in_band = resolve_band_(W, g.x, levels, halfwidth, refine=refine, units=g.units, pairs=found, above=counts)
     if above is not None:
+        if relevels and g.fine is not None:  # the narrowed band, inside the wide one
+            lo2, hi2 = band_limits(relevels[0], (2 * g.fine).expand_as(relevels[0]), W.dtype)
+            lo, hi = torch.maximum(lo, lo2), torch.minimum(hi, hi2)
         cut = _cut_groups(W, valid, keep, grp, above, found[0], lo, hi, counts)
         if cut is not None:
             return cut[0], cut[1], in_band
@@ -439,58 +449,62 @@ def _cut_groups(
     """Step 3 of ``_budget_by_band``: every group's cut on its band graph -> (components,
     [B, n] degrees or None where a group cut nothing), or None if a group fails its check.
 
-    above: [B, n] labels of the components of ``W > hi`` (before the band changed W);
-    pairs: [P, 3] the band's (b, i, j), i < j, whose values W now holds; lo, hi: [B];
-    counts: [B, n] each row's entries above hi.
-    A group's graphs are taken as one vertex set, graph after graph (the tie order of
-    ``budget_components``: graphs in order, then their smallest vertex).
+    above: [B, n] labels of the components of W above the scanned band (before the band
+    changed W); pairs: [P, 3] the scanned band's (b, i, j), i < j, whose values W now
+    holds; lo, hi: [B] the band of the cut, inside the scanned one (pairs above it are
+    joined first, pairs below it dropped); counts: [B, n] each row's entries above the
+    scanned band. A group's graphs are taken as one vertex set, graph after graph (the
+    tie order of ``budget_components``: graphs in order, then their smallest vertex).
     """
     B, n = above.shape
     device = W.device
-    sizes = valid.tolist()
-    start = [sum(sizes[:b]) for b in range(B)]  # the first flat vertex of each graph
-    real = torch.arange(n, device=device) < valid[:, None]
-    flat = (torch.arange(B, device=device)[:, None] * n + torch.arange(n, device=device))[real]  # real vertices
-    comp = (above + torch.arange(B, device=device)[:, None] * n)[real]  # component of each, unique per graph
-    offset = torch.tensor(start, device=device)
-    position = torch.empty(B * n, dtype=torch.int64, device=device)
-    position[flat] = torch.arange(flat.shape[0], device=device)  # flat vertex -> its place among the real ones
-    smallest = torch.full((B * n,), B * n, dtype=torch.int64, device=device)
-    smallest.scatter_reduce_(0, comp, position[flat], "amin")
-    root = smallest[comp]  # each real vertex's smallest member (flat place)
+    real = torch.arange(n, device=device) < valid[:, None]  # [B, n]
+    graph_of = torch.arange(B, device=device)[:, None].expand(B, n)[real]  # [R] graph of each real vertex
+    start = valid.cumsum(0) - valid  # [B] first flat place of each graph
+    comp = (above + torch.arange(B, device=device)[:, None] * n)[real]  # [R] component, unique per graph
+    place = torch.arange(comp.shape[0], device=device)
+    smallest = torch.full((B * n,), comp.shape[0], dtype=torch.int64, device=device)
+    smallest.scatter_reduce_(0, comp, place, "amin")
     b, i, j = pairs.unbind(1)
-    ends = torch.stack([offset[b] + i, offset[b] + j], dim=1)
+    ends = torch.stack([start[b] + i, start[b] + j], dim=1)
     values = W[b, i, j]
-    edge_group = group[b]
-    labels = torch.zeros(B, n, dtype=torch.int64, device=device)
-    degree: torch.Tensor | None = torch.ones(B, n, dtype=torch.int64, device=device)
+    joined = values > hi[b]
+    root = union_pairs(smallest[comp], ends[joined, 0], ends[joined, 1])  # each vertex's smallest member
+    # Degrees: entries above the scanned band, plus the pairs joined here, at both ends.
     strong = counts[real].to(torch.int64)
-    count = torch.zeros(B, dtype=torch.int64, device=device)
-    keep_out = W.new_empty(B)
-    cut_out = W.new_empty(B)
-    groups = group.tolist()
+    strong.index_add_(0, ends[joined].reshape(-1), torch.ones_like(ends[joined].reshape(-1)))
+    inside = ~joined & (values >= lo[b])
+    ends, values, edge_group = ends[inside], values[inside], group[b[inside]]
+    final = torch.empty_like(place)  # group-wide component numbers
+    degree = torch.empty_like(place)
+    levels = W.new_empty(B, 2)
+    sizes, groups = valid.tolist(), group.tolist()
+    nothing_cut = False
     for gi, k in enumerate(keep.tolist()):
-        members = [b for b in range(B) if groups[b] == gi]
+        members = [m for m in range(B) if groups[m] == gi]
         if not members:
             continue
-        first, last = start[members[0]], start[members[-1]] + sizes[members[-1]]
+        first, last = int(start[members[0]]), int(start[members[-1]]) + sizes[members[-1]]
         mine = edge_group == gi
         band = (float(lo[members[0]]), float(hi[members[0]]), 0.0)
         cut = cut_band_graph(root[first:last] - first, ends[mine] - first, values[mine], k, strong[first:last], band)
         if cut is None:
             return None
         comps, deg = cut
-        if degree is not None and not bool(torch.isfinite(comps.cut_threshold).all()):
-            degree = None  # nothing cut: every pair counts, which the scan did not count
-        for m in members:
-            if degree is not None:
-                degree[m, : sizes[m]] = deg[0, start[m] - first : start[m] - first + sizes[m]]
-            lab = comps.labels[0, start[m] - first : start[m] - first + sizes[m]]
-            low = lab.min()  # a graph's components are a run of the group's numbers
-            labels[m, : sizes[m]] = lab - low
-            count[m] = lab.max() - low + 1
-            keep_out[m], cut_out[m] = comps.keep_threshold[0], comps.cut_threshold[0]
-    return Components(labels, count, keep_out, cut_out), degree
+        nothing_cut |= not bool(torch.isfinite(comps.cut_threshold).all())
+        final[first:last] = comps.labels[0]
+        degree[first:last] = deg[0]
+        levels[members] = torch.cat([comps.keep_threshold, comps.cut_threshold])
+    # A graph's components are a run of its group's numbers: renumber them from 0.
+    low = torch.full((B,), comp.shape[0], dtype=torch.int64, device=device).scatter_reduce_(0, graph_of, final, "amin")
+    top = torch.full((B,), -1, dtype=torch.int64, device=device).scatter_reduce_(0, graph_of, final, "amax")
+    labels = torch.zeros(B, n, dtype=torch.int64, device=device)
+    labels[real] = final - low[graph_of]
+    out_degree = None
+    if not nothing_cut:  # nothing cut: every pair counts, which the scan did not count
+        out_degree = torch.ones(B, n, dtype=torch.int64, device=device)
+        out_degree[real] = degree
+    return Components(labels, (top - low + 1).clamp(min=0), levels[:, 0], levels[:, 1]), out_degree
 
 
 def _resolve_cut_band_(

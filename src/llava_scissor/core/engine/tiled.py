@@ -30,7 +30,7 @@ from .exact import ErrorBound, band_limits, canonical_similarity, error_bound, p
 from .gram import _TILE, gram_strips, unit_dtype  # shared with the in-memory path
 from .graph import Components, _boruvka
 
-__all__ = ["tiled_threshold_components", "tiled_budget_components", "cut_band_graph"]
+__all__ = ["tiled_threshold_components", "tiled_budget_components", "cut_band_graph", "union_pairs"]
 
 
 def _find_roots(parent: torch.Tensor) -> torch.Tensor:
@@ -63,7 +63,7 @@ def _union_edges(parent: torch.Tensor, adj: torch.Tensor, rows: torch.Tensor, co
         parent.scatter_reduce_(0, rj, min_col.minimum(rj), "amin")
 
 
-def _union_pairs(parent: torch.Tensor, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+def union_pairs(parent: torch.Tensor, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """Union the edges (p[e], q[e]) into the forest parent [n] (parent[x] <= x) -> fully compressed."""
     while True:
         parent = _find_roots(parent)
@@ -400,7 +400,7 @@ def _band_pass(
     if lists is not None:
         w, u = lists
         strong = w > hi
-        parent = _union_pairs(parent, torch.arange(n, device=device)[:, None].expand_as(u)[strong], u[strong])
+        parent = union_pairs(parent, torch.arange(n, device=device)[:, None].expand_as(u)[strong], u[strong])
         full = strong.sum(dim=1) == w.shape[1]
     above = torch.zeros(n, dtype=torch.int32, device=device)
     ends, values = [], []
