@@ -26,6 +26,8 @@ from typing import Callable
 
 import torch
 
+from .gram import gram_strips
+
 __all__ = [
     "ErrorBound",
     "canonical_similarity",
@@ -478,7 +480,8 @@ _SCAN_ENTRIES = 1 << 18
 
 # A sampled float32 dot product (``float32_similarity``) costs about as much as this many
 # entries of a dense float32 product (measured on CPU at d = 896 and 3584). A band that
-# holds more than that share of a graph's pairs is narrowed from the dense product.
+# holds more than that share of a graph's pairs (i < j, half the matrix) is narrowed from
+# the dense product's upper triangle.
 _SAMPLED_COST = 16
 
 
@@ -486,11 +489,12 @@ def _float32_band_values(
     flat: torch.Tensor, n: int, b: torch.Tensor, i: torch.Tensor, j: torch.Tensor, unit: bool
 ) -> torch.Tensor:
     """[P] float32 dot products of the float32 unit vectors of pairs (b, i, j), b the graph
-    of n rows in flat [B * n, d]: sampled, or for a dense band from each graph's full
-    float32 product. Either is within the float32 bound of the canonical value (any
-    summation order), which is all ``resolve_band_``'s narrowing needs."""
+    of n rows in flat [B * n, d], i < j: sampled, or for a dense band from the column
+    strips of each graph's float32 product (its upper triangle). Either is within the
+    float32 bound of the canonical value (any summation order), which is all
+    ``resolve_band_``'s narrowing needs."""
     graphs, counts = torch.unique(b, return_counts=True)  # data-sized path: reads are fine
-    dense = counts * _SAMPLED_COST >= n * n
+    dense = 2 * counts * _SAMPLED_COST >= n * n
     if not bool(dense.any()):
         return float32_similarity(flat, b * n + i, flat, b * n + j, unit)
     out = torch.empty(b.shape[0], dtype=torch.float32, device=flat.device)
@@ -500,7 +504,9 @@ def _float32_band_values(
         rows = flat[g * n : (g + 1) * n]
         if whole:
             u = rows if unit else unit_vectors(rows, torch.float32)
-            out[sel] = (u @ u.T)[ii, jj]
+            for s, strip in gram_strips(u[None]):  # columns s..s+t, rows 0..s+t
+                at = ((jj >= s) & (jj < s + strip.shape[2])).nonzero().squeeze(1)
+                out[sel[at]] = strip[0, ii[at], jj[at] - s]
         else:
             out[sel] = float32_similarity(rows, ii, rows, jj, unit)
     return out
