@@ -254,20 +254,19 @@ def _neighbour_lists(xn: torch.Tensor, tile: int, k: int) -> tuple[torch.Tensor,
     n, device = xn.shape[0], xn.device
     k = min(k, max(1, n - 1))
     keys = torch.full((n, k), torch.iinfo(torch.int64).min, dtype=torch.int64, device=device)
-    idx = torch.arange(n, device=device)
     for i, strip in gram_strips(xn[None], tile):
         s = strip[0]
         R, t = s.shape
         s[i:].fill_diagonal_(float("-inf"))
         # Rows take the whole strip; columns take the rows above the diagonal block
         # (the block's pairs reach its columns as rows): every pair once per end.
-        columns = _column_keys(s[:i].T.contiguous(), k)
+        columns = _top_keys(s[:i].T.contiguous(), k)
         # A row's list changes only if the strip has an edge at least as strong as its
         # k-th (keys order by weight first): most rows of a long set's late strips have
         # none, and skip the keys and the top-k.
         rows = (s.amax(dim=1) >= _weights(keys[:R, -1])).nonzero().squeeze(1)
         if rows.shape[0]:
-            cand = _order_keys(s.index_select(0, rows), idx[i : i + t].expand(rows.shape[0], t))
+            cand = _top_keys(s.index_select(0, rows), k, i)
             both = torch.cat([keys.index_select(0, rows), cand], dim=1)
             keys.index_copy_(0, rows, both.topk(k, dim=1).values)
         both = torch.cat([keys[i : i + t], columns], dim=1)
@@ -279,9 +278,9 @@ def _neighbour_lists(xn: torch.Tensor, tile: int, k: int) -> tuple[torch.Tensor,
     return w, u.clamp(max=n - 1)
 
 
-def _column_keys(block: torch.Tensor, k: int) -> torch.Tensor:
-    """block: [t, i] float32 weights of t vertices to vertices 0..i -> [t, min(k, i)] or [t, i]
-    keys (``_order_keys``) holding every row's k strongest edges.
+def _top_keys(block: torch.Tensor, k: int, first: int = 0) -> torch.Tensor:
+    """block: [r, c] float32 weights of r vertices to vertices first..first+c -> [r, min(k, c)]
+    or [r, c] keys (``_order_keys``) holding every row's k strongest edges.
 
     A top-(k + 1) of the weights picks them where the k-th and the (k + 1)-th weight
     differ (the set is then unique); only rows where they tie take the keys of the whole
@@ -289,11 +288,11 @@ def _column_keys(block: torch.Tensor, k: int) -> torch.Tensor:
     times more than the products of the strip.
     """
     t, i = block.shape
-    ends = torch.arange(i, device=block.device)
+    ends = torch.arange(first, first + i, device=block.device)
     if i <= k:
         return _order_keys(block, ends.expand(t, i))
     w, u = block.topk(k + 1, dim=1)
-    keys = _order_keys(w[:, :k].contiguous(), u[:, :k].contiguous())
+    keys = _order_keys(w[:, :k].contiguous(), u[:, :k] + first)
     tied = (w[:, k] == w[:, k - 1]).nonzero().squeeze(1)
     if tied.shape[0]:
         whole = _order_keys(block.index_select(0, tied), ends.expand(tied.shape[0], i))
@@ -404,14 +403,20 @@ def _band_pass(
         full = strong.sum(dim=1) == w.shape[1]
     above = torch.zeros(n, dtype=torch.int32, device=device)
     ends, values = [], []
+    # The strip's masks in buffers reused for every strip: fresh pages cost more than the
+    # comparisons.
+    above_buf = torch.empty(n * tile, dtype=torch.bool, device=device)
+    band_buf = torch.empty_like(above_buf)
     for i, strip in gram_strips(xn[None], tile):
         s = strip[0]
         R, t = s.shape
-        adj = s > hi  # [R, t]; rows 0..R, columns i..i+t
+        adj = torch.gt(s, hi, out=above_buf[: R * t].view(R, t))  # rows 0..R, columns i..i+t
+        band = torch.ge(s, lo, out=band_buf[: R * t].view(R, t))
+        band ^= adj  # lo <= s <= hi (s > hi implies s >= lo)
         adj[i:].triu_(1)  # the diagonal block: each pair once, no diagonal
         above[i : i + t] += adj.sum(dim=0, dtype=torch.int32)
         above[:R] += adj.sum(dim=1, dtype=torch.int32)
-        r, c = ((s >= lo) & (s <= hi)).nonzero().unbind(1)
+        r, c = band.nonzero().unbind(1)
         once = r < c + i
         r, c = r[once], c[once]
         if bound is not None and r.shape[0]:
