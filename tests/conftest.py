@@ -3,6 +3,7 @@
 import pytest
 
 from llava_scissor.core.engine import products as _products
+from llava_scissor.core.engine import sets as _sets
 
 
 @pytest.fixture(autouse=True)
@@ -15,3 +16,6 @@ def _bfloat16_products_everywhere(monkeypatch):
     decision itself.
     """
     monkeypatch.setattr(_products, "_measured_cpu_speedup", lambda: float("inf"))
+    # Nor does a crowded band send them back to float32 products (``sets._crowded``, tested
+    # in ``test_core_products.py``): the inputs built to crowd the band test its code.
+    monkeypatch.setattr(_sets, "_crowded", lambda *args: False)

@@ -1,5 +1,7 @@
 """bfloat16 products only where they pay: the decision, not the timing (``core/engine/products.py``)."""
 
+import importlib
+
 import pytest
 import torch
 from torch.overrides import TorchFunctionMode
@@ -99,4 +101,48 @@ def test_band_narrowing_sampled_or_dense_gives_the_float32_output(monkeypatch, s
     cfg = llava_scissor.ScissorConfig(similarity_dtype="bfloat16", **kw)
     res = llava_scissor.compress(x, cfg)
     ref = llava_scissor.compress(x, cfg.replace(similarity_dtype="float32"))
+    assert torch.equal(res.tokens, ref.tokens) and torch.equal(res.assignment, ref.assignment)
+
+
+# The real estimate, before the suite's fixture (conftest.py) replaces it in each test.
+_REAL_CROWDED = importlib.import_module("llava_scissor.core.engine.sets")._crowded
+
+
+def _packed(n: int, dim: int, spread: float, seed: int = 0) -> torch.Tensor:
+    """[1, n, dim]: tokens around one direction, pairwise cosines within a few ``spread`` of each other."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(dim, generator=g)
+    return (base + spread * torch.randn(n, dim, generator=g) * base.norm() / dim**0.5)[None]
+
+
+def test_crowded_band_estimate():
+    crowded = _packed(600, 256, 0.05)  # cosines about 0.9975, most within a bfloat16 bound of any cut
+    spread = torch.randn(1, 600, 256, generator=torch.Generator().manual_seed(1))
+    valid = torch.tensor([600])
+    for keep in (60, 300):
+        assert _REAL_CROWDED(crowded, valid, None, torch.tensor([keep]), None)
+        assert not _REAL_CROWDED(spread, valid, None, torch.tensor([keep]), None)
+    assert _REAL_CROWDED(crowded, valid, 0.9975, None, None)
+    assert not _REAL_CROWDED(crowded, valid, 0.8, None, None)  # tau far below every cosine
+    two = torch.cat([crowded, crowded])  # one budget over two sets: no per-set cut to estimate
+    assert not _REAL_CROWDED(two, torch.tensor([600, 600]), None, torch.tensor([5]), torch.tensor([0, 0]))
+    assert _REAL_CROWDED(two, torch.tensor([600, 600]), None, torch.tensor([5, 5]), torch.tensor([0, 1]))
+
+
+@pytest.mark.parametrize("crowded", [False, True])
+def test_a_crowded_band_takes_float32_products_with_the_same_output(monkeypatch, crowded):
+    sets_module = importlib.import_module("llava_scissor.core.engine.sets")
+    monkeypatch.setattr(sets_module, "_crowded", _REAL_CROWDED)
+    x = _packed(600, 256, 0.05) if crowded else torch.randn(1, 600, 256, generator=torch.Generator().manual_seed(1))
+    video = x.reshape(3, 200, 256)  # 600 spatial tokens with the spatial step off
+    cfg = llava_scissor.ScissorConfig(retention=0.1, spatial=False, similarity_dtype="bfloat16")
+    res = llava_scissor.compress(video, cfg)
+    seen_temporal = []
+    original = sets_module.similarity_graph
+    monkeypatch.setattr(
+        sets_module, "similarity_graph", lambda x, v, dt: seen_temporal.append(dt) or original(x, v, dt)
+    )
+    llava_scissor.compress(video, cfg)
+    assert seen_temporal == [torch.float32 if crowded else torch.bfloat16]
+    ref = llava_scissor.compress(video, cfg.replace(similarity_dtype="float32"))
     assert torch.equal(res.tokens, ref.tokens) and torch.equal(res.assignment, ref.assignment)

@@ -257,6 +257,9 @@ def components_of_sets(
         # bfloat16 band (several per cent of the pairs near a cut) would cost more to
         # re-check than the products save. Exact decisions make the result the same.
         sim_dtype = torch.float32
+    if sim_dtype == torch.bfloat16 and not reads.sync_free and not approximate:
+        if _crowded(x, valid.cpu(), tau if keep is None else None, None if keep is None else keep.cpu(), group):
+            sim_dtype = torch.float32  # most of the band would be re-checked in float32 anyway
     tiled = matrix_bytes(n, sim_dtype) > max_matrix_bytes
     # A sync-free caller may know the sizes on the device only: nothing then reads them
     # (strips size their work on the host, so they do).
@@ -328,6 +331,48 @@ class _Graph:
         # Low-precision products: the wide band is narrowed by float32 values first.
         fine = error_bound(d, torch.float32, x.device, 0.0).base if sim_dtype == torch.bfloat16 else None
         return _Graph(W, x, units, bound if exact else None, capacity, fine, valid, sampled, reads)
+
+
+# A bfloat16 band holding more than this share of a set's pairs costs more to narrow in
+# float32 than bfloat16 products save (measured on the corpus at dims 896 and 3584).
+_CROWDED_SHARE = 1 / 32
+# Rows of a set whose similarities to the whole set estimate its band (``_crowded``).
+_PROBE_ROWS = 64
+
+
+def _crowded(
+    x: torch.Tensor, valid: torch.Tensor, tau: float | None, keep: torch.Tensor | None, group: torch.Tensor | None
+) -> bool:
+    """Whether bfloat16 products of x [B, n, d] would put more than ``_CROWDED_SHARE`` of the
+    pairs into the band that float32 values re-check (data-sized; a speed decision only).
+
+    Estimated from _PROBE_ROWS evenly spaced rows of each set and their float32
+    similarities to the whole set: the level is tau, or for a budget of keep[b]
+    components (one set per group) the keep[b] / n quantile of the rows' strongest
+    similarities (single linkage cuts near it); the band is the bfloat16 error bound
+    of the rows' measured rounding around it, two bounds for a budget.
+    """
+    if keep is not None and group is not None and not torch.equal(group.cpu(), torch.arange(x.shape[0])):
+        return False  # a budget over groups of sets: no per-set level to estimate
+    d = x.shape[-1]
+    near = total = 0
+    for b, m in enumerate(valid.tolist()):
+        if m < 2:
+            continue
+        u = unit_vectors(x[b, :m], torch.float32)
+        rows = torch.linspace(0, m - 1, min(m, _PROBE_ROWS), device=x.device).long()
+        probe, residual = product_units(u[rows], torch.bfloat16)
+        s = u[rows] @ u.T  # [r, m]
+        s[torch.arange(rows.shape[0], device=x.device), rows] = _NEG_INF
+        if keep is None:
+            assert tau is not None
+            level = torch.tensor(tau, dtype=torch.float64)
+        else:
+            level = torch.quantile(s.amax(dim=1).double(), min(1.0, int(keep[b]) / m))
+        half = (1 if keep is None else 2) * error_bound(d, torch.bfloat16, x.device, residual).at(level)
+        near += int(((s.double() - level).abs() <= half).sum())
+        total += s.numel()
+    return total > 0 and near > _CROWDED_SHARE * total
 
 
 def _band_room(B: int, n: int, d: int, sim_dtype: torch.dtype, budget: bool) -> int:
