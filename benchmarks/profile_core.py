@@ -4,7 +4,9 @@
                                       [--similarity-dtype float32] [--rows 25]
 
 Prints the call's CPU time beside its Eq. 10 floor (float32 rate measured in CPU time on one
-thread, the same way), then the functions of the call by cumulative time.
+thread, the same way); the share of it spent in the matrix products themselves (torch's
+profiler: the mm / bmm kernels' own time) against the rest; then the functions of the call
+by cumulative time.
 """
 
 from __future__ import annotations
@@ -24,6 +26,15 @@ from bench_core import best_of, matmul_rate, set_clock
 
 import llava_scissor
 from llava_scissor.flops import scc_overhead_flops
+
+
+def product_time(fn) -> tuple[float, float]:
+    """(seconds in the matrix-product kernels, seconds of all kernels) of one call of fn, by torch's profiler."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as p:
+        fn()
+    events = p.key_averages()
+    products = sum(e.self_cpu_time_total for e in events if e.key in ("aten::mm", "aten::bmm", "aten::addmm"))
+    return products / 1e6, sum(e.self_cpu_time_total for e in events) / 1e6
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.generator}, {args.frames} x 196 x {args.dim}, {kw}, {args.similarity_dtype}: "
         f"S = {res.num_spatial_tokens}, K = {res.num_tokens}; one thread, CPU time: "
         f"{t * 1e3:.0f} ms, floor {floor * 1e3:.0f} ms ({rate / 1e9:.0f} GFLOP/s), ratio {t / floor:.2f}"
+    )
+    products, total = product_time(lambda: llava_scissor.compress(x, cfg))
+    print(
+        f"matrix products {products * 1e3:.0f} ms ({products / floor:.2f} x the floor), "
+        f"everything else {(total - products) * 1e3:.0f} ms ({(total - products) / floor:.2f} x the floor)"
     )
     prof = cProfile.Profile(time.process_time)
     prof.enable()

@@ -16,6 +16,7 @@ __all__ = [
     "product_into",
     "gram_strips",
     "symmetric_gram",
+    "transposed",
 ]
 
 # Above this many vertices a gram matrix is built from column strips of its upper
@@ -84,6 +85,22 @@ def gram_strips(xn: torch.Tensor, tile: int = _TILE, out: torch.Tensor | None = 
         diag = strip[:, i:]
         diag.copy_(torch.maximum(diag, diag.mT))
         yield i, strip
+
+
+def transposed(x: torch.Tensor, tile: int = _TILE) -> torch.Tensor:
+    """x: [B, r, c] -> [B, c, r] contiguous, copied tile by tile.
+
+    A tile's transpose stays in cache; one transposed copy of a large matrix reads rows
+    that lie c floats apart (several times slower once c is in the thousands).
+    """
+    B, r, c = x.shape
+    if r * c <= tile * tile:
+        return x.mT.contiguous()
+    out = torch.empty(B, c, r, dtype=x.dtype, device=x.device)
+    for i in range(0, r, tile):
+        for j in range(0, c, tile):
+            out[:, j : j + tile, i : i + tile] = x[:, i : i + tile, j : j + tile].mT
+    return out
 
 
 def symmetric_gram(xn: torch.Tensor) -> torch.Tensor:

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .gram import transposed
 from .reads import DATA_SIZED, SYNC_FREE, HostReads
 
 __all__ = ["Components", "threshold_components", "budget_components", "budget_levels", "order_components", "rounds"]
@@ -89,7 +90,7 @@ def _contract(M: torch.Tensor, comp: torch.Tensor, c_new: int) -> torch.Tensor:
     index = (comp + torch.arange(B, device=comp.device)[:, None] * c1).reshape(-1)  # [B*C]
     rows = _rows_amax(M.reshape(B * C, C), index, B * c1).view(B, c1, C)
     rows[:, c_new] = _NEG_INF
-    cols = rows.mT.contiguous().view(B * C, c1)
+    cols = transposed(rows).view(B * C, c1)
     out = _rows_amax(cols, index, B * c1).view(B, c1, c1)
     out[:, c_new] = _NEG_INF
     out.diagonal(dim1=1, dim2=2).fill_(_NEG_INF)

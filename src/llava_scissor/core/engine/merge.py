@@ -165,7 +165,7 @@ def _candidates(
     """
     at = best[:, None]
     sim.scatter_(1, at, _NEG_INF)
-    second = sim.max(dim=1).values
+    second = sim.amax(dim=1)  # no indices: several times faster than max
     sim.scatter_(1, at, best_w[:, None])
     rows = (second.float() >= floor).nonzero().squeeze(1)
     if fine is None:

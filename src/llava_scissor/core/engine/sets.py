@@ -61,11 +61,13 @@ def _small_unit_gram(x: torch.Tensor, sim_dtype: torch.dtype) -> tuple[torch.Ten
     g = torch.empty(B, n, n, dtype=unit_dtype(sim_dtype), device=x.device)
     residual = g.new_zeros(())
     step = max(1, _CHUNK_BYTES // max(1, n * d * g.element_size()))
+    units = torch.empty(min(step, B), n, d, dtype=g.dtype, device=x.device)
+    both = torch.empty(min(step, B), n, n, dtype=g.dtype, device=x.device)
     for b in range(0, B, step):
-        xn, r = product_units(unit_vectors(x[b : b + step], g.dtype), sim_dtype)
+        xn, r = product_units(unit_vectors(x[b : b + step], g.dtype, out=units), sim_dtype)
         residual = torch.maximum(residual, r)
         gb = product_into(xn, xn.mT, g[b : b + step])
-        gb.copy_(torch.maximum(gb, gb.mT))
+        gb.copy_(torch.maximum(gb, gb.mT, out=both[: gb.shape[0]]))
     return g, residual
 
 
