@@ -48,7 +48,7 @@ _TF32 = 2.0**-11
 # Pairs per canonical evaluation: [chunk, 2^ceil(log2 d)] float64 work buffers.
 _CANON_CHUNK = 256
 # Float64 rows per chunk of the certified canonical values (bytes).
-_CANON_BYTES = 16 << 20
+_CANON_BYTES = 64 << 20
 _NORM_EPS = 1e-12  # torch.nn.functional.normalize's default
 
 
