@@ -254,7 +254,18 @@ def test_budget_cut_near_ties_is_identical(seed, n):
 # --- the merge step: near-ties of the argmax ----------------------------------------------
 
 
-def test_merge_argmax_near_ties_are_canonical():
+@pytest.mark.parametrize(
+    ("chunk", "share"),
+    [(1024, 0.5), (16, 0.5), (16, float("inf"))],
+    ids=["one-chunk", "chunks-switch-to-float32", "chunks-all-bfloat16"],
+)
+def test_merge_argmax_near_ties_are_canonical(monkeypatch, chunk, share):
+    """Near-tied originals are decided by canonical values, whether their chunk's bfloat16
+    products were narrowed in float32 or (once most originals needed it) the rest took
+    float32 products."""
+    merge_module = importlib.import_module("llava_scissor.core.engine.merge")
+    monkeypatch.setattr(merge_module, "_MERGE_CHUNK", chunk)
+    monkeypatch.setattr(merge_module, "_NARROWED_SHARE", share)
     g = torch.Generator().manual_seed(3)
     targets = torch.randn(40, 64, generator=g)
     # Originals almost halfway between two targets: their two best cosines nearly tie.

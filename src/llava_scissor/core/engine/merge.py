@@ -19,7 +19,7 @@ __all__ = ["merge"]
 
 _NEG_INF = float("-inf")
 # Originals per product in the merge step (see _assign).
-_MERGE_CHUNK = 256
+_MERGE_CHUNK = 1024
 # Data-sized merge with low-precision products: once more than this share of the
 # originals so far had to be narrowed by float32 products, the rest take float32
 # products (the same assignment; a narrowed original costs a float32 product anyway).
