@@ -10,7 +10,9 @@ after a warm-up) and divides by the video's floor = Eq. 10 FLOPs (F*2*N^2*d + 2*
 2*F*N*K*d) over the float32 matrix-multiply rate measured in the same run. One row per
 (dim, dtype, mode): the median and the worst ratio over the corpus, the generator of the
 worst, and the spread of S and K over the corpus (a budget fixes them; a tau does not).
-The last column says whether every output is bitwise the float32 one.
+The column "= fp32" says whether every output is bitwise the float32 one; "/ fp32" is, for
+the other dtypes, the largest ratio of a video's time to its float32 time (above 1: slower
+than float32 products on some video).
 
 bfloat16 rows are timed where this machine takes bfloat16 products (see the header line);
 elsewhere ``similarity_dtype="bfloat16"`` runs the float32 products, and one row compares
@@ -133,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     print(machine_line(device))
     print(f"corpus: {', '.join(args.generators)}; {args.frames} x 196 x dim; best of {args.repeat}")
     header = (
-        f"{'dim':>5} {'sim':>8} {'mode':>8} {'S':>9} {'K':>9} {'median':>7} {'worst':>6} {'worst on':>11} {'= fp32':>6}"
+        f"{'dim':>5} {'sim':>8} {'mode':>8} {'S':>9} {'K':>9} {'median':>7} {'worst':>6} {'worst on':>11} "
+        f"{'= fp32':>6} {'/ fp32':>6}"
     )
     print(header)
     print("-" * len(header))
@@ -142,11 +145,12 @@ def main(argv: list[str] | None = None) -> int:
         videos = {g: CORPUS[g](args.frames, dim).to(device) for g in args.generators}
         rate = matmul_rate(dim, args.repeat, device=device)
         outputs: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}  # float32 results
+        fp32_times: dict[tuple[str, str], float] = {}
         for sim in sorted(dtypes, key=lambda s: s != "float32"):
             for label, kw in modes:
                 cfg = llava_scissor.ScissorConfig(similarity_dtype=sim, **kw)
                 ratios: dict[str, float] = {}
-                s_sizes, k_sizes, same = [], [], True
+                s_sizes, k_sizes, same, slower = [], [], True, 0.0
                 # The rate is re-measured beside every row and the best one kept: on a
                 # shared machine a slow moment must not lower the floor.
                 rate = max(rate, matmul_rate(dim, args.repeat, device=device))
@@ -166,11 +170,15 @@ def main(argv: list[str] | None = None) -> int:
                     s_sizes.append(s)
                     k_sizes.append(k)
                     ratios[g] = t / (scc_overhead_flops(args.frames, x.shape[1], s, k, dim) / rate)
+                    if sim == "float32":
+                        fp32_times[g, label] = t
+                    elif (g, label) in fp32_times:
+                        slower = max(slower, t / fp32_times[g, label])
                 worst = max(ratios, key=ratios.__getitem__)
                 print(
                     f"{dim:>5} {sim:>8} {label:>8} {span(s_sizes):>9} {span(k_sizes):>9} "
                     f"{statistics.median(ratios.values()):>7.2f} {ratios[worst]:>6.2f} {worst:>11} "
-                    f"{'yes' if same else 'NO':>6}"
+                    f"{'yes' if same else 'NO':>6} {'-' if sim == 'float32' or not slower else f'{slower:.2f}':>6}"
                 )
         print(f"      float32 matmul rate at dim {dim}: {rate / 1e9:.1f} GFLOP/s")
         if "bfloat16" not in dtypes:
