@@ -8,6 +8,7 @@ from torch.overrides import TorchFunctionMode
 
 import llava_scissor
 from llava_scissor.core import bfloat16_products
+from llava_scissor.core.compress import merge_into
 from llava_scissor.core.engine import products as _products
 from llava_scissor.core.engine.products import (
     MIN_SPEEDUP,
@@ -67,7 +68,7 @@ class _Dtypes(TorchFunctionMode):
         self.seen: set[torch.dtype] = set()
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        if func in (torch.mm, torch.matmul, torch.bmm, torch.Tensor.__matmul__):
+        if getattr(func, "__name__", None) in ("mm", "matmul", "bmm", "__matmul__", "__rmatmul__"):
             self.seen |= {a.dtype for a in args if isinstance(a, torch.Tensor)}
         return func(*args, **(kwargs or {}))
 
@@ -146,3 +147,14 @@ def test_a_crowded_band_takes_float32_products_with_the_same_output(monkeypatch,
     assert seen_temporal == [torch.float32 if crowded else torch.bfloat16]
     ref = llava_scissor.compress(video, cfg.replace(similarity_dtype="float32"))
     assert torch.equal(res.tokens, ref.tokens) and torch.equal(res.assignment, ref.assignment)
+
+
+@pytest.mark.parametrize(("targets", "bfloat16"), [(16, False), (300, True)])
+def test_merge_takes_bfloat16_products_only_for_enough_targets(targets, bfloat16):
+    g = torch.Generator().manual_seed(2)
+    originals, kept = torch.randn(500, 64, generator=g), torch.randn(targets, 64, generator=g)
+    with _Dtypes() as mode:
+        merged, assignment = merge_into([originals], [kept], torch.float32, torch.bfloat16)
+    assert (torch.bfloat16 in mode.seen) == bfloat16
+    ref = merge_into([originals], [kept], torch.float32, torch.float32)
+    assert torch.equal(assignment[0], ref[1][0]) and torch.equal(merged[0], ref[0][0])

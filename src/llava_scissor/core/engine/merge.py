@@ -20,6 +20,9 @@ __all__ = ["merge"]
 _NEG_INF = float("-inf")
 # Originals per product in the merge step (see _assign).
 _MERGE_CHUNK = 1024
+# Fewer targets than this take float32 products (the same assignment): bfloat16 ones
+# would save less than the rounding of every original costs.
+_BF16_MIN_TARGETS = 256
 # Data-sized merge with low-precision products: once more than this share of the
 # originals so far had to be narrowed by float32 products, the rest take float32
 # products (the same assignment; a narrowed original costs a float32 product anyway).
@@ -81,6 +84,9 @@ def _assign(
     otherwise all send their members to the first of them and leave the others empty.
     """
     sim_dtype = product_dtype(sim_dtype, o.device)  # bfloat16 only where it pays (same output)
+    if sim_dtype == torch.bfloat16 and t.shape[0] < _BF16_MIN_TARGETS:
+        # Few targets: the products cost little, rounding every original to bfloat16 more.
+        sim_dtype = torch.float32
     unit = unit_dtype(sim_dtype)
     t_units = unit_vectors(t, unit)  # [k, d]; near-ties get exact values from these
     tn, t_res = product_units(t_units, sim_dtype)
