@@ -4,6 +4,7 @@ import pytest
 
 from llava_scissor.core.engine import products as _products
 from llava_scissor.core.engine import sets as _sets
+from llava_scissor.core.engine.gram import _TILE
 
 
 @pytest.fixture(autouse=True)
@@ -19,3 +20,6 @@ def _bfloat16_products_everywhere(monkeypatch):
     # Nor does a crowded band send them back to float32 products (``sets._crowded``, tested
     # in ``test_core_products.py``): the inputs built to crowd the band test its code.
     monkeypatch.setattr(_sets, "_crowded", lambda *args: False)
+    # And sets above one strip (256 tokens) take them, not only those above 1024: the
+    # tests' token sets are small.
+    monkeypatch.setattr(_sets, "_BF16_MIN_TOKENS", _TILE + 1)

@@ -158,3 +158,18 @@ def test_merge_takes_bfloat16_products_only_for_enough_targets(targets, bfloat16
     assert (torch.bfloat16 in mode.seen) == bfloat16
     ref = merge_into([originals], [kept], torch.float32, torch.float32)
     assert torch.equal(assignment[0], ref[1][0]) and torch.equal(merged[0], ref[0][0])
+
+
+@pytest.mark.parametrize(("n", "bfloat16"), [(600, False), (1100, True)])
+def test_bfloat16_products_only_for_sets_of_1024_tokens_or_more(monkeypatch, n, bfloat16):
+    sets_module = importlib.import_module("llava_scissor.core.engine.sets")
+    monkeypatch.setattr(sets_module, "_BF16_MIN_TOKENS", 1024)  # the library's, not the suite's
+    x = torch.randn(1, n, 64, generator=torch.Generator().manual_seed(4))
+    seen = []
+    original = sets_module.similarity_graph
+    monkeypatch.setattr(sets_module, "similarity_graph", lambda x, v, dt: seen.append(dt) or original(x, v, dt))
+    args = dict(tau=0.0, keep=torch.tensor([n // 10]))
+    got = sets_module.components_of_sets(x, torch.tensor([n]), sim_dtype=torch.bfloat16, **args)
+    assert seen == [torch.bfloat16 if bfloat16 else torch.float32]
+    ref = sets_module.components_of_sets(x, torch.tensor([n]), sim_dtype=torch.float32, **args)
+    assert torch.equal(got.labels, ref.labels) and torch.equal(got.degree, ref.degree)

@@ -254,10 +254,11 @@ def components_of_sets(
     device = x.device
     # bfloat16 products only where the device multiplies them faster (same output).
     sim_dtype = product_dtype(sim_dtype, device)
-    if sim_dtype == torch.bfloat16 and n <= _TILE:
-        # Small sets (a frame's tokens): float32 products cost little there, and the
-        # bfloat16 band (several per cent of the pairs near a cut) would cost more to
-        # re-check than the products save. Exact decisions make the result the same.
+    if sim_dtype == torch.bfloat16 and n < _BF16_MIN_TOKENS:
+        # Small sets (a frame's tokens, a short video's few hundred spatial tokens):
+        # float32 products cost little there, and rounding the tokens, the bfloat16 band
+        # (several per cent of the pairs near a cut) and its float32 re-check cost more
+        # than the products save. Exact decisions make the result the same.
         sim_dtype = torch.float32
     if sim_dtype == torch.bfloat16 and not reads.sync_free and not approximate:
         if _crowded(x, valid.cpu(), tau if keep is None else None, None if keep is None else keep.cpu(), group):
@@ -335,6 +336,8 @@ class _Graph:
         return _Graph(W, x, units, bound if exact else None, capacity, fine, valid, sampled, reads)
 
 
+# Sets of fewer tokens take float32 products (see components_of_sets).
+_BF16_MIN_TOKENS = 1024
 # A bfloat16 band holding more than this share of a set's pairs costs more to narrow in
 # float32 than bfloat16 products save (measured on the corpus at dims 896 and 3584).
 _CROWDED_SHARE = 1 / 32
