@@ -437,25 +437,7 @@ def resolve_band_(
     flat = (units if unit else x).reshape(B * n, x.shape[-1])
     if capacity is not None:
         return _resolve_band_static_(W, flat, unit, lo, hi, capacity)
-    found = []
-    # Blocks of rows small enough to stay in cache while they are compared two or three
-    # times, and the masks in buffers reused for every block (fresh pages cost more than
-    # the comparisons).
-    rows = max(1, min(rows, _SCAN_ENTRIES // max(1, B * n)))
-    inside = torch.empty(B, rows, n, dtype=torch.bool, device=W.device)
-    other = torch.empty_like(inside)
-    for r in range(0, n, rows):
-        block = W[:, r : r + rows]  # [B, rows, n]
-        m = block.shape[1]
-        mask = torch.ge(block, lo, out=inside[:, :m])
-        mask &= torch.le(block, hi, out=other[:, :m])
-        if above is not None:
-            torch.sum(torch.gt(block, hi, out=other[:, :m]), dim=-1, dtype=torch.int32, out=above[:, r : r + m])
-        idx = mask.nonzero()
-        if idx.shape[0]:
-            idx[:, 1] += r
-            found.append(idx[idx[:, 1] < idx[:, 2]])
-    idx = torch.cat(found) if found else W.new_zeros((0, 3), dtype=torch.int64)
+    idx = _band_pairs(W, lo, hi, rows, above)
     if pairs is not None:
         pairs.append(idx)
     if idx.shape[0]:
@@ -477,6 +459,35 @@ def resolve_band_(
 
 # Entries of W per block of ``resolve_band_``'s scan (1 MB of float32: a block stays in cache).
 _SCAN_ENTRIES = 1 << 18
+
+
+def _band_pairs(
+    W: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, rows: int, above: torch.Tensor | None
+) -> torch.Tensor:
+    """W: [B, n, n], lo, hi: [B, 1, 1] -> [P, 3] the pairs (b, i, j), i < j, with lo <= W <= hi.
+
+    above: optional [B, n] int32 that receives each row's count of entries above hi. Blocks
+    of rows small enough to stay in cache while they are compared two or three times, the
+    masks in buffers reused for every block (fresh pages cost more than the comparisons).
+    """
+    B, n, _ = W.shape
+    found = []
+    rows = max(1, min(rows, _SCAN_ENTRIES // max(1, B * n)))
+    inside = torch.empty(B, rows, n, dtype=torch.bool, device=W.device)
+    other = torch.empty_like(inside)
+    for r in range(0, n, rows):
+        block = W[:, r : r + rows]  # [B, rows, n]
+        m = block.shape[1]
+        mask = torch.ge(block, lo, out=inside[:, :m])
+        mask &= torch.le(block, hi, out=other[:, :m])
+        if above is not None:
+            torch.sum(torch.gt(block, hi, out=other[:, :m]), dim=-1, dtype=torch.int32, out=above[:, r : r + m])
+        idx = mask.nonzero()
+        if idx.shape[0]:
+            idx[:, 1] += r
+            found.append(idx[idx[:, 1] < idx[:, 2]])
+    return torch.cat(found) if found else W.new_zeros((0, 3), dtype=torch.int64)
+
 
 # A sampled float32 dot product (``float32_similarity``) costs about as much as this many
 # entries of a dense float32 product (measured on CPU at d = 896 and 3584). A band that

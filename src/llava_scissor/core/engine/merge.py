@@ -85,8 +85,7 @@ def _assign(
     """
     sim_dtype = product_dtype(sim_dtype, o.device)  # bfloat16 only where it pays (same output)
     if sim_dtype == torch.bfloat16 and t.shape[0] < _BF16_MIN_TARGETS:
-        # Few targets: the products cost little, rounding every original to bfloat16 more.
-        sim_dtype = torch.float32
+        sim_dtype = torch.float32  # few targets: rounding every original costs more than they save
     unit = unit_dtype(sim_dtype)
     t_units = unit_vectors(t, unit)  # [k, d]; near-ties get exact values from these
     tn, t_res = product_units(t_units, sim_dtype)
@@ -119,9 +118,9 @@ def _assign(
             sim.masked_fill_(padding, _NEG_INF)
         c_home = None if home is None else home[start : start + c.shape[0]]
         if exact and k > 1:
-            # A column with one target at or above its floor (its maximum less two bounds:
-            # the canonical best is never below it) is decided: that target is the unique
-            # maximum, argmax's pick. Columns with more go to their canonical values.
+            # A row with one target at or above its floor (its maximum less two bounds: the
+            # canonical best is never below it) is decided: that target is the unique
+            # maximum, argmax's pick. Rows with more go to their canonical values.
             best_w, best = sim.max(dim=1)
             bound = error_bound(o.shape[1], sim_dtype, o.device, torch.maximum(t_res, c_res))
             floor = best_w.float() - (2 * bound.at(best_w.abs().max())).float()
@@ -131,11 +130,9 @@ def _assign(
                 unresolved = unresolved | over
             else:
                 # Low-precision products: their near rows are narrowed by float32 products first.
-                fine = None
-                if sim.dtype != unit:
-                    fine = (c_units, t_units, error_bound(o.shape[1], unit, o.device, 0.0).base.float(), padding)
-                ti, rows, decided = _candidates(sim, best_w, best, floor, fine)
-                narrowed += rows.shape[0] if fine is not None else 0
+                fine = (c_units, t_units, error_bound(o.shape[1], unit, o.device, 0.0).base.float(), padding)
+                ti, rows, decided = _candidates(sim, best_w, best, floor, fine if sim.dtype != unit else None)
+                narrowed += rows.shape[0] if sim.dtype != unit else 0
                 best[rows[decided[0]]] = decided[1]
                 near.append((ti, rows[decided[2]] + start))
         else:

@@ -252,17 +252,7 @@ def components_of_sets(
     """
     B, n, _ = x.shape
     device = x.device
-    # bfloat16 products only where the device multiplies them faster (same output).
-    sim_dtype = product_dtype(sim_dtype, device)
-    if sim_dtype == torch.bfloat16 and n < _BF16_MIN_TOKENS:
-        # Small sets (a frame's tokens, a short video's few hundred spatial tokens):
-        # float32 products cost little there, and rounding the tokens, the bfloat16 band
-        # (several per cent of the pairs near a cut) and its float32 re-check cost more
-        # than the products save. Exact decisions make the result the same.
-        sim_dtype = torch.float32
-    if sim_dtype == torch.bfloat16 and not reads.sync_free and not approximate:
-        if _crowded(x, valid.cpu(), tau if keep is None else None, None if keep is None else keep.cpu(), group):
-            sim_dtype = torch.float32  # most of the band would be re-checked in float32 anyway
+    sim_dtype = _set_products(sim_dtype, x, valid, tau, keep, group, approximate, reads)
     tiled = matrix_bytes(n, sim_dtype) > max_matrix_bytes
     # A sync-free caller may know the sizes on the device only: nothing then reads them
     # (strips size their work on the host, so they do).
@@ -293,6 +283,31 @@ def components_of_sets(
     if graph.capacity is not None:
         unresolved = in_band > graph.capacity
     return SetComponents(labels, reps, comps.count, degree, comps.keep_threshold, comps.cut_threshold, unresolved)
+
+
+def _set_products(
+    sim_dtype: torch.dtype,
+    x: torch.Tensor,
+    valid: torch.Tensor,
+    tau: float,
+    keep: torch.Tensor | None,
+    group: torch.Tensor | None,
+    approximate: bool,
+    reads: HostReads,
+) -> torch.dtype:
+    """The products ``components_of_sets`` takes for x [B, n, d] when ``sim_dtype`` is asked
+    for: bfloat16 only where they pay (the same output either way, by exact decisions)."""
+    sim_dtype = product_dtype(sim_dtype, x.device)  # where the device multiplies them faster
+    if sim_dtype == torch.bfloat16 and x.shape[1] < _BF16_MIN_TOKENS:
+        # Small sets (a frame's tokens, a short video's few hundred spatial tokens):
+        # float32 products cost little there, and rounding the tokens, the bfloat16 band
+        # (several per cent of the pairs near a cut) and its float32 re-check cost more
+        # than the products save.
+        return torch.float32
+    if sim_dtype == torch.bfloat16 and not reads.sync_free and not approximate:
+        if _crowded(x, valid.cpu(), tau if keep is None else None, None if keep is None else keep.cpu(), group):
+            return torch.float32  # most of the band would be re-checked in float32 anyway
+    return sim_dtype
 
 
 @dataclass(frozen=True)
