@@ -87,20 +87,25 @@ def gram_strips(xn: torch.Tensor, tile: int = _TILE, out: torch.Tensor | None = 
         yield i, strip
 
 
-def transposed(x: torch.Tensor, tile: int = _TILE) -> torch.Tensor:
-    """x: [B, r, c] -> [B, c, r] contiguous, copied tile by tile.
+def copy_transposed_(out: torch.Tensor, x: torch.Tensor, tile: int = _TILE) -> torch.Tensor:
+    """out[...] = x^T: x [B, r, c] into out [B, c, r] (any strides), tile by tile; returns out.
 
     A tile's transpose stays in cache; one transposed copy of a large matrix reads rows
     that lie c floats apart (several times slower once c is in the thousands).
     """
-    B, r, c = x.shape
-    if r * c <= tile * tile:
-        return x.mT.contiguous()
-    out = torch.empty(B, c, r, dtype=x.dtype, device=x.device)
+    r, c = x.shape[1:]
     for i in range(0, r, tile):
         for j in range(0, c, tile):
             out[:, j : j + tile, i : i + tile] = x[:, i : i + tile, j : j + tile].mT
     return out
+
+
+def transposed(x: torch.Tensor, tile: int = _TILE) -> torch.Tensor:
+    """x: [B, r, c] -> [B, c, r] contiguous (``copy_transposed_`` for large ones)."""
+    B, r, c = x.shape
+    if r * c <= tile * tile:
+        return x.mT.contiguous()
+    return copy_transposed_(torch.empty(B, c, r, dtype=x.dtype, device=x.device), x, tile)
 
 
 def symmetric_gram(xn: torch.Tensor) -> torch.Tensor:
@@ -112,9 +117,5 @@ def symmetric_gram(xn: torch.Tensor) -> torch.Tensor:
     g = torch.empty(B, n, n, dtype=unit_dtype(xn.dtype), device=xn.device)
     for i, strip in gram_strips(xn, out=g):
         t = strip.shape[2]
-        # The lower triangle, one tile at a time: a tile's transpose stays in cache,
-        # where one transposed copy of the whole strip reads a column of rows that lie
-        # n floats apart (several times slower once n is in the thousands).
-        for j in range(0, i, _TILE):
-            g[:, i : i + t, j : j + _TILE] = strip[:, j : j + _TILE].mT
+        copy_transposed_(g[:, i : i + t, :i], strip[:, :i])  # the lower triangle
     return g

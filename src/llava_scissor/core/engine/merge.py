@@ -105,6 +105,7 @@ def _assign(
     unresolved = torch.zeros((), dtype=torch.bool, device=o.device)
     near: list[tuple[torch.Tensor, torch.Tensor]] = []  # data-sized: (candidate target, original) pairs
     narrowed = 0  # originals whose low-precision products were narrowed in float32
+    fine_bound = error_bound(o.shape[1], unit, o.device, 0.0).base.float()  # of float32 products
     for start in range(0, m, chunk):
         if sim_dtype != unit and narrowed > _NARROWED_SHARE * start:
             # Most originals have near-tied targets at low precision (near-duplicate
@@ -130,8 +131,8 @@ def _assign(
                 unresolved = unresolved | over
             else:
                 # Low-precision products: their near rows are narrowed by float32 products first.
-                fine = (c_units, t_units, error_bound(o.shape[1], unit, o.device, 0.0).base.float(), padding)
-                ti, rows, decided = _candidates(sim, best_w, best, floor, fine if sim.dtype != unit else None)
+                fine = (c_units, t_units, fine_bound, padding) if sim.dtype != unit else None
+                ti, rows, decided = _candidates(sim, best_w, best, floor, fine)
                 narrowed += rows.shape[0] if sim.dtype != unit else 0
                 best[rows[decided[0]]] = decided[1]
                 near.append((ti, rows[decided[2]] + start))
