@@ -203,3 +203,46 @@ def test_budget_in_strips_with_short_neighbour_lists(k, monkeypatch):
     assert int(whole.count[0]) == groups
     for name in ("labels", "count", "degree", "keep_threshold", "cut_threshold"):
         assert torch.equal(getattr(whole, name), getattr(strips, name)), name
+
+
+@pytest.mark.parametrize("keep", [40, 120])
+def test_band_pass_recomputes_only_dense_tokens(keep, monkeypatch):
+    """Clusters of 1-39 tokens with lists of 8: a token of a small cluster has every pair
+    near the cut in its list ("sparse"), so the band pass computes the products of the
+    other tokens only. The band pairs with a sparse end come from the lists, each once,
+    and the cut (labels, degrees, levels) is the in-memory one."""
+    tiled = importlib.import_module("llava_scissor.core.engine.tiled")
+    monkeypatch.setattr(tiled, "_NEIGHBOURS", 8)
+    g = torch.Generator().manual_seed(0)
+    sizes = torch.randint(1, 40, (40,), generator=g)
+    sup = torch.randn(8, 48, generator=g)
+    centre = sup[torch.randint(0, 8, (40,), generator=g)] + 0.5 * torch.randn(40, 48, generator=g)
+    x = torch.cat([c + 0.15 * torch.randn(int(s), 48, generator=g) for c, s in zip(centre, sizes)])
+    x = x[torch.randperm(x.shape[0], generator=g)][None]
+    n = x.shape[1]
+    seen: dict[str, int] = {}
+    sparse_pairs, cut, strips_of = tiled._sparse_pairs, tiled.cut_band_graph, tiled.gram_strips
+
+    def spy_pairs(*args):
+        parent, full, dense, pairs = sparse_pairs(*args)
+        seen.update(dense=dense.shape[0], from_lists=pairs.shape[0])
+        return parent, full, dense, pairs
+
+    def spy_cut(root, ends, *args):
+        seen["band"] = ends.shape[0]
+        return cut(root, ends, *args)
+
+    def spy_strips(xn, *args, **kwargs):
+        seen.setdefault("rows", []).append(xn.shape[1])
+        return strips_of(xn, *args, **kwargs)
+
+    monkeypatch.setattr(tiled, "_sparse_pairs", spy_pairs)
+    monkeypatch.setattr(tiled, "cut_band_graph", spy_cut)
+    monkeypatch.setattr(tiled, "gram_strips", spy_strips)
+    args = dict(tau=0.0, keep=torch.tensor([keep]))
+    whole = components_of_sets(x, torch.tensor([n]), **args)
+    strips = components_of_sets(x, torch.tensor([n]), max_matrix_bytes=SMALL, **args)
+    assert seen["rows"] == [n, seen["dense"]]  # the lists' pass, then the dense tokens' pass
+    assert 0 < seen["dense"] < n and 0 < seen["from_lists"] < seen["band"]
+    for name in ("labels", "count", "degree", "keep_threshold", "cut_threshold"):
+        assert torch.equal(getattr(whole, name), getattr(strips, name)), name

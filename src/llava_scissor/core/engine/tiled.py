@@ -380,14 +380,18 @@ def _band_pass(
     """Steps 2 and 3 of ``tiled_budget_components`` around levels [1, 2]; None if the check fails.
 
     lists: the neighbour lists ([n, k] weights and ends) when the estimate came from them.
-    Their edges above the band give most of the components above it before the pass: a
-    pair above the band that no list holds joins two tokens that each have k list edges
-    above the band ("full" tokens; a token with fewer holds all of its own). So only the
-    pairs between full tokens are unioned strip by strip.
+    A token whose k-th list weight is below the band ("sparse") has every pair at or above
+    the band in its list, so the lists give all of its pairs the pass needs
+    (``_sparse_pairs``); only the pairs between the other ("dense") tokens are computed
+    again, strip by strip over the dense tokens alone. Of those, only the pairs above the
+    band between "full" tokens (k list edges above it) are unioned: a pair above the band
+    that no list holds joins two full tokens, and the list edges above the band are
+    unioned first.
 
     The pairs above the band and the band's pairs are taken from the products (as the
     in-memory cut, ``sets._budget_by_band``, takes them); the band's pairs then get
-    their canonical values.
+    their canonical values. A pair's side of the band is the same from either pass: the
+    products are within one error bound of the canonical values, and the band is two.
     """
 
     n, device = x.shape[0], x.device
@@ -395,42 +399,83 @@ def _band_pass(
     halfwidth = torch.zeros_like(levels) if bound is None else 2 * bound.at(levels)
     lo, hi = band_limits(levels, halfwidth, wide)
     parent = torch.arange(n, device=device)
-    full = torch.ones(n, dtype=torch.bool, device=device)
-    if lists is not None:
-        w, u = lists
-        strong = w > hi
-        parent = union_pairs(parent, torch.arange(n, device=device)[:, None].expand_as(u)[strong], u[strong])
-        full = strong.sum(dim=1) == w.shape[1]
     above = torch.zeros(n, dtype=torch.int32, device=device)
     ends, values = [], []
+    full = torch.ones(n, dtype=torch.bool, device=device)
+    dense = torch.arange(n, device=device)  # the tokens whose pairs are computed again
+    if lists is not None:
+        parent, full, dense, pairs = _sparse_pairs(lists, lo, hi, parent, above)
+        # Lists come with float32 or bfloat16 products only: there is an error bound.
+        ends.append(pairs)
+        values.append(canonical_similarity(x, pairs[:, 0], x, pairs[:, 1]).to(wide))
+    sub = xn if dense.shape[0] == n else xn.index_select(0, dense)
+    sub_full = full[dense]
+    sub_above = torch.zeros(dense.shape[0], dtype=torch.int32, device=device)
     # The strip's masks in buffers reused for every strip: fresh pages cost more than the
     # comparisons.
-    above_buf = torch.empty(n * tile, dtype=torch.bool, device=device)
+    above_buf = torch.empty(dense.shape[0] * tile, dtype=torch.bool, device=device)
     band_buf = torch.empty_like(above_buf)
-    for i, strip in gram_strips(xn[None], tile):
+    for i, strip in gram_strips(sub[None], tile):
         s = strip[0]
         R, t = s.shape
         adj = torch.gt(s, hi, out=above_buf[: R * t].view(R, t))  # rows 0..R, columns i..i+t
         band = torch.ge(s, lo, out=band_buf[: R * t].view(R, t))
         band ^= adj  # lo <= s <= hi (s > hi implies s >= lo)
         adj[i:].triu_(1)  # the diagonal block: each pair once, no diagonal
-        above[i : i + t] += adj.sum(dim=0, dtype=torch.int32)
-        above[:R] += adj.sum(dim=1, dtype=torch.int32)
+        sub_above[i : i + t] += adj.sum(dim=0, dtype=torch.int32)
+        sub_above[:R] += adj.sum(dim=1, dtype=torch.int32)
         r, c = band.nonzero().unbind(1)
         once = r < c + i
         r, c = r[once], c[once]
+        p, q = dense[r], dense[c + i]  # tokens: dense is ascending, so p < q
         if bound is not None and r.shape[0]:
-            s[r, c] = canonical_similarity(x, r, x, c + i).to(s.dtype)
-        ends.append(torch.stack([r, c + i], dim=1))
+            s[r, c] = canonical_similarity(x, p, x, q).to(s.dtype)
+        ends.append(torch.stack([p, q], dim=1))
         values.append(s[r, c])
-        rows, cols = full[:R].nonzero().squeeze(1), full[i : i + t].nonzero().squeeze(1)
+        rows, cols = sub_full[:R].nonzero().squeeze(1), sub_full[i : i + t].nonzero().squeeze(1)
         if rows.shape[0] and cols.shape[0]:
-            parent = _union_edges(parent, adj[rows][:, cols], rows, cols + i)
+            parent = _union_edges(parent, adj[rows][:, cols], dense[rows], dense[cols + i])
+    above.index_add_(0, dense, sub_above)
     root = _find_roots(parent)  # each component's smallest token
     margin = 0.0 if bound is None else float(bound.at(levels).max())
     return cut_band_graph(
         root, torch.cat(ends), torch.cat(values), keep, above.to(torch.int64), (float(lo), float(hi), margin)
     )
+
+
+def _sparse_pairs(
+    lists: tuple[torch.Tensor, torch.Tensor],
+    lo: torch.Tensor,
+    hi: torch.Tensor,
+    parent: torch.Tensor,
+    above: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What the neighbour lists w, u [n, k] give ``_band_pass`` for band limits lo, hi.
+
+    Unions every list edge above the band into parent [n], and counts into above [n]
+    (in place) the pairs above the band that touch a sparse token (k-th list weight
+    below lo: all of its pairs at or above lo are in its list). Returns (parent, full
+    [n] bool: k list edges above the band, dense [D] ascending: the other tokens, band
+    [E, 2] the band pairs (i < j) with a sparse end, each once).
+    """
+    w, u = lists
+    n, k = w.shape
+    v = torch.arange(n, device=w.device)[:, None].expand(n, k)
+    strong = w > hi
+    parent = union_pairs(parent, v[strong], u[strong])
+    full = strong.sum(dim=1) == k
+    sparse = w[:, -1] < lo
+    # A pair of two sparse tokens is in both lists: it is taken from its smaller end's.
+    # A pair with one dense end is taken from the sparse end's list only.
+    taken = sparse[:, None] & (~sparse[u] | (v < u))
+    counted = taken & strong
+    ones = torch.ones(n * k, dtype=above.dtype, device=w.device)
+    above.index_add_(0, v[counted], ones[: int(counted.sum())])
+    above.index_add_(0, u[counted], ones[: int(counted.sum())])
+    band = taken & (w >= lo) & ~strong
+    p, q = v[band], u[band]
+    pairs = torch.stack([torch.minimum(p, q), torch.maximum(p, q)], dim=1)
+    return parent, full, (~sparse).nonzero().squeeze(1), pairs
 
 
 def cut_band_graph(
