@@ -20,6 +20,7 @@ def _bfloat16_products_everywhere(monkeypatch):
     # Nor does a crowded band send them back to float32 products (``sets._crowded``, tested
     # in ``test_core_products.py``): the inputs built to crowd the band test its code.
     monkeypatch.setattr(_sets, "_crowded", lambda *args: False)
-    # And sets above one strip (256 tokens) take them, not only those above 1024: the
-    # tests' token sets are small.
+    # And sets above one strip (256 tokens) take them, not only those above 1024 (and
+    # above _BF16_MIN_WORK / dim): the tests' token sets and dims are small.
     monkeypatch.setattr(_sets, "_BF16_MIN_TOKENS", _TILE + 1)
+    monkeypatch.setattr(_sets, "_BF16_MIN_WORK", 0)  # whatever their dim

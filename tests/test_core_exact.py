@@ -286,6 +286,35 @@ def test_merge_argmax_near_ties_are_canonical(monkeypatch, chunk, share):
     assert bool((raw[torch.float32] != raw[torch.bfloat16]).any())  # the raw products disagree
 
 
+def test_merge_takes_float32_after_a_small_bfloat16_chunk_when_most_rows_need_narrowing():
+    """Originals all near-tied between two targets: the bfloat16 products stop after the
+    first ``_PROBE_CHUNK`` originals (where most rows needed float32 products anyway), the
+    rest take float32 products; the assignment is the float32 one."""
+    from torch.overrides import TorchFunctionMode
+
+    merge_module = importlib.import_module("llava_scissor.core.engine.merge")
+    g = torch.Generator().manual_seed(3)
+    targets = torch.randn(300, 64, generator=g)  # enough targets for bfloat16 products
+    a = torch.randint(0, 300, (900,), generator=g)
+    b = (a + 1 + torch.randint(0, 299, (900,), generator=g)) % 300
+    tn = unit_vectors(targets, torch.float32)
+    originals = tn[a] + tn[b] + 1e-5 * torch.randn(900, 64, generator=g)
+
+    class Products(TorchFunctionMode):
+        rows: dict[torch.dtype, int] = {}
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if getattr(func, "__name__", None) == "mm" and args[1].shape == (64, 300):
+                self.rows[args[0].dtype] = self.rows.get(args[0].dtype, 0) + args[0].shape[0]
+            return func(*args, **(kwargs or {}))
+
+    with Products() as seen:
+        _, assignment = merge_into([originals], [targets], torch.float32, torch.bfloat16)
+    assert seen.rows[torch.bfloat16] == merge_module._PROBE_CHUNK
+    assert seen.rows[torch.float32] >= 900 - merge_module._PROBE_CHUNK
+    assert torch.equal(assignment[0], merge_into([originals], [targets], torch.float32, torch.float32)[1][0])
+
+
 # --- whole videos ------------------------------------------------------------------------
 
 

@@ -160,11 +160,15 @@ def test_merge_takes_bfloat16_products_only_for_enough_targets(targets, bfloat16
     assert torch.equal(assignment[0], ref[1][0]) and torch.equal(merged[0], ref[0][0])
 
 
-@pytest.mark.parametrize(("n", "bfloat16"), [(600, False), (1100, True)])
-def test_bfloat16_products_only_for_sets_of_1024_tokens_or_more(monkeypatch, n, bfloat16):
+@pytest.mark.parametrize(
+    ("n", "dim", "bfloat16"), [(600, 256, False), (1100, 256, True), (1100, 64, False), (2100, 64, True)]
+)
+def test_bfloat16_products_only_for_sets_of_1024_tokens_and_enough_work(monkeypatch, n, dim, bfloat16):
+    """At least 1024 tokens, and at least _BF16_MIN_WORK / dim (here scaled down: 2048 at dim 64)."""
     sets_module = importlib.import_module("llava_scissor.core.engine.sets")
     monkeypatch.setattr(sets_module, "_BF16_MIN_TOKENS", 1024)  # the library's, not the suite's
-    x = torch.randn(1, n, 64, generator=torch.Generator().manual_seed(4))
+    monkeypatch.setattr(sets_module, "_BF16_MIN_WORK", 2048 * 64)
+    x = torch.randn(1, n, dim, generator=torch.Generator().manual_seed(4))
     seen = []
     original = sets_module.similarity_graph
     monkeypatch.setattr(sets_module, "similarity_graph", lambda x, v, dt: seen.append(dt) or original(x, v, dt))

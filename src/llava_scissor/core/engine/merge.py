@@ -27,6 +27,10 @@ _BF16_MIN_TARGETS = 256
 # originals so far had to be narrowed by float32 products, the rest take float32
 # products (the same assignment; a narrowed original costs a float32 product anyway).
 _NARROWED_SHARE = 0.5
+# ... and with low-precision products the first chunk is this many originals: where most
+# rows need narrowing (near-duplicate frames) the switch comes after a small chunk, not
+# after a whole one done twice.
+_PROBE_CHUNK = 128
 # Sync-free merge: room for this many near-tied candidate targets per original, on
 # average over a chunk (columns with a near-tie are a few per cent, with two or three).
 _MERGE_CANDIDATES = 4
@@ -106,13 +110,14 @@ def _assign(
     near: list[tuple[torch.Tensor, torch.Tensor]] = []  # data-sized: (candidate target, original) pairs
     narrowed = 0  # originals whose low-precision products were narrowed in float32
     fine_bound = error_bound(o.shape[1], unit, o.device, 0.0).base.float()  # of float32 products
-    for start in range(0, m, chunk):
+    first = min(chunk, _PROBE_CHUNK) if sim_dtype != unit and not reads.sync_free else chunk
+    for start in range(0, m, chunk) if first == chunk else [0, *range(first, m, chunk)]:
         if sim_dtype != unit and narrowed > _NARROWED_SHARE * start:
             # Most originals have near-tied targets at low precision (near-duplicate
             # frames, noise): float32 products for the rest cost less than narrowing.
             sim_dtype, tn, t_res = unit, t_units, t_res.new_zeros(())
             buf = torch.empty(k * chunk, dtype=unit, device=o.device)
-        c_units = unit_vectors(o[start : start + chunk], unit_buf.dtype, out=unit_buf)
+        c_units = unit_vectors(o[start : start + (chunk if start else first)], unit_buf.dtype, out=unit_buf)
         c, c_res = product_units(c_units, sim_dtype)
         sim = torch.mm(c, tn.mT, out=buf[: k * c.shape[0]].view(c.shape[0], k))  # [c, k]
         if padding is not None:

@@ -298,11 +298,12 @@ def _set_products(
     """The products ``components_of_sets`` takes for x [B, n, d] when ``sim_dtype`` is asked
     for: bfloat16 only where they pay (the same output either way, by exact decisions)."""
     sim_dtype = product_dtype(sim_dtype, x.device)  # where the device multiplies them faster
-    if sim_dtype == torch.bfloat16 and x.shape[1] < _BF16_MIN_TOKENS:
+    if sim_dtype == torch.bfloat16 and x.shape[1] < max(_BF16_MIN_TOKENS, _BF16_MIN_WORK // x.shape[2]):
         # Small sets (a frame's tokens, a short video's few hundred spatial tokens):
         # float32 products cost little there, and rounding the tokens, the bfloat16 band
         # (several per cent of the pairs near a cut) and its float32 re-check cost more
-        # than the products save.
+        # than the products save. Those costs grow with the pairs, the products' saving
+        # with pairs x dim: small dims need larger sets.
         return torch.float32
     if sim_dtype == torch.bfloat16 and not reads.sync_free and not approximate:
         if _crowded(x, valid.cpu(), tau if keep is None else None, None if keep is None else keep.cpu(), group):
@@ -351,8 +352,11 @@ class _Graph:
         return _Graph(W, x, units, bound if exact else None, capacity, fine, valid, sampled, reads)
 
 
-# Sets of fewer tokens take float32 products (see components_of_sets).
+# Sets of fewer tokens, or of fewer than _BF16_MIN_WORK / dim, take float32 products
+# (``_set_products``; measured on the corpus, one and two threads: at dim 896 a set of
+# 2000 tokens is as fast either way, at dim 3584 bfloat16 pays from 1024).
 _BF16_MIN_TOKENS = 1024
+_BF16_MIN_WORK = 2048 * 896
 # A bfloat16 band holding more than this share of a set's pairs costs more to narrow in
 # float32 than bfloat16 products save (measured on the corpus at dims 896 and 3584).
 _CROWDED_SHARE = 1 / 32
