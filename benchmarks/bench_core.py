@@ -12,7 +12,9 @@ after a warm-up) and divides by the video's floor = Eq. 10 FLOPs (F*2*N^2*d + 2*
 worst, and the spread of S and K over the corpus (a budget fixes them; a tau does not).
 The column "= fp32" says whether every output is bitwise the float32 one; "/ fp32" is, for
 the other dtypes, the largest ratio of a video's time to its float32 time (above 1: slower
-than float32 products on some video), the two timed in turn, call by call.
+than float32 products on some video), the two timed in turn, call by call; "A/A" is the
+same measurement of float32 against float32 (a third call in turn), the largest ratio
+either way: the noise a "/ fp32" above 1 is to be read against.
 
 bfloat16 rows are timed where this machine takes bfloat16 products (see the header line);
 elsewhere ``similarity_dtype="bfloat16"`` runs the float32 products, and one row compares
@@ -149,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"corpus: {', '.join(args.generators)}; {args.frames} x 196 x dim; best of {args.repeat}")
     header = (
         f"{'dim':>5} {'sim':>8} {'mode':>8} {'S':>9} {'K':>9} {'median':>7} {'worst':>6} {'worst on':>11} "
-        f"{'= fp32':>6} {'/ fp32':>6}"
+        f"{'= fp32':>6} {'/ fp32':>6} {'A/A':>5}"
     )
     print(header)
     print("-" * len(header))
@@ -162,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             for label, kw in modes:
                 cfg = llava_scissor.ScissorConfig(similarity_dtype=sim, **kw)
                 ratios: dict[str, float] = {}
-                s_sizes, k_sizes, same, slower = [], [], True, 0.0
+                s_sizes, k_sizes, same, slower, noise = [], [], True, 0.0, 0.0
                 # The rate is re-measured beside every row and the best one kept: on a
                 # shared machine a slow moment must not lower the floor.
                 rate = max(rate, matmul_rate(dim, args.repeat, device=device))
@@ -179,9 +181,8 @@ def main(argv: list[str] | None = None) -> int:
                     same &= torch.equal(res.tokens, tokens) and torch.equal(res.assignment, assignment)
                     fns = [lambda x=x, cfg=cfg: llava_scissor.compress(x, cfg)]
                     if sim != "float32":
-                        fns.append(
-                            lambda x=x, cfg=cfg: llava_scissor.compress(x, cfg.replace(similarity_dtype="float32"))
-                        )
+                        c32 = cfg.replace(similarity_dtype="float32")
+                        fns += [lambda x=x, c32=c32: llava_scissor.compress(x, c32)] * 2
                     t, *t32 = best_interleaved(fns, args.repeat, device)
                     s, k = res.num_spatial_tokens, res.num_tokens
                     s_sizes.append(s)
@@ -189,11 +190,13 @@ def main(argv: list[str] | None = None) -> int:
                     ratios[g] = t / (scc_overhead_flops(args.frames, x.shape[1], s, k, dim) / rate)
                     if t32:
                         slower = max(slower, t / t32[0])
+                        noise = max(noise, t32[0] / t32[1], t32[1] / t32[0])
                 worst = max(ratios, key=ratios.__getitem__)
                 print(
                     f"{dim:>5} {sim:>8} {label:>8} {span(s_sizes):>9} {span(k_sizes):>9} "
                     f"{statistics.median(ratios.values()):>7.2f} {ratios[worst]:>6.2f} {worst:>11} "
-                    f"{'yes' if same else 'NO':>6} {'-' if sim == 'float32' or not slower else f'{slower:.2f}':>6}"
+                    f"{'yes' if same else 'NO':>6} {'-' if sim == 'float32' or not slower else f'{slower:.2f}':>6} "
+                    f"{'-' if not noise else f'{noise:.2f}':>5}"
                 )
         print(f"      float32 matmul rate at dim {dim}: {rate / 1e9:.1f} GFLOP/s")
         if "bfloat16" not in dtypes:
