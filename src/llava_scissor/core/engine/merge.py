@@ -111,18 +111,19 @@ def _assign(
     narrowed = 0  # originals whose low-precision products were narrowed in float32
     fine_bound = error_bound(o.shape[1], unit, o.device, 0.0).base.float()  # of float32 products
     first = min(chunk, _PROBE_CHUNK) if sim_dtype != unit and not reads.sync_free else chunk
-    for start in range(0, m, chunk) if first == chunk else [0, *range(first, m, chunk)]:
+    starts = [0, *range(first, m, chunk)] if m else []
+    for start, end in zip(starts, [*starts[1:], m]):
         if sim_dtype != unit and narrowed > _NARROWED_SHARE * start:
             # Most originals have near-tied targets at low precision (near-duplicate
             # frames, noise): float32 products for the rest cost less than narrowing.
             sim_dtype, tn, t_res = unit, t_units, t_res.new_zeros(())
             buf = torch.empty(k * chunk, dtype=unit, device=o.device)
-        c_units = unit_vectors(o[start : start + (chunk if start else first)], unit_buf.dtype, out=unit_buf)
+        c_units = unit_vectors(o[start:end], unit_buf.dtype, out=unit_buf)
         c, c_res = product_units(c_units, sim_dtype)
         sim = torch.mm(c, tn.mT, out=buf[: k * c.shape[0]].view(c.shape[0], k))  # [c, k]
         if padding is not None:
             sim.masked_fill_(padding, _NEG_INF)
-        c_home = None if home is None else home[start : start + c.shape[0]]
+        c_home = None if home is None else home[start:end]
         if exact and k > 1:
             # A row with one target at or above its floor (its maximum less two bounds: the
             # canonical best is never below it) is decided: that target is the unique
@@ -146,7 +147,7 @@ def _assign(
             if c_home is not None:  # ... or to the original's own component
                 at_home = sim.gather(1, c_home[:, None])[:, 0]
                 best = torch.where(at_home >= sim.gather(1, best[:, None])[:, 0], c_home, best)
-        a[start : start + c.shape[0]] = best
+        a[start:end] = best
     if near:
         _decide_near_ties_(a, near, t_units, o, home)
     return a, unresolved

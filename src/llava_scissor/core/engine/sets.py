@@ -385,8 +385,9 @@ def _crowded(
             continue
         u = unit_vectors(x[b, :m], torch.float32)
         rows = torch.linspace(0, m - 1, min(m, _PROBE_ROWS), device=x.device).long()
-        probe, residual = product_units(u[rows], torch.bfloat16)
-        s = u[rows] @ u.T  # [r, m]
+        ur = u[rows]
+        _, residual = product_units(ur, torch.bfloat16)
+        s = ur @ u.T  # [r, m]
         s[torch.arange(rows.shape[0], device=x.device), rows] = _NEG_INF
         if keep is None:
             assert tau is not None
@@ -541,7 +542,8 @@ def _cut_groups(
     root = union_pairs(smallest[comp], ends[joined, 0], ends[joined, 1])  # each vertex's smallest member
     # Degrees: entries above the scanned band, plus the pairs joined here, at both ends.
     strong = counts[real].to(torch.int64)
-    strong.index_add_(0, ends[joined].reshape(-1), torch.ones_like(ends[joined].reshape(-1)))
+    joined_ends = ends[joined].reshape(-1)
+    strong.index_add_(0, joined_ends, torch.ones_like(joined_ends))
     inside = ~joined & (values >= lo[b])
     ends, values, edge_group = ends[inside], values[inside], group[b[inside]]
     final = torch.empty_like(place)  # group-wide component numbers

@@ -400,14 +400,12 @@ def _band_pass(
     lo, hi = band_limits(levels, halfwidth, wide)
     parent = torch.arange(n, device=device)
     above = torch.zeros(n, dtype=torch.int32, device=device)
-    ends, values = [], []
+    ends, values = [], []  # the band's pairs; their products (needed only without a bound)
     full = torch.ones(n, dtype=torch.bool, device=device)
     dense = torch.arange(n, device=device)  # the tokens whose pairs are computed again
-    if lists is not None:
+    if lists is not None:  # (lists come with float32 or bfloat16 products: there is a bound)
         parent, full, dense, pairs = _sparse_pairs(lists, lo, hi, parent, above)
-        # Lists come with float32 or bfloat16 products only: there is an error bound.
         ends.append(pairs)
-        values.append(canonical_similarity(x, pairs[:, 0], x, pairs[:, 1]).to(wide))
     sub = xn if dense.shape[0] == n else xn.index_select(0, dense)
     sub_full = full[dense]
     sub_above = torch.zeros(dense.shape[0], dtype=torch.int32, device=device)
@@ -427,20 +425,19 @@ def _band_pass(
         r, c = band.nonzero().unbind(1)
         once = r < c + i
         r, c = r[once], c[once]
-        p, q = dense[r], dense[c + i]  # tokens: dense is ascending, so p < q
-        if bound is not None and r.shape[0]:
-            s[r, c] = canonical_similarity(x, p, x, q).to(s.dtype)
-        ends.append(torch.stack([p, q], dim=1))
-        values.append(s[r, c])
+        ends.append(torch.stack([dense[r], dense[c + i]], dim=1))  # dense is ascending: i < j
+        if bound is None:
+            values.append(s[r, c])
         rows, cols = sub_full[:R].nonzero().squeeze(1), sub_full[i : i + t].nonzero().squeeze(1)
         if rows.shape[0] and cols.shape[0]:
             parent = _union_edges(parent, adj[rows][:, cols], dense[rows], dense[cols + i])
     above.index_add_(0, dense, sub_above)
     root = _find_roots(parent)  # each component's smallest token
+    band = torch.cat(ends)
+    # All the band's canonical values in one call, as the in-memory path takes them.
+    vals = torch.cat(values) if bound is None else canonical_similarity(x, band[:, 0], x, band[:, 1]).to(wide)
     margin = 0.0 if bound is None else float(bound.at(levels).max())
-    return cut_band_graph(
-        root, torch.cat(ends), torch.cat(values), keep, above.to(torch.int64), (float(lo), float(hi), margin)
-    )
+    return cut_band_graph(root, band, vals, keep, above.to(torch.int64), (float(lo), float(hi), margin))
 
 
 def _sparse_pairs(
@@ -469,9 +466,8 @@ def _sparse_pairs(
     # A pair with one dense end is taken from the sparse end's list only.
     taken = sparse[:, None] & (~sparse[u] | (v < u))
     counted = taken & strong
-    ones = torch.ones(n * k, dtype=above.dtype, device=w.device)
-    above.index_add_(0, v[counted], ones[: int(counted.sum())])
-    above.index_add_(0, u[counted], ones[: int(counted.sum())])
+    one = torch.ones_like(v[counted], dtype=above.dtype)
+    above.index_add_(0, v[counted], one).index_add_(0, u[counted], one)
     band = taken & (w >= lo) & ~strong
     p, q = v[band], u[band]
     pairs = torch.stack([torch.minimum(p, q), torch.maximum(p, q)], dim=1)
