@@ -388,6 +388,32 @@ def _prototype_sets(seed: int, sets: int, n: int, dim: int = 16) -> torch.Tensor
     return x + noisy * 1e-4 * torch.randn(sets, n, dim, generator=g)
 
 
+@pytest.mark.parametrize("rows", [1024, 64, 7])
+def test_band_scan_finds_every_band_pair_once_and_counts_the_rest(rows):
+    """The band's scan (``exact._band_pairs``) compares only the upper triangle: it finds
+    exactly the pairs i < j with lo <= W <= hi, in (block, graph, row, column) order, and
+    every row's count of entries above hi (both halves of the matrix), for graphs with
+    -inf entries, an empty interval (lo > hi) and block sizes that do and do not divide n."""
+    g = torch.Generator().manual_seed(3)
+    B, n = 3, 150
+    x = torch.nn.functional.normalize(torch.randn(B, n, 8, generator=g), dim=-1)
+    W = x @ x.mT
+    W = torch.maximum(W, W.mT)
+    W.diagonal(dim1=1, dim2=2).fill_(float("-inf"))
+    W[:, :, 40:43] = W[:, 40:43, :] = float("-inf")
+    lo = torch.tensor([0.2, float("inf"), -0.1]).view(B, 1, 1)
+    hi = torch.tensor([0.35, float("-inf"), 0.0]).view(B, 1, 1)
+    above = torch.full((B, n), -5, dtype=torch.int32)
+    found = exact_module._band_pairs(W, lo, hi, rows, above)
+    upper = torch.ones(n, n, dtype=torch.bool).triu(1)
+    want = ((W >= lo) & (W <= hi) & upper).nonzero()
+    per_block = rows if B * n * rows <= exact_module._SCAN_ENTRIES else exact_module._SCAN_ENTRIES // (B * n)
+    want = want[torch.argsort(want[:, 1] // per_block, stable=True)]  # blocks of rows first
+    assert want.shape[0] > 0 and torch.equal(found, want)
+    assert torch.equal(above, (W > hi).sum(-1).to(torch.int32))
+    assert above[1, 0] == n - 4  # an empty interval: every finite entry is above hi = -inf
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("seed", range(4))
 def test_band_graph_cut_equals_the_cut_of_the_resolved_matrix(seed, dtype, monkeypatch):

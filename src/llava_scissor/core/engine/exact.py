@@ -464,27 +464,40 @@ _SCAN_ENTRIES = 1 << 18
 def _band_pairs(
     W: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, rows: int, above: torch.Tensor | None
 ) -> torch.Tensor:
-    """W: [B, n, n], lo, hi: [B, 1, 1] -> [P, 3] the pairs (b, i, j), i < j, with lo <= W <= hi.
+    """W: [B, n, n] symmetric, lo, hi: [B, 1, 1] -> [P, 3] the pairs (b, i, j), i < j, with lo <= W <= hi.
 
-    above: optional [B, n] int32 that receives each row's count of entries above hi. Blocks
-    of rows small enough to stay in cache while they are compared two or three times, the
-    masks in buffers reused for every block (fresh pages cost more than the comparisons).
+    above: optional [B, n] int32 that receives each row's count of entries above hi.
+    Only the upper triangle is compared (by symmetry an entry's count goes to its row and
+    its column), in blocks of rows small enough to stay in cache while they are compared
+    twice, the masks in buffers reused for every block (fresh pages cost more than the
+    comparisons). Pairs come in (block, b, i, j) order.
     """
     B, n, _ = W.shape
     found = []
     rows = max(1, min(rows, _SCAN_ENTRIES // max(1, B * n)))
-    inside = torch.empty(B, rows, n, dtype=torch.bool, device=W.device)
-    other = torch.empty_like(inside)
+    inside = torch.empty(B * rows * n, dtype=torch.bool, device=W.device)
+    over = torch.empty_like(inside)
+    if above is not None:
+        above.zero_()
+        col_counts = torch.empty(B, n, dtype=torch.int32, device=W.device)
+        row_counts = torch.empty(B, rows, dtype=torch.int32, device=W.device)
     for r in range(0, n, rows):
-        block = W[:, r : r + rows]  # [B, rows, n]
-        m = block.shape[1]
-        mask = torch.ge(block, lo, out=inside[:, :m])
-        mask &= torch.le(block, hi, out=other[:, :m])
+        block = W[:, r : r + rows, r:]  # [B, m, n - r]: the diagonal block and the columns right of it
+        m, width = block.shape[1], block.shape[2]
+        size = B * m * width  # contiguous views of the buffers
+        mask = torch.ge(block, lo, out=inside[:size].view(B, m, width))
+        high = torch.gt(block, hi, out=over[:size].view(B, m, width))
+        torch.gt(mask, high, out=mask)  # on booleans: lo <= W and not W > hi
         if above is not None:
-            torch.sum(torch.gt(block, hi, out=other[:, :m]), dim=-1, dtype=torch.int32, out=above[:, r : r + m])
+            # Rows: the diagonal block whole and the columns right of it; columns right of
+            # the block: their entries in these rows, which by symmetry are in their row.
+            above[:, r : r + m] += torch.sum(high, dim=-1, dtype=torch.int32, out=row_counts[:, :m])
+            if width > m:
+                above[:, r + m :] += torch.sum(high[:, :, m:], dim=1, dtype=torch.int32, out=col_counts[:, : width - m])
         idx = mask.nonzero()
         if idx.shape[0]:
             idx[:, 1] += r
+            idx[:, 2] += r
             found.append(idx[idx[:, 1] < idx[:, 2]])
     return torch.cat(found) if found else W.new_zeros((0, 3), dtype=torch.int64)
 
