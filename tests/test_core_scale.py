@@ -246,3 +246,33 @@ def test_band_pass_recomputes_only_dense_tokens(keep, monkeypatch):
     assert 0 < seen["dense"] < n and 0 < seen["from_lists"] < seen["band"]
     for name in ("labels", "count", "degree", "keep_threshold", "cut_threshold"):
         assert torch.equal(getattr(whole, name), getattr(strips, name)), name
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_band_forest_is_the_kruskal_forest(seed):
+    """The band's spanning forest (``tiled._forest_edges``, Borůvka's rounds on the edge
+    list) keeps exactly the edges a host Kruskal keeps in the same order: with repeated
+    weights, parallel edges, edges inside one vertex and vertices that no edge reaches."""
+    tiled = importlib.import_module("llava_scissor.core.engine.tiled")
+    g = torch.Generator().manual_seed(seed)
+    C, E = 60, 400
+    a, b = torch.randint(0, C - 5, (E,), generator=g), torch.randint(0, C - 5, (E,), generator=g)
+    values = torch.randint(0, 12, (E,), generator=g).float()  # many equal weights
+    order = values.sort(descending=True, stable=True).indices
+    a, b = a[order], b[order]
+    up = list(range(C))
+
+    def find(v: int) -> int:
+        while up[v] != v:
+            v = up[v]
+        return v
+
+    kept = []
+    for e, (p, q) in enumerate(zip(a.tolist(), b.tolist())):
+        rp, rq = find(p), find(q)
+        if rp != rq:
+            up[max(rp, rq)] = min(rp, rq)
+            kept.append(e)
+    assert len(kept) < C - 5  # a forest of several trees
+    assert tiled._forest_edges(C, a, b).tolist() == kept
+    assert tiled._forest_edges(C, a[:0], b[:0]).tolist() == []

@@ -487,9 +487,9 @@ def cut_band_graph(
 
     root: [n] smallest token of each vertex's component above the band; ends: [E, 2]
     band pairs (i < j), values: [E] their similarities; above: [n] pairs above the band
-    per vertex; band: (lo, hi, margin). The spanning forest of the band edges is found
-    by Kruskal's algorithm (the band holds a few thousand pairs; they are sorted once
-    and joined on the host). None when the levels are not inside the band by the margin.
+    per vertex; band: (lo, hi, margin). The band edges are sorted once; their spanning
+    forest is the one Kruskal's algorithm keeps in that order (``_forest_edges``). None
+    when the levels are not inside the band by the margin.
     """
     n, device = root.shape[0], root.device
     idx = torch.arange(n, device=device)
@@ -499,25 +499,21 @@ def cut_band_graph(
     a, b = comp[ends[:, 0]], comp[ends[:, 1]]
     cross = a != b
     order = values[cross].sort(descending=True, stable=True).indices
-    ca, cb, cv = a[cross][order].tolist(), b[cross][order].tolist(), values[cross][order].tolist()
-    # Kruskal on the host: the band's spanning-forest weights, strongest first.
-    trees = _HostForest(C)
-    forest = [w for p, q, w in zip(ca, cb, cv) if trees.join(p, q)]
+    ca, cb, cv = a[cross][order], b[cross][order], values[cross][order]
+    # The band's spanning forest, strongest first (Kruskal's, in the sort's order).
+    picked = _forest_edges(C, ca, cb)
+    forest = cv[picked].tolist()
     levels = _band_levels(forest, C, n, keep, band)
     if levels is None:
         return None
     keep_t, cut_t = levels
     ties = C - keep - sum(w > keep_t for w in forest)
-    # Components strictly above keep_t (band edges above it; all joins of ties left out).
-    trees = _HostForest(C)
-    for p, q, w in zip(ca, cb, cv):
-        if w > keep_t:
-            trees.join(p, q)
-    top = torch.tensor([trees.find(v) for v in range(C)], device=device)  # smallest component id of each
+    # Components strictly above keep_t (band edges above it; all joins of ties left out):
+    # those of the forest's edges above it. Each is named by its smallest component id.
+    strong_tree = picked[cv[picked] > keep_t]
+    top = union_pairs(torch.arange(C, device=device), ca[strong_tree], cb[strong_tree])
     if ties > 0:
-        top = _split_ties(
-            top, torch.tensor(ca, device=device), torch.tensor(cb, device=device), torch.tensor(cv), keep_t, ties
-        )
+        top = _split_ties(top, ca, cb, cv.cpu(), keep_t, ties)
     is_top = top == torch.arange(C, device=device)
     final = (is_top.cumsum(0) - 1)[top][comp]
     count = torch.full((1,), int(is_top.sum()), dtype=torch.int64, device=device)
@@ -534,26 +530,31 @@ def cut_band_graph(
     return Components(final[None], count, both[:1], both[1:]), degree[None]
 
 
-class _HostForest:
-    """Union-find over C vertices on the host (path halving; the smaller root wins a join)."""
+def _forest_edges(C: int, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a, b: [E] edge ends among C vertices, strongest edge first -> [F] positions of the
+    spanning forest's edges, ascending: the edges Kruskal's algorithm keeps in that order.
 
-    def __init__(self, C: int) -> None:
-        self.up = list(range(C))
-
-    def find(self, v: int) -> int:
-        up = self.up
-        while up[v] != v:
-            up[v] = up[up[v]]
-            v = up[v]
-        return v
-
-    def join(self, p: int, q: int) -> bool:
-        """Join the trees of p and q; False when they were one already."""
-        rp, rq = self.find(p), self.find(q)
-        if rp == rq:
-            return False
-        self.up[max(rp, rq)] = min(rp, rq)
-        return True
+    Borůvka's algorithm on the edge list, with an edge's position as its rank (a total
+    order, so the forest is the one Kruskal's gives): every round each tree takes its
+    first edge to another tree. A few vector passes per round and at most log2(C)
+    rounds, where Kruskal's is a host loop over every edge.
+    """
+    E = a.shape[0]
+    rank = torch.arange(E, device=a.device)
+    parent = torch.arange(C, device=a.device)
+    picked = []
+    while rank.shape[0]:
+        ra, rb = parent[a[rank]], parent[b[rank]]
+        cross = ra != rb
+        rank, ra, rb = rank[cross], ra[cross], rb[cross]  # an edge inside a tree stays there
+        if not rank.shape[0]:
+            break
+        first = torch.full((C,), E, dtype=torch.int64, device=a.device)
+        first.scatter_reduce_(0, ra, rank, "amin").scatter_reduce_(0, rb, rank, "amin")
+        chosen = torch.unique(first[first < E])  # two trees may choose the same edge
+        picked.append(chosen)
+        parent = union_pairs(parent, a[chosen], b[chosen])
+    return torch.cat(picked).sort().values if picked else rank
 
 
 def _band_levels(
