@@ -388,6 +388,52 @@ def _prototype_sets(seed: int, sets: int, n: int, dim: int = 16) -> torch.Tensor
     return x + noisy * 1e-4 * torch.randn(sets, n, dim, generator=g)
 
 
+def test_products_moved_within_their_bound_decide_alike(monkeypatch):
+    """Every decision near a level is canonical: a similarity matrix whose entries are
+    moved anywhere within the error bound of their canonical values (as another kernel's
+    summation order may move them) gives the same labels, degrees and levels. Budgets
+    over one and two sets, with band pairs inside a component above the band that lie
+    near the cut on either side (their degrees are counted after the cut)."""
+    sets_module = importlib.import_module("llava_scissor.core.engine.sets")
+    graph, count_late = sets_module.similarity_graph, sets_module._count_late_pairs_
+    crossings = []
+
+    def spy(W, flat, unit, late, cut_t, bound, degree):
+        b, i, j = late.unbind(1)
+        before = W[b, i, j] > cut_t[b]
+        count_late(W, flat, unit, late, cut_t, bound, degree)
+        crossings.append(int((before != (W[b, i, j] > cut_t[b])).sum()))
+
+    def moved(seed):
+        def similarity_graph(x, valid, sim_dtype=torch.float32):
+            W, bound, units = graph(x, valid, sim_dtype)
+            g = torch.Generator().manual_seed(seed)
+            for b in range(W.shape[0]):
+                noise = 2 * torch.rand(W.shape[1:], generator=g, dtype=torch.float64) - 1
+                noise = 0.9 * (noise + noise.T) / 2 * bound.at(torch.zeros(())).item()
+                c = canonical_matrix(x[b]).double()
+                W[b] = torch.where(torch.isfinite(W[b]), (c + noise).float(), W[b])
+            return W, bound, units
+
+        return similarity_graph
+
+    monkeypatch.setattr(sets_module, "_count_late_pairs_", spy)
+    for seed in range(4):
+        x = torch.stack([near_tau_tokens(300, 32, 0.8, seed), near_tau_tokens(300, 32, 0.8, seed + 10)])
+        for valid, keep, group in (
+            ([300, 300], [100, 40], None),
+            ([300, 290], [150], torch.tensor([0, 0])),
+        ):
+            args = dict(tau=0.0, keep=torch.tensor(keep), group=group)
+            want = components_of_sets(x, torch.tensor(valid), **args)
+            with monkeypatch.context() as m:
+                m.setattr(sets_module, "similarity_graph", moved(seed))
+                got = components_of_sets(x, torch.tensor(valid), **args)
+            for name in ("labels", "count", "degree", "representatives", "keep_threshold", "cut_threshold"):
+                assert torch.equal(getattr(got, name), getattr(want, name)), (seed, keep, name)
+    assert sum(crossings) > 0, "no pair near the cut moved across it: the late count went untested"
+
+
 @pytest.mark.parametrize("rows", [1024, 64, 7])
 def test_band_scan_finds_every_band_pair_once_and_counts_the_rest(rows):
     """The band's scan (``exact._band_pairs``) compares only the upper triangle: it finds

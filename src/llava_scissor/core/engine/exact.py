@@ -40,6 +40,7 @@ __all__ = [
     "band_capacity",
     "apriori_halfwidth",
     "resolve_band_",
+    "resolve_pairs_",
 ]
 
 _U32 = 2.0**-24  # unit roundoff of float32
@@ -399,6 +400,7 @@ def resolve_band_(
     units: torch.Tensor | None = None,
     pairs: list[torch.Tensor] | None = None,
     above: torch.Tensor | None = None,
+    internal: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Replace, in place, the entries of W near the levels by their canonical values.
 
@@ -429,6 +431,9 @@ def resolve_band_(
     above: optional [B, n] int32 (data-sized path) that receives each row's count of
     entries above the interval (which the call leaves as they are), taken in the same
     pass over W.
+    internal: optional [B, n] labels (data-sized path, no ``refine``): pairs whose two
+    ends have one label are found (and listed in ``pairs``) but keep their products'
+    values; the caller resolves those it needs (``resolve_pairs_``).
     """
     B, n, _ = W.shape
     lo, hi = band_limits(levels, halfwidth, W.dtype)
@@ -440,7 +445,11 @@ def resolve_band_(
     idx = _band_pairs(W, lo, hi, rows, above)
     if pairs is not None:
         pairs.append(idx)
-    if idx.shape[0]:
+    if internal is not None:
+        assert refine is None
+        b, i, j = idx.unbind(1)
+        resolve_pairs_(W, flat, unit, idx[internal[b, i] != internal[b, j]])
+    elif idx.shape[0]:
         b, i, j = idx.unbind(1)
         if refine is not None:
             fine, relevel = refine
@@ -451,10 +460,21 @@ def resolve_band_(
             lo2, hi2 = band_limits(near, fine.expand_as(near), W.dtype)
             keep = (approx >= lo2[b]) & (approx <= hi2[b])
             b, i, j = b[keep], i[keep], j[keep]
-        vals = canonical_similarity(flat, b * n + i, flat, b * n + j, unit=unit).to(W.dtype)
-        W[b, i, j] = vals
-        W[b, j, i] = vals
+        resolve_pairs_(W, flat, unit, torch.stack([b, i, j], dim=1))
     return torch.full((), idx.shape[0], dtype=torch.int64, device=W.device)
+
+
+def resolve_pairs_(W: torch.Tensor, flat: torch.Tensor, unit: bool, pairs: torch.Tensor) -> None:
+    """W: [B, n, n]; pairs: [P, 3] (b, i, j) -> both entries of each pair set to its canonical value, in place.
+
+    flat: [B * n, d] the tokens W is of, or their float32 unit vectors (``unit``)."""
+    if not pairs.shape[0]:
+        return
+    n = W.shape[1]
+    b, i, j = pairs.unbind(1)
+    vals = canonical_similarity(flat, b * n + i, flat, b * n + j, unit=unit).to(W.dtype)
+    W[b, i, j] = vals
+    W[b, j, i] = vals
 
 
 # Entries of W per block of ``resolve_band_``'s scan (1 MB of float32: a block stays in cache).

@@ -23,6 +23,7 @@ from .exact import (
     error_bound,
     product_units,
     resolve_band_,
+    resolve_pairs_,
     unit_vectors,
 )
 from .gram import _TILE, matrix_bytes, product_into, symmetric_gram, to_device, unit_dtype
@@ -494,15 +495,61 @@ def _budget_by_band(
     above = threshold_components(W, hi, valid, first_best=first_best).labels if finite else None
     found: list[torch.Tensor] = []
     counts = torch.empty(B, W.shape[1], dtype=torch.int32, device=W.device)
-    in_band = resolve_band_(W, g.x, levels, halfwidth, refine=refine, units=g.units, pairs=found, above=counts)
+    # Float32 products: a band pair inside one component above the band joins nothing,
+    # so it keeps its product's value until the cut is known (step 4).
+    internal = above if refine is None else None
+    in_band = resolve_band_(
+        W, g.x, levels, halfwidth, refine=refine, units=g.units, pairs=found, above=counts, internal=internal
+    )
+    flat = (g.x if g.units is None else g.units).reshape(B * W.shape[1], -1)
+    late = None
+    if internal is not None:
+        b, i, j = found[0].unbind(1)
+        late = found[0][internal[b, i] == internal[b, j]]
     if above is not None:
         if relevels and g.fine is not None:  # the narrowed band, inside the wide one
             lo2, hi2 = band_limits(relevels[0], (2 * g.fine).expand_as(relevels[0]), W.dtype)
             lo, hi = torch.maximum(lo, lo2), torch.minimum(hi, hi2)
         cut = _cut_groups(W, valid, keep, grp, above, found[0], lo, hi, counts)
         if cut is not None:
+            if late is not None:
+                _count_late_pairs_(W, flat, g.units is not None, late, cut[0].cut_threshold, g.bound, cut[1])
             return cut[0], cut[1], in_band
+    if late is not None:
+        resolve_pairs_(W, flat, g.units is not None, late)  # the whole matrix decides: every pair exact
     return budget_components(W, valid, keep, group), None, in_band
+
+
+def _count_late_pairs_(
+    W: torch.Tensor,
+    flat: torch.Tensor,
+    unit: bool,
+    late: torch.Tensor,
+    cut_t: torch.Tensor,
+    bound: ErrorBound,
+    degree: torch.Tensor | None,
+) -> None:
+    """Step 4 of ``_budget_by_band``: the band pairs that kept their products' values
+    (late: [P, 3], (b, i, j) inside one component above the band) decide only degrees,
+    whether they lie above the cut (cut_t: [B], exact). Those within one bound of it get
+    their canonical values (in W, from which degrees are counted when ``degree`` is
+    None); degree ([B, n], counted on the products' values) is corrected in place where
+    that moves a pair across the cut.
+    """
+    b, i, j = late.unbind(1)
+    product = W[b, i, j]
+    near = (product.double() - cut_t[b].double()).abs() <= bound.at(cut_t)[b]
+    pairs = late[near]
+    before = product[near] > cut_t[pairs[:, 0]]
+    resolve_pairs_(W, flat, unit, pairs)
+    if degree is None:
+        return
+    b, i, j = pairs.unbind(1)
+    change = (W[b, i, j] > cut_t[b]).to(torch.int64) - before.to(torch.int64)
+    n = degree.shape[1]
+    flat_degree = degree.view(-1)
+    flat_degree.index_add_(0, b * n + i, change)
+    flat_degree.index_add_(0, b * n + j, change)
 
 
 def _cut_groups(
