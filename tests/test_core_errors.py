@@ -39,6 +39,19 @@ def test_bad_features(features, message):
         llava_scissor.compress(features)
 
 
+def test_finite_values_too_large_to_square_are_accepted_and_nan_in_a_later_video_is_named():
+    """The NaN / Inf check reads the tokens' norms: a finite token whose norm overflows
+    goes to the value-by-value check, which accepts it; a NaN in the second video of a
+    list is reported for that video."""
+    big = GOOD.clone()
+    big[0, 0] = 3e38  # finite in float32; its square is not
+    llava_scissor.compress(big, retention=0.5)
+    bad = GOOD.clone()
+    bad[1, 2, 3] = float("nan")
+    with pytest.raises(ScissorError, match=r"features\[1\] contains 1 NaN or Inf value"):
+        llava_scissor.compress([GOOD, bad])
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [

@@ -174,9 +174,9 @@ def test_full_buffers_fall_back_to_the_data_sized_path(monkeypatch):
     runs = []
     inner = compress_module._compress_videos
 
-    def counting(vids, cfg):
+    def counting(vids, cfg, *rest):
         runs.append(cfg.sync_free)
-        return inner(vids, cfg)
+        return inner(vids, cfg, *rest)
 
     monkeypatch.setattr(compress_module, "_compress_videos", counting)
     vids = videos()

@@ -44,7 +44,7 @@ from torch.nn.utils.rnn import pad_sequence
 from .._errors import ScissorError
 from .budget import budget_sizes, check_matrix_memory, final_budget, fits_in_memory
 from .config import ScissorConfig, similarity_dtype, threshold, with_overrides
-from .engine.exact import zero_tokens
+from .engine.exact import token_norms, zero_tokens
 from .engine.gram import to_device
 from .engine.merge import merge
 from .engine.reads import HostReads
@@ -136,11 +136,21 @@ def compress(
     cfg = with_overrides(config, **overrides)
     single = isinstance(features, torch.Tensor)
     videos = check_videos(features, finite=False)
+    zero = None
     if not _host_reads(cfg, videos[0].device).sync_free:
-        check_videos(features)  # NaN / Inf now, before any work
+        # NaN / Inf now, before any work. One pass over each video serves both checks: a
+        # NaN / Inf value makes its token's norm non-finite (so may a finite token too
+        # large to square: the value-by-value check then decides), and a zero token's
+        # norm is below 1e-12.
+        norms = [token_norms(v) for v in videos]
+        finite = torch.stack([torch.isfinite(n).all() for n in norms]).all()
+        some_zero = torch.stack([zero_tokens(v, n).any() for v, n in zip(videos, norms)]).any()
+        finite_read, zero = torch.stack([finite, some_zero]).tolist()  # one host read
+        if not finite_read:
+            check_videos(features)
     try:
         with torch.no_grad():  # in-place products into reused buffers refuse autograd inputs
-            results = _compress_videos(videos, cfg)
+            results = _compress_videos(videos, cfg, zero)
     except _NonFinite:
         check_videos(features)  # raises, naming the video and the count
         raise
@@ -506,13 +516,19 @@ def _run_steps(
     return spatial, temporal, tokens, assignment
 
 
-def _compress_videos(videos: list[torch.Tensor], cfg: ScissorConfig) -> list[CompressionResult]:
+def _compress_videos(
+    videos: list[torch.Tensor], cfg: ScissorConfig, zero: bool | None = None
+) -> list[CompressionResult]:
+    """The compression of validated videos; zero: whether some video has a zero token,
+    when the caller knows (data-sized calls only)."""
     V = len(videos)
     device, dtype = videos[0].device, videos[0].dtype
     N, d = videos[0].shape[1], videos[0].shape[2]
     frames = [int(v.shape[0]) for v in videos]
     reads = _host_reads(cfg, device)
-    if not reads.sync_free and bool(_zero_flag(videos)):  # a sync-free call learns it at its one read
+    if zero is None and not reads.sync_free:
+        zero = bool(_zero_flag(videos))
+    if not reads.sync_free and zero:  # a sync-free call learns it at its one read
         return _with_zero_axis(videos, cfg)
     plan = _make_plan(cfg, frames, N, dtype, reads)
     flags: dict[str, torch.Tensor] = {}

@@ -34,6 +34,7 @@ __all__ = [
     "float32_similarity",
     "unit_vectors",
     "zero_tokens",
+    "token_norms",
     "product_units",
     "error_bound",
     "band_limits",
@@ -75,14 +76,21 @@ def _pow2(d: int) -> int:
     return 1 << max(0, (d - 1).bit_length())
 
 
-def zero_tokens(x: torch.Tensor) -> torch.Tensor:
+def token_norms(x: torch.Tensor) -> torch.Tensor:
+    """x: [..., d] -> [...] the tokens' norms as ``zero_tokens`` measures them (float32, or
+    float64 for float64 tokens). A NaN or Inf value makes its token's norm non-finite."""
+    wide = torch.float64 if x.dtype == torch.float64 else torch.float32  # half types: in float32
+    return torch.linalg.vector_norm(x, dim=-1, dtype=wide)
+
+
+def zero_tokens(x: torch.Tensor, norms: torch.Tensor | None = None) -> torch.Tensor:
     """x: [..., d] -> [...] bool: the zero tokens, whose norm is below 1e-12.
 
     Below that norm a token has no direction that unit vectors can represent: it is
-    where ``unit_vectors`` (and ``F.normalize``) stop scaling.
+    where ``unit_vectors`` (and ``F.normalize``) stop scaling. norms: ``token_norms(x)``
+    when the caller has them.
     """
-    wide = torch.float64 if x.dtype == torch.float64 else torch.float32  # half types: in float32
-    return torch.linalg.vector_norm(x, dim=-1, dtype=wide) < _NORM_EPS
+    return (token_norms(x) if norms is None else norms) < _NORM_EPS
 
 
 def unit_vectors(x: torch.Tensor, dtype: torch.dtype, out: torch.Tensor | None = None) -> torch.Tensor:
