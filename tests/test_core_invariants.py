@@ -291,6 +291,24 @@ def _union_find_labels(edges: list[tuple[int, int]], n: int) -> list[int]:
     return canonical(torch.tensor([find(a) for a in range(n)]))
 
 
+def kruskal_kept(edges: list[tuple[int, int]], n: int) -> list[int]:
+    """Positions of the edges that a plain Kruskal keeps, taking them in the given order (the oracle)."""
+    parent = list(range(n))
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            a = parent[a]
+        return a
+
+    kept = []
+    for e, (a, b) in enumerate(edges):
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+            kept.append(e)
+    return kept
+
+
 def _random_graphs(seed: int, valid: list[int], n: int = 40):
     from llava_scissor.core.engine.sets import similarity_graph
 
@@ -334,20 +352,8 @@ def test_budget_cut_matches_kruskal(seed):
         ),
         reverse=True,
     )
-    parent = list(range(total))
-
-    def find(a: int) -> int:
-        while parent[a] != a:
-            a = parent[a]
-        return a
-
-    joined = []
-    for _, a, b in pooled:
-        if len(joined) == total - keep:
-            break
-        if find(a) != find(b):
-            parent[max(find(a), find(b))] = min(find(a), find(b))
-            joined.append((a, b))
+    pairs = [(a, b) for _, a, b in pooled]
+    joined = [pairs[e] for e in kruskal_kept(pairs, total)[: total - keep]]
     expected = _union_find_labels(joined, total)
     got = torch.cat([comps.labels[b, :m] + 1000 * b for b, m in enumerate(valid.tolist())])
     assert canonical(got) == expected

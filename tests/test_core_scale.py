@@ -6,6 +6,7 @@ import importlib
 
 import pytest
 import torch
+from test_core_invariants import kruskal_kept
 
 import llava_scissor
 from llava_scissor import ScissorError
@@ -260,19 +261,7 @@ def test_band_forest_is_the_kruskal_forest(seed):
     values = torch.randint(0, 12, (E,), generator=g).float()  # many equal weights
     order = values.sort(descending=True, stable=True).indices
     a, b = a[order], b[order]
-    up = list(range(C))
-
-    def find(v: int) -> int:
-        while up[v] != v:
-            v = up[v]
-        return v
-
-    kept = []
-    for e, (p, q) in enumerate(zip(a.tolist(), b.tolist())):
-        rp, rq = find(p), find(q)
-        if rp != rq:
-            up[max(rp, rq)] = min(rp, rq)
-            kept.append(e)
+    kept = kruskal_kept(list(zip(a.tolist(), b.tolist())), C)
     assert len(kept) < C - 5  # a forest of several trees
     assert tiled._forest_edges(C, a, b).tolist() == kept
     assert tiled._forest_edges(C, a[:0], b[:0]).tolist() == []
