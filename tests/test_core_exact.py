@@ -435,11 +435,12 @@ def test_products_moved_within_their_bound_decide_alike(monkeypatch):
 
 
 @pytest.mark.parametrize("rows", [1024, 64, 7])
-def test_band_scan_finds_every_band_pair_once_and_counts_the_rest(rows):
+def test_band_scan_finds_every_band_pair_once_and_counts_the_rest(rows, monkeypatch):
     """The band's scan (``exact._band_pairs``) compares only the upper triangle: it finds
-    exactly the pairs i < j with lo <= W <= hi, in (block, graph, row, column) order, and
-    every row's count of entries above hi (both halves of the matrix), for graphs with
-    -inf entries, an empty interval (lo > hi) and block sizes that do and do not divide n."""
+    exactly the pairs i < j with lo <= W <= hi, in (block, graph, row, column) order, the
+    pairs above hi likewise (none listed when there are too many), and every row's count
+    of entries above hi (both halves of the matrix), for graphs with -inf entries, an
+    empty interval (lo > hi) and block sizes that do and do not divide n."""
     g = torch.Generator().manual_seed(3)
     B, n = 3, 150
     x = torch.nn.functional.normalize(torch.randn(B, n, 8, generator=g), dim=-1)
@@ -449,15 +450,65 @@ def test_band_scan_finds_every_band_pair_once_and_counts_the_rest(rows):
     W[:, :, 40:43] = W[:, 40:43, :] = float("-inf")
     lo = torch.tensor([0.2, float("inf"), -0.1]).view(B, 1, 1)
     hi = torch.tensor([0.35, float("-inf"), 0.0]).view(B, 1, 1)
-    above = torch.full((B, n), -5, dtype=torch.int32)
-    found = exact_module._band_pairs(W, lo, hi, rows, above)
+    above, high = torch.full((B, n), -5, dtype=torch.int32), []
+    found = exact_module._band_pairs(W, lo, hi, rows, above, high)
     upper = torch.ones(n, n, dtype=torch.bool).triu(1)
-    want = ((W >= lo) & (W <= hi) & upper).nonzero()
     per_block = rows if B * n * rows <= exact_module._SCAN_ENTRIES else exact_module._SCAN_ENTRIES // (B * n)
-    want = want[torch.argsort(want[:, 1] // per_block, stable=True)]  # blocks of rows first
+
+    def in_scan_order(mask):
+        pairs = (mask & upper).nonzero()
+        return pairs[torch.argsort(pairs[:, 1] // per_block, stable=True)]  # blocks of rows first
+
+    want = in_scan_order((W >= lo) & (W <= hi))
     assert want.shape[0] > 0 and torch.equal(found, want)
+    assert len(high) == 1 and torch.equal(high[0], in_scan_order(W > hi))
     assert torch.equal(above, (W > hi).sum(-1).to(torch.int32))
     assert above[1, 0] == n - 4  # an empty interval: every finite entry is above hi = -inf
+    monkeypatch.setattr(exact_module, "_HIGH_PER_ROW", 1)  # graph 1 alone has more above hi
+    high = []
+    assert torch.equal(exact_module._band_pairs(W, lo, hi, rows, None, high), want) and high == []
+
+
+def test_components_of_listed_pairs_are_the_union_find_ones():
+    """``sets._components_of_pairs``: each vertex's label is the smallest vertex of its
+    component in its own graph, as a plain union-find over the pairs gives it."""
+    sets_module = importlib.import_module("llava_scissor.core.engine.sets")
+    g = torch.Generator().manual_seed(5)
+    B, n = 3, 50
+    pairs = torch.stack([torch.randint(0, m, (60,), generator=g) for m in (B, n, n)], dim=1)
+    labels = sets_module._components_of_pairs(pairs, B, n)
+    for b in range(B):
+        mine = pairs[pairs[:, 0] == b]
+        edges = list(zip(mine[:, 1].tolist(), mine[:, 2].tolist()))
+        assert canonical(labels[b]) == _union_find_labels(edges, n)
+        assert all(labels[b, v] <= v and labels[b, labels[b, v]] == labels[b, v] for v in range(n))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_components_above_the_band_from_listed_pairs_equal_the_search(seed, monkeypatch):
+    """The in-memory cut takes the components above its band from the pairs the band's
+    scan lists (``sets._components_of_pairs``), or, where there are too many to list,
+    from a component search on W: both give the same labels, degrees and levels."""
+    sets_module = importlib.import_module("llava_scissor.core.engine.sets")
+    n = 300 if seed % 2 else 60
+    x = _prototype_sets(seed, 5, n)
+    valid = torch.tensor([n, n - 7, n, n - 1, n])
+    listed, components_of_pairs = [], sets_module._components_of_pairs
+    monkeypatch.setattr(sets_module, "_components_of_pairs", lambda *a: listed.append(1) or components_of_pairs(*a))
+    whole, budget_components = [], sets_module.budget_components
+    monkeypatch.setattr(sets_module, "budget_components", lambda *a: whole.append(1) or budget_components(*a))
+    for keep, group in (([3 * n // 4, n // 3], torch.tensor([0, 0, 0, 1, 1])), ([n // 2] * 5, None)):
+        args = dict(tau=0.0, keep=torch.tensor(keep), group=group)
+        listed.clear(), whole.clear()
+        fast = components_of_sets(x, valid, **args)
+        assert listed and not whole, "the listed pairs were not used, or the band's cut fell back"
+        with monkeypatch.context() as m:
+            m.setattr(exact_module, "_HIGH_PER_ROW", -1)  # none may be listed
+            listed.clear()
+            searched = components_of_sets(x, valid, **args)
+            assert not listed and not whole
+        for name in ("labels", "count", "degree", "representatives", "keep_threshold", "cut_threshold"):
+            assert torch.equal(getattr(fast, name), getattr(searched, name)), (keep, name)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

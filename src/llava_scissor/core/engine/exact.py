@@ -408,7 +408,8 @@ def resolve_band_(
     units: torch.Tensor | None = None,
     pairs: list[torch.Tensor] | None = None,
     above: torch.Tensor | None = None,
-    internal: torch.Tensor | None = None,
+    find_only: bool = False,
+    high: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Replace, in place, the entries of W near the levels by their canonical values.
 
@@ -439,9 +440,11 @@ def resolve_band_(
     above: optional [B, n] int32 (data-sized path) that receives each row's count of
     entries above the interval (which the call leaves as they are), taken in the same
     pass over W.
-    internal: optional [B, n] labels (data-sized path, no ``refine``): pairs whose two
-    ends have one label are found (and listed in ``pairs``) but keep their products'
-    values; the caller resolves those it needs (``resolve_pairs_``).
+    find_only: the band's pairs are found (and listed in ``pairs``) but keep their
+    products' values; the caller resolves those it needs (``resolve_pairs_``).
+    high: optional list (data-sized path) that receives the pairs above the interval,
+    [Q, 3] (b, i, j) with i < j, found in the same pass, unless there are more than
+    ``_HIGH_PER_ROW`` per row (then it stays empty).
     """
     B, n, _ = W.shape
     lo, hi = band_limits(levels, halfwidth, W.dtype)
@@ -450,14 +453,10 @@ def resolve_band_(
     flat = (units if unit else x).reshape(B * n, x.shape[-1])
     if capacity is not None:
         return _resolve_band_static_(W, flat, unit, lo, hi, capacity)
-    idx = _band_pairs(W, lo, hi, rows, above)
+    idx = _band_pairs(W, lo, hi, rows, above, high)
     if pairs is not None:
         pairs.append(idx)
-    if internal is not None:
-        assert refine is None
-        b, i, j = idx.unbind(1)
-        resolve_pairs_(W, flat, unit, idx[internal[b, i] != internal[b, j]])
-    elif idx.shape[0]:
+    if not find_only and idx.shape[0]:
         b, i, j = idx.unbind(1)
         if refine is not None:
             fine, relevel = refine
@@ -489,12 +488,30 @@ def resolve_pairs_(W: torch.Tensor, flat: torch.Tensor, unit: bool, pairs: torch
 _SCAN_ENTRIES = 1 << 18
 
 
+# Pairs above the band that the scan lists (``resolve_band_``'s ``high``), per row of W.
+_HIGH_PER_ROW = 64
+
+
+def _upper_pairs(mask: torch.Tensor, r: int) -> torch.Tensor:
+    """mask: [B, m, n - r] the rows r..r+m of a matrix from column r on -> [P, 3] (b, i, j), i < j, where True."""
+    idx = mask.nonzero()
+    idx[:, 1:] += r
+    return idx[idx[:, 1] < idx[:, 2]]
+
+
 def _band_pairs(
-    W: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, rows: int, above: torch.Tensor | None
+    W: torch.Tensor,
+    lo: torch.Tensor,
+    hi: torch.Tensor,
+    rows: int,
+    above: torch.Tensor | None,
+    high: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """W: [B, n, n] symmetric, lo, hi: [B, 1, 1] -> [P, 3] the pairs (b, i, j), i < j, with lo <= W <= hi.
 
     above: optional [B, n] int32 that receives each row's count of entries above hi.
+    high: optional list that receives the pairs above hi (i < j), [Q, 3], unless there
+    are more than ``_HIGH_PER_ROW`` per row of W.
     Only the upper triangle is compared (by symmetry an entry's count goes to its row and
     its column), in blocks of rows small enough to stay in cache while they are compared
     twice, the masks in buffers reused for every block (fresh pages cost more than the
@@ -509,25 +526,32 @@ def _band_pairs(
         above.zero_()
         col_counts = torch.empty(B, n, dtype=torch.int32, device=W.device)
         row_counts = torch.empty(B, rows, dtype=torch.int32, device=W.device)
+    strong: list[torch.Tensor] | None = None if high is None else []
+    listed = 0
     for r in range(0, n, rows):
         block = W[:, r : r + rows, r:]  # [B, m, n - r]: the diagonal block and the columns right of it
         m, width = block.shape[1], block.shape[2]
         size = B * m * width  # contiguous views of the buffers
         mask = torch.ge(block, lo, out=inside[:size].view(B, m, width))
-        high = torch.gt(block, hi, out=over[:size].view(B, m, width))
-        torch.gt(mask, high, out=mask)  # on booleans: lo <= W and not W > hi
+        strict = torch.gt(block, hi, out=over[:size].view(B, m, width))
+        torch.gt(mask, strict, out=mask)  # on booleans: lo <= W and not W > hi
         if above is not None:
             # Rows: the diagonal block whole and the columns right of it; columns right of
             # the block: their entries in these rows, which by symmetry are in their row.
-            above[:, r : r + m] += torch.sum(high, dim=-1, dtype=torch.int32, out=row_counts[:, :m])
+            above[:, r : r + m] += torch.sum(strict, dim=-1, dtype=torch.int32, out=row_counts[:, :m])
             if width > m:
-                above[:, r + m :] += torch.sum(high[:, :, m:], dim=1, dtype=torch.int32, out=col_counts[:, : width - m])
-        idx = mask.nonzero()
-        if idx.shape[0]:
-            idx[:, 1] += r
-            idx[:, 2] += r
-            found.append(idx[idx[:, 1] < idx[:, 2]])
-    return torch.cat(found) if found else W.new_zeros((0, 3), dtype=torch.int64)
+                above[:, r + m :] += torch.sum(
+                    strict[:, :, m:], dim=1, dtype=torch.int32, out=col_counts[:, : width - m]
+                )
+        found.append(_upper_pairs(mask, r))
+        if strong is not None:
+            strong.append(_upper_pairs(strict, r))
+            listed += strong[-1].shape[0]
+            if listed > _HIGH_PER_ROW * B * n:
+                strong = None  # too many to list: the caller finds their components otherwise
+    if high is not None and strong is not None:
+        high.append(torch.cat(strong))
+    return torch.cat(found)
 
 
 # A sampled float32 dot product (``float32_similarity``) costs about as much as this many

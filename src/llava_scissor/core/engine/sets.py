@@ -492,20 +492,31 @@ def _budget_by_band(
         refine = (2 * g.fine, relevel)
     finite = bool(torch.isfinite(levels).all()) and bool((valid > 0).all())
     lo, hi = band_limits(levels, halfwidth, W.dtype)  # [B]: resolve_band_'s interval
-    above = threshold_components(W, hi, valid, first_best=first_best).labels if finite else None
     found: list[torch.Tensor] = []
     counts = torch.empty(B, W.shape[1], dtype=torch.int32, device=W.device)
-    # Float32 products: a band pair inside one component above the band joins nothing,
-    # so it keeps its product's value until the cut is known (step 4).
-    internal = above if refine is None else None
-    in_band = resolve_band_(
-        W, g.x, levels, halfwidth, refine=refine, units=g.units, pairs=found, above=counts, internal=internal
-    )
     flat = (g.x if g.units is None else g.units).reshape(B * W.shape[1], -1)
     late = None
-    if internal is not None:
-        b, i, j = found[0].unbind(1)
-        late = found[0][internal[b, i] == internal[b, j]]
+    if refine is None:
+        # Float32 products. The scan also lists the pairs above the band when they are
+        # not too many: their components are those of W above the band. A band pair
+        # inside one of them joins nothing, so it keeps its product's value until the
+        # cut is known (step 4); the others get their canonical values now.
+        high: list[torch.Tensor] = []
+        in_band = resolve_band_(W, g.x, levels, halfwidth, pairs=found, above=counts, find_only=True, high=high)
+        above = None
+        if finite:
+            above = _components_of_pairs(high[0], B, W.shape[1]) if high else None
+            if above is None:  # W still holds the products: the search sees what the scan saw
+                above = threshold_components(W, hi, valid, first_best=first_best).labels
+            b, i, j = found[0].unbind(1)
+            inside_one = above[b, i] == above[b, j]
+            late = found[0][inside_one]
+            resolve_pairs_(W, flat, g.units is not None, found[0][~inside_one])
+        else:
+            resolve_pairs_(W, flat, g.units is not None, found[0])
+    else:
+        above = threshold_components(W, hi, valid, first_best=first_best).labels if finite else None
+        in_band = resolve_band_(W, g.x, levels, halfwidth, refine=refine, units=g.units, pairs=found, above=counts)
     if above is not None:
         if relevels and g.fine is not None:  # the narrowed band, inside the wide one
             lo2, hi2 = band_limits(relevels[0], (2 * g.fine).expand_as(relevels[0]), W.dtype)
@@ -518,6 +529,14 @@ def _budget_by_band(
     if late is not None:
         resolve_pairs_(W, flat, g.units is not None, late)  # the whole matrix decides: every pair exact
     return budget_components(W, valid, keep, group), None, in_band
+
+
+def _components_of_pairs(pairs: torch.Tensor, B: int, n: int) -> torch.Tensor:
+    """pairs: [P, 3] edges (b, i, j) of B graphs of n vertices -> [B, n] labels: the smallest
+    vertex of each one's component (isolated vertices and padding: themselves)."""
+    b, i, j = pairs.unbind(1)
+    root = union_pairs(torch.arange(B * n, device=pairs.device), b * n + i, b * n + j)
+    return root.view(B, n) - torch.arange(B, device=pairs.device)[:, None] * n
 
 
 def _count_late_pairs_(
