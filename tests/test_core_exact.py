@@ -16,6 +16,7 @@ from llava_scissor.core.engine.exact import (
     error_bound,
     float32_similarity,
     product_units,
+    token_norms,
     unit_vectors,
 )
 from llava_scissor.core.engine.graph import budget_components
@@ -155,6 +156,43 @@ def test_unit_vectors_do_not_depend_on_the_batch():
         assert torch.equal(unit_vectors(x[rows], torch.float32), u[rows])
     assert torch.allclose(u, torch.nn.functional.normalize(x.float(), dim=-1), atol=1e-6)
     assert torch.equal(unit_vectors(torch.zeros(2, 5), torch.float32), torch.zeros(2, 5))
+
+
+def test_unit_vectors_take_the_token_norms_bitwise():
+    """``compress`` measures every token's norm once (its NaN / zero checks) and the unit
+    vectors of the spatial and merge steps take those norms: bitwise the ones they would
+    compute, and taken only for tokens already in the unit vectors' dtype."""
+    x = torch.randn(3, 50, 77) * 10
+    norms = token_norms(x)
+    want = unit_vectors(x, torch.float32)
+    assert torch.equal(unit_vectors(x, torch.float32, norms=norms), want)
+    out = torch.empty(3 * 50, 77)
+    assert torch.equal(unit_vectors(x[1:], torch.float32, out=out, norms=norms[1:]), want[1:])
+    assert not torch.equal(unit_vectors(x, torch.float32, norms=2 * norms), want)  # they are taken
+    low = x.bfloat16()
+    assert torch.equal(unit_vectors(low, torch.float32, norms=2 * token_norms(low)), unit_vectors(low, torch.float32))
+
+
+def test_compress_measures_each_token_norm_once(monkeypatch):
+    """A float32 call's spatial and merge steps normalize with the norms its checks took
+    (and give the same output as when they compute them)."""
+    sets_module = importlib.import_module("llava_scissor.core.engine.sets")
+    merge_module = importlib.import_module("llava_scissor.core.engine.merge")
+    x = clustered_video(6, 20, 16, seed=0)
+    plain = llava_scissor.compress(x, retention=0.3)
+    given = {}
+    for module, step in ((sets_module, "spatial"), (merge_module, "merge")):
+
+        def spy(t, dtype, out=None, norms=None, step=step):
+            given.setdefault(step, []).append((t.shape[-2], norms is not None))
+            return unit_vectors(t, dtype, out=out, norms=norms)
+
+        monkeypatch.setattr(module, "unit_vectors", spy)
+    same_result(llava_scissor.compress(x, retention=0.3), plain)
+    # The frames (20 tokens each, 6 at a time) and the chunks of originals (all 120 at
+    # once) take the norms; the spatial tokens and the targets (means) have none.
+    assert (20, True) in given["spatial"] and all(taken for rows, taken in given["spatial"] if rows == 20)
+    assert given["merge"][1:] == [(120, True)] and not given["merge"][0][1]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -405,8 +443,8 @@ def test_products_moved_within_their_bound_decide_alike(monkeypatch):
         crossings.append(int((before != (W[b, i, j] > cut_t[b])).sum()))
 
     def moved(seed):
-        def similarity_graph(x, valid, sim_dtype=torch.float32):
-            W, bound, units = graph(x, valid, sim_dtype)
+        def similarity_graph(x, valid, sim_dtype=torch.float32, norms=None):
+            W, bound, units = graph(x, valid, sim_dtype, norms)
             g = torch.Generator().manual_seed(seed)
             for b in range(W.shape[0]):
                 noise = 2 * torch.rand(W.shape[1:], generator=g, dtype=torch.float64) - 1

@@ -141,7 +141,7 @@ def test_a_crowded_band_takes_float32_products_with_the_same_output(monkeypatch,
     seen_temporal = []
     original = sets_module.similarity_graph
     monkeypatch.setattr(
-        sets_module, "similarity_graph", lambda x, v, dt: seen_temporal.append(dt) or original(x, v, dt)
+        sets_module, "similarity_graph", lambda x, v, dt, *rest: seen_temporal.append(dt) or original(x, v, dt, *rest)
     )
     llava_scissor.compress(video, cfg)
     assert seen_temporal == [torch.float32 if crowded else torch.bfloat16]
@@ -171,7 +171,9 @@ def test_bfloat16_products_only_for_sets_of_1024_tokens_and_enough_work(monkeypa
     x = torch.randn(1, n, dim, generator=torch.Generator().manual_seed(4))
     seen = []
     original = sets_module.similarity_graph
-    monkeypatch.setattr(sets_module, "similarity_graph", lambda x, v, dt: seen.append(dt) or original(x, v, dt))
+    monkeypatch.setattr(
+        sets_module, "similarity_graph", lambda x, v, dt, *rest: seen.append(dt) or original(x, v, dt, *rest)
+    )
     args = dict(tau=0.0, keep=torch.tensor([n // 10]))
     got = sets_module.components_of_sets(x, torch.tensor([n]), sim_dtype=torch.bfloat16, **args)
     assert seen == [torch.bfloat16 if bfloat16 else torch.float32]

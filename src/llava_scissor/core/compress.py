@@ -136,7 +136,7 @@ def compress(
     cfg = with_overrides(config, **overrides)
     single = isinstance(features, torch.Tensor)
     videos = check_videos(features, finite=False)
-    zero = None
+    zero, norms = None, None
     if not _host_reads(cfg, videos[0].device).sync_free:
         # NaN / Inf now, before any work. One pass over each video serves both checks: a
         # NaN / Inf value makes its token's norm non-finite (so may a finite token too
@@ -150,7 +150,7 @@ def compress(
             check_videos(features)
     try:
         with torch.no_grad():  # in-place products into reused buffers refuse autograd inputs
-            results = _compress_videos(videos, cfg, zero)
+            results = _compress_videos(videos, cfg, zero, norms)
     except _NonFinite:
         check_videos(features)  # raises, naming the video and the count
         raise
@@ -306,8 +306,9 @@ class _StepOut:
     threshold: torch.Tensor  # [V] the step's threshold
 
 
-def _spatial_step(plan: _Plan, x_all: torch.Tensor, frames: list[int]) -> _StepOut:
-    """SCC of every frame of every video in one batch. x_all: [sum F, N, d].
+def _spatial_step(plan: _Plan, x_all: torch.Tensor, frames: list[int], norms: torch.Tensor | None) -> _StepOut:
+    """SCC of every frame of every video in one batch. x_all: [sum F, N, d]; norms: its
+    [sum F, N] ``token_norms`` or None.
 
     Labels and representatives are in frame-major original-token indices of each video.
     """
@@ -326,6 +327,7 @@ def _spatial_step(plan: _Plan, x_all: torch.Tensor, frames: list[int]) -> _StepO
         seed=cfg.seed,
         sim_dtype=plan.sim_dtype,
         reads=plan.reads,
+        norms=norms,
     )
     per_frame = sc.count  # [sum F]
     offsets = per_frame.cumsum(0) - per_frame
@@ -488,15 +490,21 @@ def _make_plan(cfg: ScissorConfig, frames: list[int], N: int, dtype: torch.dtype
 
 
 def _run_steps(
-    plan: _Plan, x_all: torch.Tensor, originals: list[torch.Tensor], frames: list[int], flags: dict[str, torch.Tensor]
+    plan: _Plan,
+    x_all: torch.Tensor,
+    originals: list[torch.Tensor],
+    frames: list[int],
+    flags: dict[str, torch.Tensor],
+    norms: torch.Tensor | None = None,
 ) -> tuple[_StepOut, _StepOut, list[torch.Tensor], list[torch.Tensor]]:
-    """1. Spatial step, 2. temporal step, 3. merge step over x_all [sum F, N, d] (originals: its videos' rows).
+    """1. Spatial step, 2. temporal step, 3. merge step over x_all [sum F, N, d] (originals: its videos' rows;
+    norms: x_all's [sum F, N] ``token_norms`` or None).
 
     Returns (spatial, temporal, merged tokens per video, assignment per video); each
     step's overflow flag goes into ``flags``.
     """
     cfg, V = plan.cfg, len(frames)
-    spatial = _spatial_step(plan, x_all, frames) if cfg.spatial else _identity_step(originals, plan.acc)
+    spatial = _spatial_step(plan, x_all, frames, norms) if cfg.spatial else _identity_step(originals, plan.acc)
     s_counts = None if spatial.sizes is not None else spatial.count
     if cfg.temporal:
         temporal = _temporal_step(plan, spatial.tokens, s_counts)
@@ -507,8 +515,9 @@ def _run_steps(
         # Padded rows (K only on the device) are masked out of the argmax.
         count = temporal.count if temporal.sizes is None else None
         home = [temporal.labels[v][spatial.labels[v]] for v in range(V)]  # each original's component
+        rows = None if norms is None else _split(norms.reshape(-1), [f * x_all.shape[1] for f in frames])
         tokens, assignment, flags["merge"] = merge(
-            originals, temporal.tokens, plan.acc, plan.sim_dtype, cfg.max_matrix_bytes, count, plan.reads, home
+            originals, temporal.tokens, plan.acc, plan.sim_dtype, cfg.max_matrix_bytes, count, plan.reads, home, rows
         )
     else:
         tokens = temporal.tokens
@@ -517,10 +526,11 @@ def _run_steps(
 
 
 def _compress_videos(
-    videos: list[torch.Tensor], cfg: ScissorConfig, zero: bool | None = None
+    videos: list[torch.Tensor], cfg: ScissorConfig, zero: bool | None = None, norms: list[torch.Tensor] | None = None
 ) -> list[CompressionResult]:
     """The compression of validated videos; zero: whether some video has a zero token,
-    when the caller knows (data-sized calls only)."""
+    when the caller knows (data-sized calls only); norms: the videos' ``token_norms``
+    ([F, N] each) when the caller has them."""
     V = len(videos)
     device, dtype = videos[0].device, videos[0].dtype
     N, d = videos[0].shape[1], videos[0].shape[2]
@@ -542,7 +552,8 @@ def _compress_videos(
         # stand in for them. The result is then discarded and the input rejected.
         x_all = torch.nan_to_num(x_all, 0.0, 0.0, 0.0)
     originals = _split(x_all.reshape(-1, d), [f * N for f in frames])
-    spatial, temporal, tokens, assignment = _run_steps(plan, x_all, originals, frames, flags)
+    norms_all = None if norms is None else (norms[0] if V == 1 else torch.cat(norms))  # [sum F, N]
+    spatial, temporal, tokens, assignment = _run_steps(plan, x_all, originals, frames, flags, norms_all)
 
     # 4. The one read of everything else the results need.
     host = _read_back(

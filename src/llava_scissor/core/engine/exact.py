@@ -95,7 +95,9 @@ def zero_tokens(x: torch.Tensor, norms: torch.Tensor | None = None) -> torch.Ten
     return (token_norms(x) if norms is None else norms) < _NORM_EPS
 
 
-def unit_vectors(x: torch.Tensor, dtype: torch.dtype, out: torch.Tensor | None = None) -> torch.Tensor:
+def unit_vectors(
+    x: torch.Tensor, dtype: torch.dtype, out: torch.Tensor | None = None, norms: torch.Tensor | None = None
+) -> torch.Tensor:
     """x: [..., d] -> [..., d] x / max(|x|, eps) in ``dtype`` (``F.normalize``); zero vectors stay zero.
 
     The canonical similarities are computed from these same vectors, recomputed for the
@@ -103,9 +105,14 @@ def unit_vectors(x: torch.Tensor, dtype: torch.dtype, out: torch.Tensor | None =
     accumulation error only. That relies on a row's unit vector not depending on the
     other rows of the call: torch's norm reduces each contiguous row on its own
     (``tests/test_core_exact.py`` checks it). out: optional buffer (leading rows used).
+    norms: optional [...] ``token_norms(x)``, taken when x and they are in ``dtype`` (they
+    are then bitwise the norms computed here, the same reduction of each row).
     """
-    x = x.to(dtype)
-    norm = x.norm(2, -1, keepdim=True).clamp_min(_NORM_EPS)
+    if norms is not None and x.dtype == dtype == norms.dtype:
+        norm = norms[..., None].clamp_min(_NORM_EPS)
+    else:
+        x = x.to(dtype)
+        norm = x.norm(2, -1, keepdim=True).clamp_min(_NORM_EPS)
     if out is None:
         return x / norm
     r = x.reshape(-1, x.shape[-1]).shape[0]

@@ -45,6 +45,7 @@ def merge(
     target_count: list[torch.Tensor] | None = None,
     reads: HostReads = DATA_SIZED,
     home: list[torch.Tensor] | None = None,
+    norms: list[torch.Tensor] | None = None,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
     """The merge step for B videos: each original joins its most similar target.
 
@@ -54,14 +55,24 @@ def merge(
     when it is among them, else to the smaller index (see ``_assign``).
     target_count: optional B 0-d tensors (only the first target_count[i]
     targets take part, the rest are padding); reads: sync-free, no host reads (fixed-size
-    buffers; ``reads.py``). Returns (merged: B tensors [k_i, d] in ``acc``, assignment: B tensors
+    buffers; ``reads.py``); norms: optional B tensors [m_i], the originals' ``token_norms``.
+    Returns (merged: B tensors [k_i, d] in ``acc``, assignment: B tensors
     [m_i] int64, [] bool: a sync-free call met more near-ties than its buffers hold).
     """
     merged, assignment = [], []
     unresolved = torch.zeros((), dtype=torch.bool, device=originals[0].device)
     for v, (o, t) in enumerate(zip(originals, targets)):
         count = None if target_count is None else target_count[v]
-        a, over = _assign(o, t, sim_dtype, max_matrix_bytes, count, reads, None if home is None else home[v])
+        a, over = _assign(
+            o,
+            t,
+            sim_dtype,
+            max_matrix_bytes,
+            count,
+            reads,
+            None if home is None else home[v],
+            None if norms is None else norms[v],
+        )
         unresolved = unresolved | over
         sums = torch.zeros(t.shape[0], o.shape[-1], dtype=acc, device=o.device).index_add_(0, a, o.to(acc))
         counts = segment_sizes(a, t.shape[0]).to(acc)
@@ -78,6 +89,7 @@ def _assign(
     count: torch.Tensor | None = None,
     reads: HostReads = DATA_SIZED,
     home: torch.Tensor | None = None,
+    norms: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """o: [m, d] originals, t: [k, d] targets -> ([m] int64 most similar target, [] bool unresolved).
 
@@ -86,6 +98,7 @@ def _assign(
     exactly equally similar targets an original joins its home, else the smallest index.
     Equal targets (copies of one token kept apart, zero tokens split by a budget) would
     otherwise all send their members to the first of them and leave the others empty.
+    norms: optional [m], the originals' ``token_norms`` (their unit vectors take them).
     """
     sim_dtype = product_dtype(sim_dtype, o.device)  # bfloat16 only where it pays (same output)
     if sim_dtype == torch.bfloat16 and t.shape[0] < _BF16_MIN_TARGETS:
@@ -118,7 +131,8 @@ def _assign(
             # frames, noise): float32 products for the rest cost less than narrowing.
             sim_dtype, tn, t_res = unit, t_units, t_res.new_zeros(())
             buf = torch.empty(k * chunk, dtype=unit, device=o.device)
-        c_units = unit_vectors(o[start:end], unit_buf.dtype, out=unit_buf)
+        rows = None if norms is None else norms[start:end]
+        c_units = unit_vectors(o[start:end], unit_buf.dtype, out=unit_buf, norms=rows)
         c, c_res = product_units(c_units, sim_dtype)
         sim = torch.mm(c, tn.mT, out=buf[: k * c.shape[0]].view(c.shape[0], k))  # [c, k]
         if padding is not None:

@@ -48,7 +48,9 @@ _NEG_INF = float("-inf")
 _CHUNK_BYTES = 2 << 20
 
 
-def _small_unit_gram(x: torch.Tensor, sim_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def _small_unit_gram(
+    x: torch.Tensor, sim_dtype: torch.dtype, norms: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """x: [B, n, d] raw tokens (n <= _TILE) -> ([B, n, n] cosine matrix, [] largest rounding residual).
 
     The matrix is in ``unit_dtype(sim_dtype)`` and exactly symmetric; the products are
@@ -65,7 +67,8 @@ def _small_unit_gram(x: torch.Tensor, sim_dtype: torch.dtype) -> tuple[torch.Ten
     units = torch.empty(min(step, B), n, d, dtype=g.dtype, device=x.device)
     both = torch.empty(min(step, B), n, n, dtype=g.dtype, device=x.device)
     for b in range(0, B, step):
-        xn, r = product_units(unit_vectors(x[b : b + step], g.dtype, out=units), sim_dtype)
+        rows = None if norms is None else norms[b : b + step]
+        xn, r = product_units(unit_vectors(x[b : b + step], g.dtype, out=units, norms=rows), sim_dtype)
         residual = torch.maximum(residual, r)
         gb = product_into(xn, xn.mT, g[b : b + step])
         gb.copy_(torch.maximum(gb, gb.mT, out=both[: gb.shape[0]]))
@@ -73,7 +76,7 @@ def _small_unit_gram(x: torch.Tensor, sim_dtype: torch.dtype) -> tuple[torch.Ten
 
 
 def similarity_graph(
-    x: torch.Tensor, valid: torch.Tensor, sim_dtype: torch.dtype = torch.float32
+    x: torch.Tensor, valid: torch.Tensor, sim_dtype: torch.dtype = torch.float32, norms: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, ErrorBound, torch.Tensor | None]:
     """x: [B, n, d] raw tokens, valid: [B] -> (W [B, n, n], its error bound, units [B, n, d] or None).
 
@@ -82,13 +85,13 @@ def similarity_graph(
     (``exact.py``). valid may be on the CPU (then nothing is read back from x's device).
     units: the float32 unit vectors of x where they were made whole (sets of more than
     _TILE tokens; None otherwise): the exact values of the pairs near a level are
-    computed from them (``exact.resolve_band_``).
+    computed from them (``exact.resolve_band_``). norms: optional [B, n] ``token_norms(x)``.
     """
     units = None
     if x.shape[1] <= _TILE:
-        W, residual = _small_unit_gram(x, sim_dtype)
+        W, residual = _small_unit_gram(x, sim_dtype, norms)
     else:
-        units = unit_vectors(x, unit_dtype(sim_dtype))
+        units = unit_vectors(x, unit_dtype(sim_dtype), norms=norms)
         xn, residual = product_units(units, sim_dtype)
         W = symmetric_gram(xn)
         del xn
@@ -225,6 +228,7 @@ def components_of_sets(
     max_matrix_bytes: int = 1 << 30,
     sim_dtype: torch.dtype = torch.float32,
     reads: HostReads = DATA_SIZED,
+    norms: torch.Tensor | None = None,
 ) -> SetComponents:
     """SCC of B token sets at once.
 
@@ -250,6 +254,8 @@ def components_of_sets(
     buffers and a fixed number of Borůvka rounds, with the same result unless
     ``unresolved`` says otherwise; representatives are then padded to n columns. Sets
     that go strip by strip are not sync-free.
+    norms: optional [B, n] ``exact.token_norms(x)`` when the caller has them (the unit
+    vectors then take them instead of computing them again).
     """
     B, n, _ = x.shape
     device = x.device
@@ -271,7 +277,7 @@ def components_of_sets(
         if not approximate and one_per_group:
             return _tiled_sets(x, valid_cpu, tau, False, epsilon, seed, None, sim_dtype, keep.cpu())
     sampled = to_device(sample_mask(sizes, n, epsilon, seed, group_cpu), device) if approximate else None
-    graph = _Graph.build(x, sizes, valid, sampled, sim_dtype, keep is not None, reads)
+    graph = _Graph.build(x, sizes, valid, sampled, sim_dtype, keep is not None, reads, norms)
     if keep is None:
         comps, degree, in_band = _threshold_search(graph, graph.W.new_full((B,), tau))
     else:
@@ -342,10 +348,11 @@ class _Graph:
         sim_dtype: torch.dtype,
         budget: bool,
         reads: HostReads,
+        norms: torch.Tensor | None = None,
     ) -> _Graph:
         """The graph of x [B, n, d] (``similarity_graph``, sizes as it takes them) and its band's size."""
         B, n, d = x.shape
-        W, bound, units = similarity_graph(x, sizes, sim_dtype)
+        W, bound, units = similarity_graph(x, sizes, sim_dtype, norms)
         exact = sim_dtype != torch.float64  # float64 products decide on their own
         capacity = reads.capacity(_band_room, B, n, d, sim_dtype, budget) if exact else None
         # Low-precision products: the wide band is narrowed by float32 values first.
