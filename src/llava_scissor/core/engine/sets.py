@@ -464,11 +464,19 @@ def _budget_by_band(
     """``_budget_search`` without sampling, data-sized: one spanning forest of W, then the cut on the band.
 
     1. The cut's levels from the products' spanning forest (``graph.budget_levels``).
-    2. The components above the band around them (one threshold search, reusing the
-       forest's row maxima), before the band changes W.
-    3. The band's pairs get their exact values (``_resolve_cut_band_``); the cut is
-       taken on the small graph of the components that band pairs join
+    2. One scan of W's upper triangle finds the band's pairs, counts each row's entries
+       above it and, with float32 products, lists the pairs above it where they are at
+       most ``exact._HIGH_PER_ROW`` per row; the components above the band are theirs
+       (``_components_of_pairs``), else one threshold search on W (reusing the forest's
+       row maxima) finds them, before the band changes W.
+    3. The band's pairs between two of those components get their exact values (with
+       low-precision products all of them, narrowed first: ``resolve_band_``); the cut
+       is taken on the small graph of the components that band pairs join
        (``tiled.cut_band_graph``, as the strip-by-strip path does), one group at a time.
+    4. With float32 products, the band's pairs inside one component join nothing and
+       decide only degrees: those within one bound of the exact cut get their exact
+       values, and the degrees are corrected where that moves a pair across the cut
+       (``_count_late_pairs_``).
 
     It is ``budget_components`` on the resolved W, without its second spanning forest:
     pairs above the band are joined by both, pairs below it can decide nothing, so the
