@@ -50,8 +50,8 @@ _TF32 = 2.0**-11
 # Pairs per canonical evaluation: [chunk, 2^ceil(log2 d)] float64 work buffers.
 _CANON_CHUNK = 256
 # Float64 rows per chunk of the certified canonical values (bytes). Small enough that
-# every buffer stays below the C library's largest threshold for fresh pages (32 MB):
-# larger ones are mapped and page-faulted anew on every call (about 0.3 ms per MB).
+# every buffer stays below the C library's largest threshold for reusing freed memory
+# (32 MB): larger ones are mapped, and page-faulted, anew on every call.
 _CANON_BYTES = 24 << 20
 _NORM_EPS = 1e-12  # torch.nn.functional.normalize's default
 
