@@ -536,10 +536,11 @@ def _compress_videos(
     N, d = videos[0].shape[1], videos[0].shape[2]
     frames = [int(v.shape[0]) for v in videos]
     reads = _host_reads(cfg, device)
-    if zero is None and not reads.sync_free:
-        zero = bool(_zero_flag(videos))
-    if not reads.sync_free and zero:  # a sync-free call learns it at its one read
-        return _with_zero_axis(videos, cfg)
+    if not reads.sync_free:  # a sync-free call learns it at its one read
+        if zero is None:
+            zero = bool(_zero_flag(videos))
+        if zero:
+            return _with_zero_axis(videos, cfg)
     plan = _make_plan(cfg, frames, N, dtype, reads)
     flags: dict[str, torch.Tensor] = {}
     if reads.sync_free:

@@ -131,8 +131,8 @@ def _assign(
             # frames, noise): float32 products for the rest cost less than narrowing.
             sim_dtype, tn, t_res = unit, t_units, t_res.new_zeros(())
             buf = torch.empty(k * chunk, dtype=unit, device=o.device)
-        rows = None if norms is None else norms[start:end]
-        c_units = unit_vectors(o[start:end], unit_buf.dtype, out=unit_buf, norms=rows)
+        c_norms = None if norms is None else norms[start:end]
+        c_units = unit_vectors(o[start:end], unit_buf.dtype, out=unit_buf, norms=c_norms)
         c, c_res = product_units(c_units, sim_dtype)
         sim = torch.mm(c, tn.mT, out=buf[: k * c.shape[0]].view(c.shape[0], k))  # [c, k]
         if padding is not None:

@@ -67,8 +67,8 @@ def _small_unit_gram(
     units = torch.empty(min(step, B), n, d, dtype=g.dtype, device=x.device)
     both = torch.empty(min(step, B), n, n, dtype=g.dtype, device=x.device)
     for b in range(0, B, step):
-        rows = None if norms is None else norms[b : b + step]
-        xn, r = product_units(unit_vectors(x[b : b + step], g.dtype, out=units, norms=rows), sim_dtype)
+        b_norms = None if norms is None else norms[b : b + step]
+        xn, r = product_units(unit_vectors(x[b : b + step], g.dtype, out=units, norms=b_norms), sim_dtype)
         residual = torch.maximum(residual, r)
         gb = product_into(xn, xn.mT, g[b : b + step])
         gb.copy_(torch.maximum(gb, gb.mT, out=both[: gb.shape[0]]))
@@ -509,7 +509,12 @@ def _budget_by_band(
     lo, hi = band_limits(levels, halfwidth, W.dtype)  # [B]: resolve_band_'s interval
     found: list[torch.Tensor] = []
     counts = torch.empty(B, W.shape[1], dtype=torch.int32, device=W.device)
+    unit = g.units is not None
     flat = (g.x if g.units is None else g.units).reshape(B * W.shape[1], -1)
+
+    def search_above() -> torch.Tensor:  # the components of W above the band, on the products
+        return threshold_components(W, hi, valid, first_best=first_best).labels
+
     late = None
     if refine is None:
         # Float32 products. The scan also lists the pairs above the band when they are
@@ -520,17 +525,16 @@ def _budget_by_band(
         in_band = resolve_band_(W, g.x, levels, halfwidth, pairs=found, above=counts, find_only=True, high=high)
         above = None
         if finite:
-            above = _components_of_pairs(high[0], B, W.shape[1]) if high else None
-            if above is None:  # W still holds the products: the search sees what the scan saw
-                above = threshold_components(W, hi, valid, first_best=first_best).labels
+            # W still holds the products: the search sees what the scan saw.
+            above = _components_of_pairs(high[0], B, W.shape[1]) if high else search_above()
             b, i, j = found[0].unbind(1)
             inside_one = above[b, i] == above[b, j]
             late = found[0][inside_one]
-            resolve_pairs_(W, flat, g.units is not None, found[0][~inside_one])
+            resolve_pairs_(W, flat, unit, found[0][~inside_one])
         else:
-            resolve_pairs_(W, flat, g.units is not None, found[0])
+            resolve_pairs_(W, flat, unit, found[0])
     else:
-        above = threshold_components(W, hi, valid, first_best=first_best).labels if finite else None
+        above = search_above() if finite else None
         in_band = resolve_band_(W, g.x, levels, halfwidth, refine=refine, units=g.units, pairs=found, above=counts)
     if above is not None:
         if relevels and g.fine is not None:  # the narrowed band, inside the wide one
@@ -539,10 +543,10 @@ def _budget_by_band(
         cut = _cut_groups(W, valid, keep, grp, above, found[0], lo, hi, counts)
         if cut is not None:
             if late is not None:
-                _count_late_pairs_(W, flat, g.units is not None, late, cut[0].cut_threshold, g.bound, cut[1])
+                _count_late_pairs_(W, flat, unit, late, cut[0].cut_threshold, g.bound, cut[1])
             return cut[0], cut[1], in_band
     if late is not None:
-        resolve_pairs_(W, flat, g.units is not None, late)  # the whole matrix decides: every pair exact
+        resolve_pairs_(W, flat, unit, late)  # the whole matrix decides: every pair exact
     return budget_components(W, valid, keep, group), None, in_band
 
 

@@ -507,10 +507,11 @@ def cut_band_graph(
     if levels is None:
         return None
     keep_t, cut_t = levels
-    ties = C - keep - sum(w > keep_t for w in forest)
+    strong = cv[picked] > keep_t
+    ties = C - keep - int(strong.sum())
     # Components strictly above keep_t (band edges above it; all joins of ties left out):
     # those of the forest's edges above it. Each is named by its smallest component id.
-    strong_tree = picked[cv[picked] > keep_t]
+    strong_tree = picked[strong]
     top = union_pairs(torch.arange(C, device=device), ca[strong_tree], cb[strong_tree])
     if ties > 0:
         top = _split_ties(top, ca, cb, cv.cpu(), keep_t, ties)
@@ -554,7 +555,7 @@ def _forest_edges(C: int, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         chosen = torch.unique(first[first < E])  # two trees may choose the same edge
         picked.append(chosen)
         parent = union_pairs(parent, a[chosen], b[chosen])
-    return torch.cat(picked).sort().values if picked else rank
+    return torch.cat(picked).sort().values if picked else torch.zeros(0, dtype=torch.int64, device=a.device)
 
 
 def _band_levels(
