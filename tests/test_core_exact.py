@@ -324,32 +324,60 @@ def test_merge_argmax_near_ties_are_canonical(monkeypatch, chunk, share):
     assert bool((raw[torch.float32] != raw[torch.bfloat16]).any())  # the raw products disagree
 
 
-def test_merge_takes_float32_after_a_small_bfloat16_chunk_when_most_rows_need_narrowing():
-    """Originals all near-tied between two targets: the bfloat16 products stop after the
-    first ``_PROBE_CHUNK`` originals (where most rows needed float32 products anyway), the
-    rest take float32 products; the assignment is the float32 one."""
-    from torch.overrides import TorchFunctionMode
+class _MergeProducts:
+    """Counts the originals that go through the merge step's products ``[m, d] @ [d, k]``, by dtype."""
 
-    merge_module = importlib.import_module("llava_scissor.core.engine.merge")
+    def __init__(self, shape: tuple[int, int]):
+        from torch.overrides import TorchFunctionMode
+
+        counter = self
+
+        class Mode(TorchFunctionMode):
+            def __torch_function__(self, func, types, args=(), kwargs=None):
+                if getattr(func, "__name__", None) == "mm" and args[1].shape == shape:
+                    counter.rows[args[0].dtype] = counter.rows.get(args[0].dtype, 0) + args[0].shape[0]
+                return func(*args, **(kwargs or {}))
+
+        self.rows: dict[torch.dtype, int] = {}
+        self.mode = Mode()
+
+
+def _near_tied_originals(targets: torch.Tensor, m: int, g: torch.Generator) -> torch.Tensor:
+    """[m, d] originals almost halfway between two of the targets."""
+    k = targets.shape[0]
+    a = torch.randint(0, k, (m,), generator=g)
+    b = (a + 1 + torch.randint(0, k - 1, (m,), generator=g)) % k
+    tn = unit_vectors(targets, torch.float32)
+    return tn[a] + tn[b] + 1e-5 * torch.randn(m, targets.shape[1], generator=g)
+
+
+def test_merge_keeps_bfloat16_products_when_near_ties_have_few_candidates():
+    """Every original near-tied between two targets: each has two candidates, whose float32
+    values (sampled, not a float32 row) narrow them, so all originals keep bfloat16
+    products; the assignment is the float32 one."""
     g = torch.Generator().manual_seed(3)
     targets = torch.randn(300, 64, generator=g)  # enough targets for bfloat16 products
-    a = torch.randint(0, 300, (900,), generator=g)
-    b = (a + 1 + torch.randint(0, 299, (900,), generator=g)) % 300
-    tn = unit_vectors(targets, torch.float32)
-    originals = tn[a] + tn[b] + 1e-5 * torch.randn(900, 64, generator=g)
-
-    class Products(TorchFunctionMode):
-        rows: dict[torch.dtype, int] = {}
-
-        def __torch_function__(self, func, types, args=(), kwargs=None):
-            if getattr(func, "__name__", None) == "mm" and args[1].shape == (64, 300):
-                self.rows[args[0].dtype] = self.rows.get(args[0].dtype, 0) + args[0].shape[0]
-            return func(*args, **(kwargs or {}))
-
-    with Products() as seen:
+    originals = _near_tied_originals(targets, 900, g)
+    seen = _MergeProducts((64, 300))
+    with seen.mode:
         _, assignment = merge_into([originals], [targets], torch.float32, torch.bfloat16)
-    assert seen.rows[torch.bfloat16] == merge_module._PROBE_CHUNK
-    assert seen.rows[torch.float32] >= 900 - merge_module._PROBE_CHUNK
+    assert seen.rows == {torch.bfloat16: 900}
+    assert torch.equal(assignment[0], merge_into([originals], [targets], torch.float32, torch.float32)[1][0])
+
+
+def test_merge_takes_float32_after_a_small_bfloat16_chunk_when_candidates_crowd():
+    """Targets closer to each other than bfloat16 rounding: every original has them all as
+    candidates, and narrowing them costs more than float32 products. The bfloat16 products
+    stop after the first ``_PROBE_CHUNK`` originals, the rest take float32 products; the
+    assignment is the float32 one."""
+    merge_module = importlib.import_module("llava_scissor.core.engine.merge")
+    g = torch.Generator().manual_seed(4)
+    targets = torch.randn(1, 64, generator=g) + 2e-2 * torch.randn(300, 64, generator=g)
+    originals = _near_tied_originals(targets, 400, g)
+    seen = _MergeProducts((64, 300))
+    with seen.mode:
+        _, assignment = merge_into([originals], [targets], torch.float32, torch.bfloat16)
+    assert seen.rows == {torch.bfloat16: merge_module._PROBE_CHUNK, torch.float32: 400 - merge_module._PROBE_CHUNK}
     assert torch.equal(assignment[0], merge_into([originals], [targets], torch.float32, torch.float32)[1][0])
 
 

@@ -94,7 +94,7 @@ def test_band_narrowing_sampled_or_dense_gives_the_float32_output(monkeypatch, s
     # float32 product (a dense band); either way the decisions are the canonical ones.
     from llava_scissor.core.engine import exact
 
-    monkeypatch.setattr(exact, "_SAMPLED_COST", sampled_cost)
+    monkeypatch.setattr(exact, "SAMPLED_COST", sampled_cost)
     g = torch.Generator().manual_seed(1)
     protos = torch.randn(6, 48, generator=g)
     # Tokens near a few prototypes: many pairs crowd near the levels, the band is dense.

@@ -42,6 +42,7 @@ __all__ = [
     "apriori_halfwidth",
     "resolve_band_",
     "resolve_pairs_",
+    "SAMPLED_COST",
 ]
 
 _U32 = 2.0**-24  # unit roundoff of float32
@@ -310,12 +311,14 @@ def product_units(u: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, to
     rows, d = low.reshape(-1, low.shape[-1]).shape
     flat_u, flat_low = u.reshape(rows, d), low.reshape(rows, d)
     # Row blocks through one small buffer: whole-size temporaries would cost more in
-    # fresh pages than the subtraction itself.
+    # fresh pages than the subtraction itself. The rounded rows are widened into it
+    # first: a subtraction of mixed dtypes runs about half as fast.
     buf = torch.empty(min(rows, _CANON_CHUNK), d, dtype=u.dtype, device=u.device)
     norms = torch.empty(rows, dtype=u.dtype, device=u.device)
     for s in range(0, rows, buf.shape[0]):
         e = min(rows, s + buf.shape[0])
-        r = torch.sub(flat_u[s:e], flat_low[s:e], out=buf[: e - s])  # exact: low is u rounded
+        r = buf[: e - s].copy_(flat_low[s:e])
+        torch.sub(flat_u[s:e], r, out=r)  # exact: low is u rounded
         torch.linalg.vector_norm(r, dim=-1, out=norms[s:e])
     return low, norms.amax() if rows else u.new_zeros(())
 
@@ -567,7 +570,7 @@ def _band_pairs(
 # entries of a dense float32 product (measured on CPU at d = 896 and 3584). A band that
 # holds more than that share of a graph's pairs (i < j, half the matrix) is narrowed from
 # the dense product's upper triangle.
-_SAMPLED_COST = 16
+SAMPLED_COST = 16
 
 
 def _float32_band_values(
@@ -579,7 +582,7 @@ def _float32_band_values(
     float32 bound of the canonical value (any summation order), which is all
     ``resolve_band_``'s narrowing needs."""
     graphs, counts = torch.unique(b, return_counts=True)  # data-sized path: reads are fine
-    dense = 2 * counts * _SAMPLED_COST >= n * n
+    dense = 2 * counts * SAMPLED_COST >= n * n
     if not bool(dense.any()):
         return float32_similarity(flat, b * n + i, flat, b * n + j, unit)
     out = torch.empty(b.shape[0], dtype=torch.float32, device=flat.device)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .exact import canonical_similarity, error_bound, product_units, unit_vectors
+from .exact import SAMPLED_COST, canonical_similarity, error_bound, float32_similarity, product_units, unit_vectors
 from .gram import unit_dtype
 from .products import product_dtype
 from .reads import DATA_SIZED, HostReads
@@ -23,9 +23,11 @@ _MERGE_CHUNK = 1024
 # Fewer targets than this take float32 products (the same assignment): bfloat16 ones
 # would save less than the rounding of every original costs.
 _BF16_MIN_TARGETS = 256
-# Data-sized merge with low-precision products: once more than this share of the
-# originals so far had to be narrowed by float32 products, the rest take float32
-# products (the same assignment; a narrowed original costs a float32 product anyway).
+# Data-sized merge with low-precision products: once narrowing the near-tied originals
+# so far has cost more than this share of the float32 products of all the originals so
+# far (in entries of a float32 product: a row narrowed densely costs one row, a sampled
+# candidate pair ``SAMPLED_COST`` entries), the rest take float32 products (the same
+# assignment; where candidates are that many, float32 products cost less than narrowing).
 _NARROWED_SHARE = 0.5
 # ... and with low-precision products the first chunk is this many originals: where most
 # rows need narrowing (near-duplicate frames) the switch comes after a small chunk, not
@@ -121,14 +123,14 @@ def _assign(
     a = torch.empty(m, dtype=torch.int64, device=o.device)
     unresolved = torch.zeros((), dtype=torch.bool, device=o.device)
     near: list[tuple[torch.Tensor, torch.Tensor]] = []  # data-sized: (candidate target, original) pairs
-    narrowed = 0  # originals whose low-precision products were narrowed in float32
+    narrowed = 0  # the cost of narrowing low-precision products so far (entries of a float32 product)
     fine_bound = error_bound(o.shape[1], unit, o.device, 0.0).base.float()  # of float32 products
     first = min(chunk, _PROBE_CHUNK) if sim_dtype != unit and not reads.sync_free else chunk
     starts = [0, *range(first, m, chunk)] if m else []
     for start, end in zip(starts, [*starts[1:], m]):
-        if sim_dtype != unit and narrowed > _NARROWED_SHARE * start:
-            # Most originals have near-tied targets at low precision (near-duplicate
-            # frames, noise): float32 products for the rest cost less than narrowing.
+        if sim_dtype != unit and narrowed > _NARROWED_SHARE * start * k:
+            # Originals have many near-tied targets at low precision (targets closer to
+            # each other than the rounding): float32 products for the rest cost less.
             sim_dtype, tn, t_res = unit, t_units, t_res.new_zeros(())
             buf = torch.empty(k * chunk, dtype=unit, device=o.device)
         c_norms = None if norms is None else norms[start:end]
@@ -150,10 +152,10 @@ def _assign(
                 best, over = _exact_argmax(sim.T, floor, best, t_units, c_units, room, c_home)
                 unresolved = unresolved | over
             else:
-                # Low-precision products: their near rows are narrowed by float32 products first.
+                # Low-precision products: their near rows are narrowed by float32 values first.
                 fine = (c_units, t_units, fine_bound, padding) if sim.dtype != unit else None
-                ti, rows, decided = _candidates(sim, best_w, best, floor, fine)
-                narrowed += rows.shape[0] if sim.dtype != unit else 0
+                ti, rows, decided, cost = _candidates(sim, best_w, best, floor, fine)
+                narrowed += cost
                 best[rows[decided[0]]] = decided[1]
                 near.append((ti, rows[decided[2]] + start))
         else:
@@ -173,39 +175,48 @@ def _candidates(
     best: torch.Tensor,
     floor: torch.Tensor,
     fine: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor], int]:
     """The rows of sim [c, k] (row maxima best_w at best: [c]) with more than one target at
-    or above their floor [c] -> (ti, rows, (decided, winner, q)): those rows, the candidate
-    pairs (target ti[p], row rows[q[p]]) and the rows[decided] that float32 products
-    decided (their best target: winner). Host reads.
+    or above their floor [c] -> (ti, rows, (decided, winner, q), cost): those rows, the
+    candidate pairs (target ti[p], row rows[q[p]]), the rows[decided] that float32 values
+    decided (their best target: winner) and what narrowing cost (entries of a float32
+    product; 0 without ``fine``). Host reads.
 
     A row has more than one candidate where its runner-up (the maximum with the best
     masked out, two row passes: several times faster than a top-2 or a count) reaches
     the floor; only those rows, a few per cent, are compared again. fine: for
     low-precision products, (float32 unit vectors of the rows [c, d] and of the targets
-    [k, d], the float32 bound, the padded targets [1, k] or None): the rows' float32
-    products narrow the candidates to those within two float32 bounds of the row's
-    float32 maximum (which holds the canonical best); a row left with one is decided.
+    [k, d], the float32 bound, the padded targets [1, k] or None): the candidates'
+    float32 values narrow them to those within two float32 bounds of the row's largest
+    one (the canonical best is a candidate, and its float32 value is within two bounds of
+    every other candidate's); a row left with one is decided.
     """
-    at = best[:, None]
-    sim.scatter_(1, at, _NEG_INF)
+    # Flat index writes: ``scatter_`` copies a whole bfloat16 matrix (not a float32 one).
+    flat, at = sim.view(-1), torch.arange(sim.shape[0], device=sim.device) * sim.shape[1] + best
+    flat.index_fill_(0, at, _NEG_INF)
     second = sim.amax(dim=1)  # no indices: several times faster than max
-    sim.scatter_(1, at, best_w[:, None])
+    flat.index_copy_(0, at, best_w)
     rows = (second.float() >= floor).nonzero().squeeze(1)
+    q, ti = (sim[rows] >= floor[rows][:, None]).nonzero().unbind(1)
     if fine is None:
-        q, ti = (sim[rows] >= floor[rows][:, None]).nonzero().unbind(1)
         none = rows[:0]
-        return ti, rows, (none, none, q)
+        return ti, rows, (none, none, q), 0
     units, targets, bound, padding = fine
-    f = units[rows] @ targets.T  # [q, k] float32
-    if padding is not None:
-        f.masked_fill_(padding, _NEG_INF)
-    top_w, top = f.max(dim=1)
-    cand = f >= (top_w - 2 * bound)[:, None]
-    single = cand.sum(dim=1) == 1
-    q, ti = (cand & ~single[:, None]).nonzero().unbind(1)
-    decided = single.nonzero().squeeze(1)
-    return ti, rows, (decided, top[decided], q)
+    R, k = rows.shape[0], sim.shape[1]
+    if R * k <= SAMPLED_COST * ti.shape[0]:
+        # Candidates crowd the rows: their float32 values from a dense product of the rows.
+        f = units[rows] @ targets.T  # [R, k] float32
+        if padding is not None:
+            f.masked_fill_(padding, _NEG_INF)
+        values, cost = f[q, ti], R * k
+    else:
+        values, cost = float32_similarity(units, rows[q], targets, ti, unit=True), SAMPLED_COST * ti.shape[0]
+    top = torch.full((R,), _NEG_INF, device=values.device).scatter_reduce_(0, q, values, "amax")
+    near = values >= (top - 2 * bound)[q]
+    left = torch.zeros(R, dtype=torch.int64, device=values.device).index_add_(0, q, near.to(torch.int64))
+    alone = near & (left == 1)[q]  # the one candidate left in its row
+    still = near & ~alone
+    return ti[still], rows, (q[alone], ti[alone], q[still]), cost
 
 
 def _decide_near_ties_(
