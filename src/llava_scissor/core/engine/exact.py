@@ -211,7 +211,11 @@ def _certified_canonical(
 
     def rows64(x: torch.Tensor, rows: torch.Tensor, at: int) -> torch.Tensor:
         r = rows.shape[0]
-        return wide[at : at + r].copy_(_units_of_rows(x, rows, unit, out=narrow[at:]))
+        if unit or x.dtype != torch.float32:
+            return wide[at : at + r].copy_(_units_of_rows(x, rows, unit, out=narrow[at:]))
+        # Raw float32 rows are divided straight into the float64 buffer: the quotient is
+        # taken in float32 (the inputs' dtype), as unit_vectors takes it, and widened exactly.
+        return unit_vectors(torch.index_select(x, 0, rows, out=narrow[at : at + r]), torch.float32, out=wide[at:])
 
     v = torch.empty(P, dtype=torch.float64, device=a.device)
     for s in range(0, P, C):
