@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import itertools
 
 import pytest
 import torch
@@ -464,10 +465,10 @@ def test_products_moved_within_their_bound_decide_alike(monkeypatch):
     graph, count_late = sets_module.similarity_graph, sets_module._count_late_pairs_
     crossings = []
 
-    def spy(W, flat, unit, late, cut_t, bound, degree):
+    def spy(W, flat, unit, late, cut_t, bound, degree, rep_only=None):
         b, i, j = late.unbind(1)
         before = W[b, i, j] > cut_t[b]
-        count_late(W, flat, unit, late, cut_t, bound, degree)
+        count_late(W, flat, unit, late, cut_t, bound, degree, rep_only)
         crossings.append(int((before != (W[b, i, j] > cut_t[b])).sum()))
 
     def moved(seed):
@@ -495,9 +496,42 @@ def test_products_moved_within_their_bound_decide_alike(monkeypatch):
             with monkeypatch.context() as m:
                 m.setattr(sets_module, "similarity_graph", moved(seed))
                 got = components_of_sets(x, torch.tensor(valid), **args)
+                # Degrees exact only where they pick a representative: the rest is the same.
+                rep_only = components_of_sets(x, torch.tensor(valid), exact_degrees=False, **args)
             for name in ("labels", "count", "degree", "representatives", "keep_threshold", "cut_threshold"):
                 assert torch.equal(getattr(got, name), getattr(want, name)), (seed, keep, name)
+                if name != "degree":
+                    assert torch.equal(getattr(rep_only, name), getattr(want, name)), (seed, keep, name)
     assert sum(crossings) > 0, "no pair near the cut moved across it: the late count went untested"
+
+
+def test_degrees_for_representatives_only_spare_canonical_values_and_pick_the_same(monkeypatch):
+    """``exact_degrees=False``: the pairs near the cut inside components whose
+    highest-degree member they cannot change keep their products' values (fewer
+    canonical values), and the labels and representatives are the exact call's, with
+    products moved anywhere within their bound (a wrongly skipped pair would show)."""
+    sets_module = importlib.import_module("llava_scissor.core.engine.sets")
+    exact = importlib.import_module("llava_scissor.core.engine.exact")
+    resolve = exact.resolve_pairs_
+    resolved: list[int] = []
+
+    def counting(W, flat, unit, pairs):
+        resolved.append(pairs.shape[0])
+        return resolve(W, flat, unit, pairs)
+
+    monkeypatch.setattr(sets_module, "resolve_pairs_", counting)
+    totals = {}
+    for exact_degrees in (True, False):
+        resolved.clear()
+        x = torch.stack([near_tau_tokens(300, 32, 0.8, s) for s in range(4)])
+        sc = components_of_sets(
+            x, torch.tensor([300] * 4), tau=0.0, keep=torch.tensor([100, 60, 150, 30]), exact_degrees=exact_degrees
+        )
+        totals[exact_degrees] = (sum(resolved), sc)
+    (n_exact, want), (n_reps, got) = totals[True], totals[False]
+    assert n_reps < n_exact
+    for name in ("labels", "count", "representatives", "keep_threshold", "cut_threshold"):
+        assert torch.equal(getattr(got, name), getattr(want, name)), name
 
 
 @pytest.mark.parametrize("rows", [1024, 64, 7])
@@ -602,3 +636,65 @@ def test_band_graph_cut_equals_the_cut_of_the_resolved_matrix(seed, dtype, monke
         for name in ("labels", "count", "degree", "representatives", "keep_threshold", "cut_threshold"):
             assert torch.equal(getattr(fast, name), getattr(whole, name)), (keep, name)
     assert len(tried) == 2, "the band graph was not tried on the cuts inside the sets"
+
+
+def _representatives(degree: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor) -> dict:
+    """{(graph, component): its member of highest degree, then smallest index}, by a loop."""
+    out: dict = {}
+    for b in range(degree.shape[0]):
+        for i in range(int(valid[b])):
+            key, c = (int(degree[b, i]), -i), (b, int(labels[b, i]))
+            if c not in out or key > out[c][0]:
+                out[c] = (key, i)
+    return {c: v[1] for c, v in out.items()}
+
+
+def test_a_representative_called_decided_survives_every_side_of_its_uncertain_pairs():
+    """``sets._may_move_representatives`` is sound: on small random graphs, every
+    component it leaves out (decided) keeps its representative (highest degree, then
+    smallest index) for every side of the cut its uncertain pairs can take, and the
+    pairs it keeps are exactly those of the other components."""
+    sets_module = importlib.import_module("llava_scissor.core.engine.sets")
+    g = torch.Generator().manual_seed(0)
+    B, n = 2, 7
+    decided_seen = undecided_seen = 0
+    for _ in range(60):
+        valid = torch.tensor([n, n - 2])
+        labels = torch.randint(0, 3, (B, n), generator=g)
+        labels[1, n - 2 :] = 0  # padding
+        pairs = []
+        for b in range(B):
+            for i in range(int(valid[b])):
+                for j in range(i + 1, int(valid[b])):
+                    if labels[b, i] == labels[b, j] and torch.rand((), generator=g) < 0.3:
+                        pairs.append((b, i, j))
+        if not pairs:
+            continue
+        pairs_t = torch.tensor(pairs)
+        before = torch.rand(len(pairs), generator=g) < 0.5
+        base = torch.randint(1, 4, (B, n), generator=g)
+        base[1, n - 2 :] = 9  # padding ranks nowhere, whatever its degree
+        degree = base.clone()
+        for (b, i, j), above in zip(pairs, before.tolist()):
+            degree[b, i] += above
+            degree[b, j] += above
+        undecided = sets_module._may_move_representatives(pairs_t, before, degree, labels, valid)
+
+        comp_of = [(b, int(labels[b, i])) for b, i, _ in pairs]
+        for c in set(comp_of):
+            mine = [p for p, cc in enumerate(comp_of) if cc == c]
+            flags = {bool(undecided[p]) for p in mine}
+            assert len(flags) == 1  # a component's pairs are kept or left out together
+            if flags == {True}:
+                undecided_seen += 1
+                continue
+            decided_seen += 1
+            for sides in itertools.product((False, True), repeat=len(mine)):
+                deg = base.clone()
+                for p, above in enumerate(before.tolist()):
+                    side = sides[mine.index(p)] if p in mine else above
+                    b, i, j = pairs[p]
+                    deg[b, i] += side
+                    deg[b, j] += side
+                assert _representatives(deg, labels, valid)[c] == _representatives(degree, labels, valid)[c]
+    assert decided_seen > 20 and undecided_seen > 20

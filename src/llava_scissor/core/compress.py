@@ -328,6 +328,7 @@ def _spatial_step(plan: _Plan, x_all: torch.Tensor, frames: list[int], norms: to
         sim_dtype=plan.sim_dtype,
         reads=plan.reads,
         norms=norms,
+        exact_degrees=False,  # only the labels and representatives are taken
     )
     per_frame = sc.count  # [sum F]
     offsets = per_frame.cumsum(0) - per_frame
@@ -392,6 +393,7 @@ def _temporal_step(plan: _Plan, spatial: list[torch.Tensor], counts: list[torch.
         max_matrix_bytes=cfg.max_matrix_bytes,
         sim_dtype=plan.sim_dtype,
         reads=plan.reads,
+        exact_degrees=False,  # only the labels and representatives are taken
     )
     s_sizes = s_len.tolist()  # a host tensor: no device read
     sizes: list[int] | None

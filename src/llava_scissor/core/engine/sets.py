@@ -200,7 +200,8 @@ class SetComponents:
     """Ordered components of B token sets (see ``components_of_sets``).
 
     labels: [B, n] int64 in [0, count[b]); representatives: [B, Cmax] int64 (-1 padded);
-    count: [B]; degree: [B, n]; keep_threshold / cut_threshold: [B] (see graph.Components).
+    count: [B]; degree: [B, n] (see ``components_of_sets``'s ``exact_degrees``);
+    keep_threshold / cut_threshold: [B] (see graph.Components).
     unresolved: [] bool, True when a sync-free call found more pairs near a decision
     level than its buffers hold (the result may then differ from the canonical one:
     call again data-sized); always False otherwise.
@@ -229,6 +230,7 @@ def components_of_sets(
     sim_dtype: torch.dtype = torch.float32,
     reads: HostReads = DATA_SIZED,
     norms: torch.Tensor | None = None,
+    exact_degrees: bool = True,
 ) -> SetComponents:
     """SCC of B token sets at once.
 
@@ -256,6 +258,11 @@ def components_of_sets(
     that go strip by strip are not sync-free.
     norms: optional [B, n] ``exact.token_norms(x)`` when the caller has them (the unit
     vectors then take them instead of computing them again).
+    exact_degrees: False when the caller takes the labels and representatives only: a
+    budget's degrees may then be off where they cannot change a representative (pairs
+    inside a component that lie within the bound of the cut and could not move its
+    highest-degree member keep their products' side of it), which spares their
+    canonical values. The labels and representatives are the same either way.
     """
     B, n, _ = x.shape
     device = x.device
@@ -281,7 +288,7 @@ def components_of_sets(
     if keep is None:
         comps, degree, in_band = _threshold_search(graph, graph.W.new_full((B,), tau))
     else:
-        comps, degree, in_band = _budget_search(graph, keep, group)
+        comps, degree, in_band = _budget_search(graph, keep, group, exact_degrees)
     if degree is None:
         # Degree = row count of the adjacency, self included (the diagonal is always in A).
         degree = degrees(graph.W, comps.cut_threshold)
@@ -432,13 +439,13 @@ def _threshold_search(g: _Graph, tau: torch.Tensor) -> tuple[Components, torch.T
 
 
 def _budget_search(
-    g: _Graph, keep: torch.Tensor, group: torch.Tensor | None
+    g: _Graph, keep: torch.Tensor, group: torch.Tensor | None, exact_degrees: bool = True
 ) -> tuple[Components, torch.Tensor | None, torch.Tensor]:
     """Exactly keep[g] components per group of sets (single-linkage cut) -> (components,
     degrees if the search counted them, pairs in the band)."""
     sampled = g.sampled
     if g.bound is not None and sampled is None and g.capacity is None:
-        return _budget_by_band(g, keep, group)
+        return _budget_by_band(g, keep, group, exact_degrees)
 
     def cut_edges() -> torch.Tensor:
         return g.W if sampled is None else drop_unsampled_(g.W.clone(), sampled)
@@ -459,7 +466,7 @@ def _budget_search(
 
 
 def _budget_by_band(
-    g: _Graph, keep: torch.Tensor, group: torch.Tensor | None
+    g: _Graph, keep: torch.Tensor, group: torch.Tensor | None, exact_degrees: bool = True
 ) -> tuple[Components, torch.Tensor | None, torch.Tensor]:
     """``_budget_search`` without sampling, data-sized: one spanning forest of W, then the cut on the band.
 
@@ -475,8 +482,9 @@ def _budget_by_band(
        (``tiled.cut_band_graph``, as the strip-by-strip path does), one group at a time.
     4. With float32 products, the band's pairs inside one component join nothing and
        decide only degrees: those within one bound of the exact cut get their exact
-       values, and the degrees are corrected where that moves a pair across the cut
-       (``_count_late_pairs_``).
+       values (without ``exact_degrees``, only those that could change a component's
+       representative), and the degrees are corrected where that moves a pair across
+       the cut (``_count_late_pairs_``).
 
     It is ``budget_components`` on the resolved W, without its second spanning forest:
     pairs above the band are joined by both, pairs below it can decide nothing, so the
@@ -543,7 +551,8 @@ def _budget_by_band(
         cut = _cut_groups(W, valid, keep, grp, above, found[0], lo, hi, counts)
         if cut is not None:
             if late is not None:
-                _count_late_pairs_(W, flat, unit, late, cut[0].cut_threshold, g.bound, cut[1])
+                rep_only = None if exact_degrees else (cut[0].labels, valid)
+                _count_late_pairs_(W, flat, unit, late, cut[0].cut_threshold, g.bound, cut[1], rep_only)
             return cut[0], cut[1], in_band
     if late is not None:
         resolve_pairs_(W, flat, unit, late)  # the whole matrix decides: every pair exact
@@ -566,19 +575,24 @@ def _count_late_pairs_(
     cut_t: torch.Tensor,
     bound: ErrorBound,
     degree: torch.Tensor | None,
+    rep_only: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> None:
     """Step 4 of ``_budget_by_band``: the band pairs that kept their products' values
     (late: [P, 3], (b, i, j) inside one component above the band) decide only degrees,
     whether they lie above the cut (cut_t: [B], exact). Those within one bound of it get
     their canonical values (in W, from which degrees are counted when ``degree`` is
     None); degree ([B, n], counted on the products' values) is corrected in place where
-    that moves a pair across the cut.
+    that moves a pair across the cut. rep_only: (labels [B, n] of the cut's components,
+    valid [B]) when only the representatives need exact degrees: then only the pairs of
+    components whose highest-degree member they could change are resolved.
     """
     b, i, j = late.unbind(1)
     product = W[b, i, j]
     near = (product.double() - cut_t[b].double()).abs() <= bound.at(cut_t)[b]
-    pairs = late[near]
-    before = product[near] > cut_t[pairs[:, 0]]
+    pairs, before = late[near], (product > cut_t[b])[near]
+    if rep_only is not None and degree is not None:
+        undecided = _may_move_representatives(pairs, before, degree, *rep_only)
+        pairs, before = pairs[undecided], before[undecided]
     resolve_pairs_(W, flat, unit, pairs)
     if degree is None:
         return
@@ -588,6 +602,40 @@ def _count_late_pairs_(
     flat_degree = degree.view(-1)
     flat_degree.index_add_(0, b * n + i, change)
     flat_degree.index_add_(0, b * n + j, change)
+
+
+def _may_move_representatives(
+    pairs: torch.Tensor, before: torch.Tensor, degree: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor
+) -> torch.Tensor:
+    """pairs: [P, 3] (b, i, j) inside one component each, whose side of the cut is
+    uncertain (before: [P] bool, the products' side); degree: [B, n] counted on those
+    sides; labels: [B, n] components; valid: [B] -> [P] bool: the pairs of components
+    whose representative (highest degree, then smallest index: ``order_components``)
+    their canonical values could change.
+
+    Each such pair may add or remove one neighbour at both its ends, so a member's true
+    degree lies between its count less the uncertain pairs counted above the cut and its
+    count plus those counted below. A component is decided when its member with the
+    highest lower end ranks above every other member's upper end.
+    """
+    B, n = degree.shape
+    b, i, j = pairs.unbind(1)
+    ends = torch.cat([b * n + i, b * n + j])
+    counted = before.to(torch.int64).repeat(2)
+    down = torch.zeros(B * n, dtype=torch.int64, device=degree.device).index_add_(0, ends, counted)
+    up = torch.zeros(B * n, dtype=torch.int64, device=degree.device).index_add_(0, ends, 1 - counted)
+    idx = torch.arange(n, device=degree.device)
+    real = (idx < to_device(valid, degree.device)[:, None]).reshape(-1)
+    order = (n - 1 - idx).repeat(B)  # ties: the smaller index ranks higher
+    deg = degree.reshape(-1).to(torch.int64)
+    low = torch.where(real, (deg - down) * n + order, -1)
+    high = torch.where(real, (deg + up) * n + order, -1)
+    comp = (labels + torch.arange(B, device=degree.device)[:, None] * n).reshape(-1)
+    top = torch.full((B * n,), -1, dtype=torch.int64, device=degree.device).scatter_reduce_(0, comp, low, "amax")
+    leader = low == top[comp]  # one member per component: the ranks are distinct
+    rival = torch.where(leader, -1, high)
+    best_rival = torch.full_like(top, -1).scatter_reduce_(0, comp, rival, "amax")
+    return (top <= best_rival)[comp[b * n + i]]
 
 
 def _cut_groups(
