@@ -314,10 +314,12 @@ def product_units(u: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, to
     low = u.to(dtype)
     rows, d = low.reshape(-1, low.shape[-1]).shape
     flat_u, flat_low = u.reshape(rows, d), low.reshape(rows, d)
-    # Row blocks through one small buffer: whole-size temporaries would cost more in
-    # fresh pages than the subtraction itself. The rounded rows are widened into it
-    # first: a subtraction of mixed dtypes runs about half as fast.
-    buf = torch.empty(min(rows, _CANON_CHUNK), d, dtype=u.dtype, device=u.device)
+    # Row blocks through one small buffer (about 1 MB: it stays in cache between the
+    # three passes): whole-size temporaries would cost more in fresh pages than the
+    # subtraction itself. The rounded rows are widened into it first: a subtraction of
+    # mixed dtypes runs about half as fast.
+    block = max(1, min(rows, _CANON_CHUNK, (1 << 20) // (d * u.element_size())))
+    buf = torch.empty(block, d, dtype=u.dtype, device=u.device)
     norms = torch.empty(rows, dtype=u.dtype, device=u.device)
     for s in range(0, rows, buf.shape[0]):
         e = min(rows, s + buf.shape[0])
