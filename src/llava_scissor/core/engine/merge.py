@@ -188,8 +188,9 @@ def _candidates(
     low-precision products, (float32 unit vectors of the rows [c, d] and of the targets
     [k, d], the float32 bound, the padded targets [1, k] or None): the candidates'
     float32 values narrow them to those within two float32 bounds of the row's largest
-    one (the canonical best is a candidate, and its float32 value is within two bounds of
-    every other candidate's); a row left with one is decided.
+    one (the canonical best is a candidate, and its float32 value is at least any other
+    candidate's less two bounds, as is that of every target tied with it); a row left with
+    one is decided.
     """
     # Flat index writes: ``scatter_`` copies a whole bfloat16 matrix (not a float32 one).
     flat, at = sim.view(-1), torch.arange(sim.shape[0], device=sim.device) * sim.shape[1] + best
