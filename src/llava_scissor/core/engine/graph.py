@@ -40,7 +40,15 @@ import torch
 from .gram import transposed
 from .reads import DATA_SIZED, SYNC_FREE, HostReads
 
-__all__ = ["Components", "threshold_components", "budget_components", "budget_levels", "order_components", "rounds"]
+__all__ = [
+    "Components",
+    "threshold_components",
+    "budget_components",
+    "budget_levels",
+    "order_components",
+    "member_rank",
+    "rounds",
+]
 
 _NEG_INF = float("-inf")
 
@@ -409,6 +417,16 @@ def budget_components(
     return Components(labels, count, keep_t[group], cut_t[group])
 
 
+def member_rank(degree: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """degree: [B, n] int, valid: [B] -> [B, n] int64: how a component's members rank for
+    its representative (higher first): by degree, then by smaller index; -1 for padding.
+    Distinct within a graph, so each component's highest is one member."""
+    n = degree.shape[1]
+    idx = torch.arange(n, device=degree.device)
+    real = idx < valid[:, None]
+    return torch.where(real, degree.to(torch.int64) * n + (n - 1 - idx), -1)
+
+
 def order_components(
     comps: Components, degree: torch.Tensor, valid: torch.Tensor, reads: HostReads = DATA_SIZED
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -427,8 +445,7 @@ def order_components(
     c_max = reads.read(n, lambda: int(count.max()) if B else 0)
     idx = torch.arange(n, device=device)
     real = idx < valid[:, None]
-    # One int64 score orders members by (degree desc, index asc).
-    score = torch.where(real, degree.to(torch.int64) * n + (n - 1 - idx), -1)
+    score = member_rank(degree, valid)
     slot = torch.where(real, labels, c_max)  # padding goes to a spare slot
     best = torch.full((B, c_max + 1), -1, dtype=torch.int64, device=device)
     best.scatter_reduce_(1, slot, score, "amax")

@@ -123,12 +123,12 @@ def _assign(
     a = torch.empty(m, dtype=torch.int64, device=o.device)
     unresolved = torch.zeros((), dtype=torch.bool, device=o.device)
     near: list[tuple[torch.Tensor, torch.Tensor]] = []  # data-sized: (candidate target, original) pairs
-    narrowed = 0  # the cost of narrowing low-precision products so far (entries of a float32 product)
+    narrowing_cost = 0  # of the low-precision products so far, in entries of a float32 product
     fine_bound = error_bound(o.shape[1], unit, o.device, 0.0).base.float()  # of float32 products
     first = min(chunk, _PROBE_CHUNK) if sim_dtype != unit and not reads.sync_free else chunk
     starts = [0, *range(first, m, chunk)] if m else []
     for start, end in zip(starts, [*starts[1:], m]):
-        if sim_dtype != unit and narrowed > _NARROWED_SHARE * start * k:
+        if sim_dtype != unit and narrowing_cost > _NARROWED_SHARE * start * k:
             # Originals have many near-tied targets at low precision (targets closer to
             # each other than the rounding): float32 products for the rest cost less.
             sim_dtype, tn, t_res = unit, t_units, t_res.new_zeros(())
@@ -153,9 +153,9 @@ def _assign(
                 unresolved = unresolved | over
             else:
                 # Low-precision products: their near rows are narrowed by float32 values first.
-                fine = (c_units, t_units, fine_bound, padding) if sim.dtype != unit else None
+                fine = (c_units, t_units, fine_bound) if sim.dtype != unit else None
                 ti, rows, decided, cost = _candidates(sim, best_w, best, floor, fine)
-                narrowed += cost
+                narrowing_cost += cost
                 best[rows[decided[0]]] = decided[1]
                 near.append((ti, rows[decided[2]] + start))
         else:
@@ -174,7 +174,7 @@ def _candidates(
     best_w: torch.Tensor,
     best: torch.Tensor,
     floor: torch.Tensor,
-    fine: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None,
+    fine: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor], int]:
     """The rows of sim [c, k] (row maxima best_w at best: [c]) with more than one target at
     or above their floor [c] -> (ti, rows, (decided, winner, q), cost): those rows, the
@@ -186,11 +186,11 @@ def _candidates(
     masked out, two row passes: several times faster than a top-2 or a count) reaches
     the floor; only those rows, a few per cent, are compared again. fine: for
     low-precision products, (float32 unit vectors of the rows [c, d] and of the targets
-    [k, d], the float32 bound, the padded targets [1, k] or None): the candidates'
-    float32 values narrow them to those within two float32 bounds of the row's largest
-    one (the canonical best is a candidate, and its float32 value is at least any other
-    candidate's less two bounds, as is that of every target tied with it); a row left with
-    one is decided.
+    [k, d], the float32 bound): the candidates' float32 values narrow them to those
+    within two float32 bounds of the row's largest one (the canonical best is a
+    candidate, and its float32 value is at least any other candidate's less two bounds,
+    as is that of every target tied with it); a row left with one is decided. A padded
+    target is never a candidate: its product is -inf, below any finite floor.
     """
     # Flat index writes: ``scatter_`` copies a whole bfloat16 matrix (not a float32 one).
     flat, at = sim.view(-1), torch.arange(sim.shape[0], device=sim.device) * sim.shape[1] + best
@@ -202,14 +202,11 @@ def _candidates(
     if fine is None:
         none = rows[:0]
         return ti, rows, (none, none, q), 0
-    units, targets, bound, padding = fine
+    units, targets, bound = fine
     R, k = rows.shape[0], sim.shape[1]
     if R * k <= SAMPLED_COST * ti.shape[0]:
         # Candidates crowd the rows: their float32 values from a dense product of the rows.
-        f = units[rows] @ targets.T  # [R, k] float32
-        if padding is not None:
-            f.masked_fill_(padding, _NEG_INF)
-        values, cost = f[q, ti], R * k
+        values, cost = (units[rows] @ targets.T)[q, ti], R * k
     else:
         values, cost = float32_similarity(units, rows[q], targets, ti, unit=True), SAMPLED_COST * ti.shape[0]
     top = torch.full((R,), _NEG_INF, device=values.device).scatter_reduce_(0, q, values, "amax")

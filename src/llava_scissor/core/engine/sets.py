@@ -27,7 +27,7 @@ from .exact import (
     unit_vectors,
 )
 from .gram import _TILE, matrix_bytes, product_into, symmetric_gram, to_device, unit_dtype
-from .graph import Components, budget_components, budget_levels, order_components, threshold_components
+from .graph import Components, budget_components, budget_levels, member_rank, order_components, threshold_components
 from .products import product_dtype
 from .reads import DATA_SIZED, HostReads
 from .tiled import cut_band_graph, tiled_budget_components, tiled_threshold_components, union_pairs
@@ -624,12 +624,9 @@ def _may_move_representatives(
     counted = before.to(torch.int64).repeat(2)
     down = torch.zeros(B * n, dtype=torch.int64, device=degree.device).index_add_(0, ends, counted)
     up = torch.zeros(B * n, dtype=torch.int64, device=degree.device).index_add_(0, ends, 1 - counted)
-    idx = torch.arange(n, device=degree.device)
-    real = (idx < to_device(valid, degree.device)[:, None]).reshape(-1)
-    order = (n - 1 - idx).repeat(B)  # ties: the smaller index ranks higher
-    deg = degree.reshape(-1).to(torch.int64)
-    low = torch.where(real, (deg - down) * n + order, -1)
-    high = torch.where(real, (deg + up) * n + order, -1)
+    valid = to_device(valid, degree.device)
+    low = member_rank(degree.to(torch.int64) - down.view(B, n), valid).reshape(-1)
+    high = member_rank(degree.to(torch.int64) + up.view(B, n), valid).reshape(-1)
     comp = (labels + torch.arange(B, device=degree.device)[:, None] * n).reshape(-1)
     top = torch.full((B * n,), -1, dtype=torch.int64, device=degree.device).scatter_reduce_(0, comp, low, "amax")
     leader = low == top[comp]  # one member per component: the ranks are distinct
