@@ -294,17 +294,28 @@ def test_budget_cut_near_ties_is_identical(seed, n):
 
 
 @pytest.mark.parametrize(
-    ("chunk", "share"),
-    [(1024, 0.5), (16, 0.5), (16, float("inf"))],
-    ids=["one-chunk", "chunks-switch-to-float32", "chunks-all-bfloat16"],
+    ("chunk", "share", "block"),
+    [(1024, 0.5, None), (16, 0.5, None), (16, float("inf"), None), (1024, 0.5, 16), (16, float("inf"), 16)],
+    ids=[
+        "one-chunk",
+        "chunks-switch-to-float32",
+        "chunks-all-bfloat16",
+        "targets-in-column-blocks",
+        "chunks-all-bfloat16-in-column-blocks",
+    ],
 )
-def test_merge_argmax_near_ties_are_canonical(monkeypatch, chunk, share):
+def test_merge_argmax_near_ties_are_canonical(monkeypatch, chunk, share, block):
     """Near-tied originals are decided by canonical values, whether their chunk's bfloat16
     products were narrowed in float32 or (once most originals needed it) the rest took
-    float32 products."""
+    float32 products, and whether the products ran whole or in column blocks of targets
+    (``gram.wide_product_into``: 40 targets in blocks of 16, 16 and 8)."""
     merge_module = importlib.import_module("llava_scissor.core.engine.merge")
     monkeypatch.setattr(merge_module, "_MERGE_CHUNK", chunk)
     monkeypatch.setattr(merge_module, "_NARROWED_SHARE", share)
+    if block is not None:
+        gram_module = importlib.import_module("llava_scissor.core.engine.gram")
+        monkeypatch.setattr(gram_module, "_WIDE_BLOCK", block)
+        monkeypatch.setattr(gram_module, "_WIDE_COLUMNS", block)
     g = torch.Generator().manual_seed(3)
     targets = torch.randn(40, 64, generator=g)
     # Originals almost halfway between two targets: their two best cosines nearly tie.

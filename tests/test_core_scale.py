@@ -75,6 +75,24 @@ def test_chunked_normalization_is_bitwise_the_plain_one(dtype, monkeypatch):
         assert torch.equal(got, unit_vectors(flat[start : start + 50], dtype))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_wide_products_in_column_blocks_fill_every_column_in_place(dtype, monkeypatch):
+    """The merge step's wide products go in column blocks of targets on a CPU
+    (``gram.wide_product_into``): every block lands in its own columns of the caller's
+    buffer, with the values of one product."""
+    gram_module = importlib.import_module("llava_scissor.core.engine.gram")
+    monkeypatch.setattr(gram_module, "_WIDE_BLOCK", 16)
+    monkeypatch.setattr(gram_module, "_WIDE_COLUMNS", 16)
+    g = torch.Generator().manual_seed(5)
+    a, b = torch.randn(30, 24, generator=g).to(dtype), torch.randn(40, 24, generator=g).to(dtype)
+    buf = torch.full((30 * 40 + 7,), float("nan"), dtype=dtype)
+    out = buf[: 30 * 40].view(30, 40)
+    got = gram_module.wide_product_into(a, b, out)  # blocks of 16, 16 and 8 columns
+    assert got.data_ptr() == out.data_ptr()
+    torch.testing.assert_close(got.float(), a.float() @ b.float().T, rtol=1e-2, atol=1e-2)
+    assert torch.isnan(buf[30 * 40 :]).all()  # nothing written past the product
+
+
 def test_strips_written_in_place_equal_strips_returned():
     from llava_scissor.core.engine.gram import gram_strips
 

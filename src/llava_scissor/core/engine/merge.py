@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from .exact import SAMPLED_COST, canonical_similarity, error_bound, float32_similarity, product_units, unit_vectors
-from .gram import unit_dtype
+from .gram import unit_dtype, wide_product_into
 from .products import product_dtype
 from .reads import DATA_SIZED, HostReads
 from .sets import segment_sizes
@@ -136,7 +136,7 @@ def _assign(
         c_norms = None if norms is None else norms[start:end]
         c_units = unit_vectors(o[start:end], unit_buf.dtype, out=unit_buf, norms=c_norms)
         c, c_res = product_units(c_units, sim_dtype)
-        sim = torch.mm(c, tn.mT, out=buf[: k * c.shape[0]].view(c.shape[0], k))  # [c, k]
+        sim = wide_product_into(c, tn, buf[: k * c.shape[0]].view(c.shape[0], k))  # [c, k]
         if padding is not None:
             sim.masked_fill_(padding, _NEG_INF)
         c_home = None if home is None else home[start:end]
