@@ -87,9 +87,8 @@ def test_wide_products_in_column_blocks_fill_every_column_in_place(dtype, monkey
     a, b = torch.randn(30, 24, generator=g).to(dtype), torch.randn(40, 24, generator=g).to(dtype)
     buf = torch.full((30 * 40 + 7,), float("nan"), dtype=dtype)
     out = buf[: 30 * 40].view(30, 40)
-    got = gram_module.wide_product_into(a, b, out)  # blocks of 16, 16 and 8 columns
-    assert got.data_ptr() == out.data_ptr()
-    torch.testing.assert_close(got.float(), a.float() @ b.float().T, rtol=1e-2, atol=1e-2)
+    gram_module.wide_product_into(a, b, out)  # blocks of 16, 16 and 8 columns
+    torch.testing.assert_close(out.float(), a.float() @ b.float().T, rtol=1e-2, atol=1e-2)  # in the caller's buffer
     assert torch.isnan(buf[30 * 40 :]).all()  # nothing written past the product
 
 
