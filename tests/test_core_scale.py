@@ -146,14 +146,29 @@ def test_budget_in_strips_splits_ties_like_in_memory(keep):
         assert torch.equal(getattr(whole, name), getattr(tiled, name)), name
 
 
-def test_neighbour_lists_are_the_exact_top_k():
-    """The first pass of a budget in strips keeps each token's k strongest edges, ties to the smaller end."""
+@pytest.mark.parametrize("few", [0, 2, 16, 1000])
+@pytest.mark.parametrize("tile", [5, 64, 256])
+@pytest.mark.parametrize("data", ["ties", "repeats", "drift"])
+def test_neighbour_lists_are_the_exact_top_k(data, tile, few, monkeypatch):
+    """The first pass of a budget in strips keeps each token's k strongest edges, ties to
+    the smaller end: with rows' new candidates taken whole (few = 0), through the padded
+    top-k (few = 1000) or both, and strips narrower than a list (tile 5 < k = 8)."""
     tiled = importlib.import_module("llava_scissor.core.engine.tiled")
+    monkeypatch.setattr(tiled, "_FEW", few)
     g = torch.Generator().manual_seed(1)
-    protos = torch.randint(-2, 3, (6, 16), generator=g).float()
-    x = unit_vectors(protos[torch.randint(0, 6, (700,), generator=g)], torch.float32)  # ties everywhere
-    w, u = tiled._neighbour_lists(x, 256, 8)
-    full = x @ x.T
+    if data == "ties":  # ties everywhere, the k-th weight too
+        protos = torch.randint(-2, 3, (6, 16), generator=g).float()
+        raw = protos[torch.randint(0, 6, (700,), generator=g)]
+    elif data == "repeats":  # 3 exact copies of each token: ties inside the lists, not at their end
+        raw = torch.randn(175, 16, generator=g)[torch.randperm(700, generator=g) % 175]
+    else:  # drifting tokens: a row's late strips bring it a few new neighbours at most
+        raw = torch.randn(700, 16, generator=g).cumsum(dim=0) + 0.3 * torch.randn(700, 16, generator=g)
+    x = unit_vectors(raw, torch.float32)
+    w, u = tiled._neighbour_lists(x, tile, 8)
+    full = torch.empty(700, 700)
+    for i, strip in tiled.gram_strips(x[None], tile):  # the similarities the pass sees, both triangles
+        full[: strip.shape[1], i : i + strip.shape[2]] = strip[0]
+        full[i : i + strip.shape[2], : strip.shape[1]] = strip[0].T
     full.fill_diagonal_(float("-inf"))
     # Reference order: weight descending, then index ascending (a stable sort of the columns).
     order = full.argsort(dim=1, descending=True, stable=True)[:, :8]

@@ -49,9 +49,11 @@ def _union_edges(parent: torch.Tensor, adj: torch.Tensor, rows: torch.Tensor, co
     Returns the updated, fully compressed parent array.
     """
     big = parent.shape[0]
+    # The masked minima run over all r x c entries: in int32 they move half the bytes.
+    narrow = torch.int32 if big < 2**31 else torch.int64
     while True:
         parent = _find_roots(parent)
-        ri, rj = parent[rows], parent[cols]
+        ri, rj = parent[rows].to(narrow), parent[cols].to(narrow)
         min_row = torch.where(adj, rj[None, :], big).amin(dim=1)  # smallest root among neighbours
         min_col = torch.where(adj, ri[:, None], big).amin(dim=0)
         # Converged when no edge leads to a smaller root on either side, i.e. every edge
@@ -59,8 +61,8 @@ def _union_edges(parent: torch.Tensor, adj: torch.Tensor, rows: torch.Tensor, co
         if bool((min_row >= ri).all()) and bool((min_col >= rj).all()):
             return parent
         parent = parent.clone()
-        parent.scatter_reduce_(0, ri, min_row.minimum(ri), "amin")
-        parent.scatter_reduce_(0, rj, min_col.minimum(rj), "amin")
+        parent.scatter_reduce_(0, ri.long(), min_row.minimum(ri).long(), "amin")
+        parent.scatter_reduce_(0, rj.long(), min_col.minimum(rj).long(), "amin")
 
 
 def union_pairs(parent: torch.Tensor, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -233,6 +235,10 @@ def _strips_choice(xn: torch.Tensor, tile: int) -> Callable[[torch.Tensor, int],
     return choose
 
 
+# The key of no edge: below every ``_order_keys`` key.
+_EMPTY = torch.iinfo(torch.int64).min
+
+
 def _order_keys(w: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """float32 weights, int64 ends -> int64 keys ordered by (weight desc, end asc), exactly."""
     bits = w.view(torch.int32).to(torch.int64)
@@ -244,7 +250,12 @@ def _weights(keys: torch.Tensor) -> torch.Tensor:
     """int64 keys of ``_order_keys`` -> their float32 weights; the empty key (int64 min) -> -inf."""
     ordered = (keys >> 32).to(torch.int32)
     w = torch.where(ordered < 0, ordered ^ 0x7FFFFFFF, ordered).view(torch.float32)
-    return torch.where(keys == torch.iinfo(torch.int64).min, float("-inf"), w)
+    return torch.where(keys == _EMPTY, float("-inf"), w)
+
+
+# A row of the neighbour lists' pass with at most this many new candidates in a strip
+# takes them from a padded [rows, k + _FEW] top-k; one with more, from its whole strip row.
+_FEW = 16
 
 
 def _neighbour_lists(xn: torch.Tensor, tile: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -253,29 +264,60 @@ def _neighbour_lists(xn: torch.Tensor, tile: int, k: int) -> tuple[torch.Tensor,
 
     n, device = xn.shape[0], xn.device
     k = min(k, max(1, n - 1))
-    keys = torch.full((n, k), torch.iinfo(torch.int64).min, dtype=torch.int64, device=device)
+    keys = torch.full((n, k), _EMPTY, dtype=torch.int64, device=device)
+    # One buffer for every strip's transpose and its candidate masks: fresh pages of this
+    # size cost more than the copy.
+    flip = torch.empty(n * tile, dtype=unit_dtype(xn.dtype), device=device)
+    mask = torch.empty(n * tile, dtype=torch.bool, device=device)
     for i, strip in gram_strips(xn[None], tile):
         s = strip[0]
         R, t = s.shape
         s[i:].fill_diagonal_(float("-inf"))
-        # Rows take the whole strip; columns take the rows above the diagonal block
-        # (the block's pairs reach its columns as rows): every pair once per end.
-        columns = _top_keys(s[:i].T.contiguous(), k)
-        # A row's list changes only if the strip has an edge at least as strong as its
-        # k-th (keys order by weight first): most rows of a long set's late strips have
-        # none, and skip the keys and the top-k.
-        rows = (s.amax(dim=1) >= _weights(keys[:R, -1])).nonzero().squeeze(1)
-        if rows.shape[0]:
-            cand = _top_keys(s.index_select(0, rows), k, i)
-            both = torch.cat([keys.index_select(0, rows), cand], dim=1)
-            keys.index_copy_(0, rows, both.topk(k, dim=1).values)
-        both = torch.cat([keys[i : i + t], columns], dim=1)
-        keys[i : i + t] = both.topk(k, dim=1).values
+        # A column's vertex meets here every vertex before it (the diagonal block is
+        # symmetric) and no earlier strip held it: its whole column is its list so far.
+        columns = flip[: t * R].view(t, R).copy_(s.T)
+        top = _top_keys(columns, k).sort(dim=1, descending=True).values
+        keys[i : i + t, : top.shape[1]] = top
+        if i:
+            _update_rows_(keys[:i], s[:i], i, mask)
     u = 0xFFFFFFFF - (keys & 0xFFFFFFFF)
-    ordered = (keys >> 32).to(torch.int32)
-    w = torch.where(ordered < 0, ordered ^ 0x7FFFFFFF, ordered).view(torch.float32)
-    w = torch.where(u < n, w, float("-inf"))
+    w = torch.where(u < n, _weights(keys), float("-inf"))
     return w, u.clamp(max=n - 1)
+
+
+def _update_rows_(keys: torch.Tensor, block: torch.Tensor, first: int, mask: torch.Tensor) -> None:
+    """keys: [r, k] sorted lists of vertices 0..r, updated in place with block [r, c], their
+    weights to vertices first..first+c. mask: a bool buffer of at least r * c.
+
+    Only a weight above a row's k-th can enter its list (the block's ends are larger than
+    any in the list, so a tie with the k-th orders after it). A long set's late strips
+    hold a few such weights for some rows and none for most: they go, with their keys,
+    into a narrow padded top-k; a row with more than ``_FEW`` takes its whole strip row.
+    """
+    r, c = block.shape
+    k = keys.shape[1]
+    kth = _weights(keys[:, -1])
+    rows = (block.amax(dim=1) > kth).nonzero().squeeze(1)
+    if not rows.shape[0]:
+        return
+    sub = block.index_select(0, rows)
+    hit = torch.gt(sub, kth.index_select(0, rows)[:, None], out=mask[: rows.shape[0] * c].view(-1, c))
+    at, col = hit.nonzero().unbind(1)  # row-major: at ascending
+    counts = torch.bincount(at, minlength=rows.shape[0])
+    many = (counts > _FEW).nonzero().squeeze(1)
+    if many.shape[0]:
+        cand = _top_keys(sub.index_select(0, many), k, first)
+        both = torch.cat([keys.index_select(0, rows[many]), cand], dim=1)
+        keys.index_copy_(0, rows[many], both.topk(k, dim=1).values)
+    few = counts[at] <= _FEW
+    at, col = at[few], col[few]
+    if at.shape[0]:
+        slot = at.unique_consecutive()
+        pos = torch.arange(at.shape[0], device=at.device) - torch.searchsorted(at, at)  # rank in its row
+        pad = torch.full((slot.shape[0], _FEW), _EMPTY, dtype=torch.int64, device=at.device)
+        pad[torch.searchsorted(slot, at), pos] = _order_keys(sub[at, col], col + first)
+        both = torch.cat([keys.index_select(0, rows[slot]), pad], dim=1)
+        keys.index_copy_(0, rows[slot], both.topk(k, dim=1).values)
 
 
 def _top_keys(block: torch.Tensor, k: int, first: int = 0) -> torch.Tensor:
