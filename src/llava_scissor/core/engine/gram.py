@@ -89,20 +89,21 @@ def gram_strips(xn: torch.Tensor, tile: int = _TILE, out: torch.Tensor | None = 
     exactly symmetric (kernels need not give bitwise-equal (i, j) and (j, i), and the
     component search relies on symmetry). The in-memory and the tiled paths both build
     on these strips, so they see bitwise-identical similarities.
-    out: optional [B, n, n]; the strips are then views of it, written in place. Strips
-    are in ``unit_dtype(xn.dtype)`` (bfloat16 products are widened to float32).
+    out: optional [B, n, n]; the strips are then views of it, written in place. Without
+    it every strip is written into one buffer, so a strip is valid until the next one is
+    yielded (a fresh strip of tens of MB would be fresh pages each time). Strips are in
+    ``unit_dtype(xn.dtype)`` (bfloat16 products are widened to float32).
     """
-    n = xn.shape[1]
-    wide = unit_dtype(xn.dtype)
+    B, n = xn.shape[:2]
+    if out is None:
+        buf = torch.empty(B * n * min(tile, n), dtype=unit_dtype(xn.dtype), device=xn.device)
     for i in range(0, n, tile):
         cols = xn[:, i : i + tile]
         rows = xn[:, : i + cols.shape[1]]
-        if out is None:
-            strip = (rows @ cols.mT).to(wide)  # [B, i + t, t]
-        else:
-            strip = out[:, : rows.shape[1], i : i + cols.shape[1]]
-            for b in range(xn.shape[0]):  # 2-D products write straight into the strided view
-                product_into(rows[b], cols[b].mT, strip[b])
+        R, t = rows.shape[1], cols.shape[1]
+        strip = buf[: B * R * t].view(B, R, t) if out is None else out[:, :R, i : i + t]
+        for b in range(B):  # 2-D products write straight into the (strided) view
+            product_into(rows[b], cols[b].mT, strip[b])
         diag = strip[:, i:]
         diag.copy_(torch.maximum(diag, diag.mT))
         yield i, strip
