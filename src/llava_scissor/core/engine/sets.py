@@ -625,8 +625,8 @@ def _may_move_representatives(
     down = torch.zeros(B * n, dtype=torch.int64, device=degree.device).index_add_(0, ends, counted)
     up = torch.zeros(B * n, dtype=torch.int64, device=degree.device).index_add_(0, ends, 1 - counted)
     valid = to_device(valid, degree.device)
-    low = member_rank(degree.to(torch.int64) - down.view(B, n), valid).reshape(-1)
-    high = member_rank(degree.to(torch.int64) + up.view(B, n), valid).reshape(-1)
+    low = member_rank(degree - down.view(B, n), valid).reshape(-1)
+    high = member_rank(degree + up.view(B, n), valid).reshape(-1)
     comp = (labels + torch.arange(B, device=degree.device)[:, None] * n).reshape(-1)
     top = torch.full((B * n,), -1, dtype=torch.int64, device=degree.device).scatter_reduce_(0, comp, low, "amax")
     leader = low == top[comp]  # one member per component: the ranks are distinct
