@@ -17,7 +17,8 @@ the components above a band around the levels and the band's edges, on which the
 is taken in memory.
 
 Peak extra memory is one strip (S x tile floats and its boolean adjacency) and, for a
-budget, S x 32 neighbour entries and the band's edges, not S x S.
+budget, S x 32 neighbour entries, one strip's transpose and candidate mask, and the band's
+edges, not S x S.
 """
 
 from __future__ import annotations
@@ -276,6 +277,8 @@ def _neighbour_lists(xn: torch.Tensor, tile: int, k: int) -> tuple[torch.Tensor,
         # A column's vertex meets here every vertex before it (the diagonal block is
         # symmetric) and no earlier strip held it: its whole column is its list so far.
         columns = flip[: t * R].view(t, R).copy_(s.T)
+        # Sorted: a float top-k leaves equal weights in any order, and the rows' update
+        # reads a list's k-th key from its last place.
         top = _top_keys(columns, k).sort(dim=1, descending=True).values
         keys[i : i + t, : top.shape[1]] = top
         if i:
