@@ -315,10 +315,10 @@ def _update_rows_(keys: torch.Tensor, block: torch.Tensor, first: int, mask: tor
     few = counts[at] <= _FEW
     at, col = at[few], col[few]
     if at.shape[0]:
-        slot = at.unique_consecutive()
+        slot, which = at.unique_consecutive(return_inverse=True)
         pos = torch.arange(at.shape[0], device=at.device) - torch.searchsorted(at, at)  # rank in its row
         pad = torch.full((slot.shape[0], _FEW), _EMPTY, dtype=torch.int64, device=at.device)
-        pad[torch.searchsorted(slot, at), pos] = _order_keys(sub[at, col], col + first)
+        pad[which, pos] = _order_keys(sub[at, col], col + first)
         both = torch.cat([keys.index_select(0, rows[slot]), pad], dim=1)
         keys.index_copy_(0, rows[slot], both.topk(k, dim=1).values)
 
