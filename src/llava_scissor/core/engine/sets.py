@@ -26,7 +26,7 @@ from .exact import (
     resolve_pairs_,
     unit_vectors,
 )
-from .gram import _TILE, matrix_bytes, product_into, symmetric_gram, to_device, unit_dtype
+from .gram import _TILE, matrix_bytes, symmetric_gram, to_device, unit_dtype
 from .graph import Components, budget_components, budget_levels, member_rank, order_components, threshold_components
 from .products import product_dtype
 from .reads import DATA_SIZED, HostReads
@@ -65,13 +65,11 @@ def _small_unit_gram(
     residual = g.new_zeros(())
     step = max(1, _CHUNK_BYTES // max(1, n * d * g.element_size()))
     units = torch.empty(min(step, B), n, d, dtype=g.dtype, device=x.device)
-    both = torch.empty(min(step, B), n, n, dtype=g.dtype, device=x.device)
     for b in range(0, B, step):
         b_norms = None if norms is None else norms[b : b + step]
         xn, r = product_units(unit_vectors(x[b : b + step], g.dtype, out=units, norms=b_norms), sim_dtype)
         residual = torch.maximum(residual, r)
-        gb = product_into(xn, xn.mT, g[b : b + step])
-        gb.copy_(torch.maximum(gb, gb.mT, out=both[: gb.shape[0]]))
+        symmetric_gram(xn, out=g[b : b + step])
     return g, residual
 
 
