@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -116,6 +118,24 @@ def grid_parser(doc: str | None) -> argparse.ArgumentParser:
     return p
 
 
+def huge_pages() -> str:
+    """Whether this process's large CPU buffers are backed by transparent huge pages, and why.
+
+    torch backs CPU buffers of 2 MB and more with them when ``THP_MEM_ALLOC_ENABLE=1`` is
+    set before it starts and the kernel's THP mode is ``madvise`` or ``always``; in
+    ``always`` mode the kernel may back large buffers on its own. A fresh 4 KB page costs a
+    fault on first touch, a fresh huge page one fault per 512 of them.
+    """
+    env = os.environ.get("THP_MEM_ALLOC_ENABLE")
+    try:
+        found = re.search(r"\[(\w+)\]", Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text())
+        kernel = found.group(1) if found else "unknown"
+    except OSError:
+        kernel = "unknown"
+    on = kernel == "always" or (kernel == "madvise" and env == "1")
+    return f"huge pages {'on' if on else 'off'} (THP_MEM_ALLOC_ENABLE={env or 'unset'}, kernel THP {kernel})"
+
+
 def machine_line(device: torch.device) -> str:
     """Which products ``similarity_dtype="bfloat16"`` takes on ``device``, and why."""
     path = bfloat16_products(device)
@@ -146,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     capability = torch.backends.cpu.get_cpu_capability()
     clock = set_clock(args.clock, args.threads)
-    print(f"torch {torch.__version__}, {clock}, {name} (cpu capability {capability})")
+    print(f"torch {torch.__version__}, {clock}, {name} (cpu capability {capability}), {huge_pages()}")
     print(machine_line(device))
     print(f"corpus: {', '.join(args.generators)}; {args.frames} x 196 x dim; best of {args.repeat}")
     header = (

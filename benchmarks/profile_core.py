@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _synthetic import CORPUS
-from bench_core import best_of, matmul_rate, set_clock
+from bench_core import best_of, huge_pages, matmul_rate, set_clock
 
 import llava_scissor
 from llava_scissor.flops import scc_overhead_flops
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{args.generator}, {args.frames} x 196 x {args.dim}, {kw}, {args.similarity_dtype}: "
         f"S = {res.num_spatial_tokens}, K = {res.num_tokens}; one thread, CPU time: "
-        f"{t * 1e3:.0f} ms, floor {floor * 1e3:.0f} ms ({rate / 1e9:.0f} GFLOP/s), ratio {t / floor:.2f}"
+        f"{t * 1e3:.0f} ms, floor {floor * 1e3:.0f} ms ({rate / 1e9:.0f} GFLOP/s), ratio {t / floor:.2f}; {huge_pages()}"
     )
     # The profiler's own cost per kernel inflates the many small ones, not the few products:
     # the rest is the call's time less the products.
