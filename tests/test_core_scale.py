@@ -55,17 +55,21 @@ def test_merge_in_chunks_equals_merge_at_once():
     assert torch.equal(a.tokens, b.tokens)
 
 
+@pytest.mark.parametrize("n", [50, 150])  # one full product; strips of 64 columns and their mirror
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_chunked_normalization_is_bitwise_the_plain_one(dtype, monkeypatch):
+def test_chunked_normalization_is_bitwise_the_plain_one(dtype, n, monkeypatch):
     """The spatial gram normalizes a few frames at a time and the merge a chunk at a time;
     both must see exactly the unit vectors (and so the similarities) of one normalize call."""
     sets_module = importlib.import_module("llava_scissor.core.engine.sets")
 
-    x = video(frames=7, n=50, dim=24, seed=3)
+    x = video(frames=7, n=n, dim=24, seed=3)
     x[2, 5] = 0.0  # a zero vector stays zero, in chunks too
     monkeypatch.setattr(sets_module, "_CHUNK_BYTES", 1)  # one frame per chunk
-    g, _, _ = sets_module.similarity_graph(x, torch.full((7,), 50), dtype)
-    ref = sets_module.symmetric_gram(unit_vectors(x, dtype))
+    g, _, _ = sets_module.similarity_graph(x, torch.full((7,), n), dtype)
+    u = unit_vectors(x, dtype)
+    ref = sets_module.symmetric_gram(u)
+    assert torch.equal(ref, ref.mT)  # exactly symmetric, every entry written
+    torch.testing.assert_close(ref, u @ u.mT)
     ref.diagonal(dim1=1, dim2=2).fill_(float("-inf"))
     assert torch.equal(g, ref)
     buf = torch.empty(64, 24, dtype=dtype)
