@@ -21,7 +21,7 @@ __all__ = [
 ]
 
 # Above this many vertices a gram matrix is built from column strips of its upper
-# triangle: half the multiply-adds, and exactly symmetric by construction.
+# triangle this wide: half the multiply-adds, and exactly symmetric by construction.
 _TILE = 256
 
 # A set of at most _TILE vertices (a frame) is built from strips this narrow: at 196

@@ -315,8 +315,8 @@ def _update_rows_(keys: torch.Tensor, block: torch.Tensor, first: int, mask: tor
     few = counts[at] <= _FEW
     at, col = at[few], col[few]
     if at.shape[0]:
-        slot, which = at.unique_consecutive(return_inverse=True)
-        pos = torch.arange(at.shape[0], device=at.device) - torch.searchsorted(at, at)  # rank in its row
+        slot, which, per = at.unique_consecutive(return_inverse=True, return_counts=True)
+        pos = torch.arange(at.shape[0], device=at.device) - (per.cumsum(0) - per)[which]  # rank in its row
         pad = torch.full((slot.shape[0], _FEW), _EMPTY, dtype=torch.int64, device=at.device)
         pad[which, pos] = _order_keys(sub[at, col], col + first)
         both = torch.cat([keys.index_select(0, rows[slot]), pad], dim=1)
