@@ -20,6 +20,7 @@ from llava_scissor.core.engine.exact import (
     token_norms,
     unit_vectors,
 )
+from llava_scissor.core.engine.gram import padded_columns
 from llava_scissor.core.engine.graph import budget_components
 from llava_scissor.core.engine.sets import components_of_sets, similarity_graph
 
@@ -337,12 +338,15 @@ def test_merge_argmax_near_ties_are_canonical(monkeypatch, chunk, share, block):
 
 
 class _MergeProducts:
-    """Counts the originals that go through the merge step's products ``[m, d] @ [d, k]``, by dtype."""
+    """Counts the originals that go through the merge step's products ``[m, d] @ [d, k]``, by dtype.
+
+    k is taken as the product runs it (``gram.padded_columns``: 300 targets as 304 columns on a CPU)."""
 
     def __init__(self, shape: tuple[int, int]):
         from torch.overrides import TorchFunctionMode
 
         counter = self
+        shape = (shape[0], padded_columns(shape[1], torch.device("cpu")))
 
         class Mode(TorchFunctionMode):
             def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -361,6 +365,35 @@ def _near_tied_originals(targets: torch.Tensor, m: int, g: torch.Generator) -> t
     b = (a + 1 + torch.randint(0, k - 1, (m,), generator=g)) % k
     tn = unit_vectors(targets, torch.float32)
     return tn[a] + tn[b] + 1e-5 * torch.randn(m, targets.shape[1], generator=g)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("sync_free", [False, True])
+def test_merge_never_assigns_to_the_padding_columns(dtype, sync_free, monkeypatch):
+    """On a CPU 300 targets go into the product as 304 columns (``gram.padded_columns``),
+    the last four zero rows. Originals opposite to every target have only negative
+    similarities, below the padding's 0: the padded columns must still never win, and
+    the assignment is the one without padding."""
+    from llava_scissor.core.engine import gram as gram_module
+    from llava_scissor.core.engine.merge import merge
+    from llava_scissor.core.engine.reads import DATA_SIZED, SYNC_FREE
+
+    g = torch.Generator().manual_seed(8)
+    targets = torch.rand(300, 16, generator=g) + 0.1  # one orthant
+    originals = -(torch.rand(500, 16, generator=g) + 0.1)  # the opposite one
+    originals[:50] = -originals[:50]  # and some with positive similarities
+    kw = dict(target_count=[torch.tensor(300)], reads=SYNC_FREE) if sync_free else dict(reads=DATA_SIZED)
+
+    def assign() -> torch.Tensor:
+        return merge([originals], [targets], torch.float32, dtype, 1 << 30, **kw)[1][0]
+
+    widths = _MergeProducts((16, 300))
+    with widths.mode:
+        padded = assign()
+    assert sum(widths.rows.values()) == 500  # every original went through a 304-column product
+    assert int(padded.max()) < 300
+    monkeypatch.setattr(gram_module, "_COLUMN_MULTIPLE", 1)
+    assert torch.equal(padded, assign())
 
 
 def test_merge_keeps_bfloat16_products_when_near_ties_have_few_candidates():

@@ -96,6 +96,47 @@ def test_wide_products_in_column_blocks_fill_every_column_in_place(dtype, monkey
     assert torch.isnan(buf[30 * 40 :]).all()  # nothing written past the product
 
 
+def test_products_pad_their_columns_to_sixteen_where_that_adds_little():
+    """``gram.padded_columns``: on a CPU up to a multiple of 16 where that adds at most a
+    sixteenth of the columns; elsewhere (a GPU, here the meta device) never."""
+    from llava_scissor.core.engine.gram import padded_columns
+
+    cpu, meta = torch.device("cpu"), torch.device("meta")
+    got = {k: padded_columns(k, cpu) for k in (1, 4, 100, 127, 128, 188, 191, 300, 627, 2509)}
+    assert got == {1: 1, 4: 4, 100: 100, 127: 128, 128: 128, 188: 192, 191: 192, 300: 304, 627: 640, 2509: 2512}
+    assert [padded_columns(k, meta) for k in (127, 627)] == [127, 627]
+
+
+def test_a_narrow_last_strip_runs_padded_and_keeps_only_its_columns():
+    """700 = 2 x 256 + 188: on a CPU the last strip's product runs over 192 columns
+    (``gram.padded_columns``: zero rows added to its right-hand side) and its 188 columns
+    are copied into place; every entry is the product's, and the gram exactly symmetric."""
+    from torch.overrides import TorchFunctionMode
+
+    from llava_scissor.core.engine.gram import gram_strips, symmetric_gram
+
+    xn = unit_vectors(video(frames=2, n=700, dim=16, seed=4), torch.float32)
+    widths = []
+
+    class Widths(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if getattr(func, "__name__", None) == "matmul":
+                widths.append(args[1].shape[-1])
+            return func(*args, **(kwargs or {}))
+
+    out = torch.full((2, 700, 700), float("nan"))
+    with Widths():
+        strips = [(i, s.shape[2]) for i, s in gram_strips(xn, out=out)]
+    assert strips == [(0, 256), (256, 256), (512, 188)]
+    assert sorted(set(widths)) == [192, 256]  # 188 columns ran as 192
+    full = xn @ xn.mT
+    upper = torch.ones(700, 700, dtype=torch.bool).triu()
+    torch.testing.assert_close(out[:, upper], full[:, upper])  # every upper entry written, none shifted
+    g = symmetric_gram(xn)
+    assert torch.equal(g, g.mT)
+    torch.testing.assert_close(g, full)
+
+
 def test_strips_written_in_place_equal_strips_returned():
     from llava_scissor.core.engine.gram import gram_strips
 

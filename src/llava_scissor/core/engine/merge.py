@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from .exact import SAMPLED_COST, canonical_similarity, error_bound, float32_similarity, product_units, unit_vectors
-from .gram import unit_dtype, wide_product_into
+from .gram import padded_columns, unit_dtype, wide_product_into
 from .products import product_dtype
 from .reads import DATA_SIZED, HostReads
 from .sets import segment_sizes
@@ -109,16 +109,20 @@ def _assign(
     t_units = unit_vectors(t, unit)  # [k, d]; near-ties get exact values from these
     tn, t_res = product_units(t_units, sim_dtype)
     k, m = tn.shape[0], o.shape[0]
+    # The product runs over kp targets, the last kp - k zero rows; their columns get -inf
+    # after it, so no original ever chooses them.
+    kp = padded_columns(k, o.device) if k > 1 else k
+    tn = _padded(tn, kp)
     exact = sim_dtype != torch.float64
-    padding = None if count is None else (torch.arange(k, device=o.device) >= count)[None, :]
+    padding = None if count is None else (torch.arange(kp, device=o.device) >= count)[None, :]
     # Chunks of originals, one row of similarities each: memory stays bounded for long
     # videos, and every reduction runs along a contiguous row (on a CPU a max down the
     # columns of a k x chunk block is ten times slower than along its rows). The chunk's unit
     # vectors and its product go to buffers reused for every chunk: fresh chunk-sized
     # temporaries interleaved with the small results fragment the heap (resident
     # memory then grows like the full k x m), and fresh pages cost page faults.
-    chunk = max(1, min(_MERGE_CHUNK, m, max_matrix_bytes // (4 * k)))
-    buf = torch.empty(k * chunk, dtype=sim_dtype, device=o.device)
+    chunk = max(1, min(_MERGE_CHUNK, m, max_matrix_bytes // (4 * kp)))
+    buf = torch.empty(kp * chunk, dtype=sim_dtype, device=o.device)
     unit_buf = torch.empty(chunk, tn.shape[1], dtype=unit, device=o.device)
     a = torch.empty(m, dtype=torch.int64, device=o.device)
     unresolved = torch.zeros((), dtype=torch.bool, device=o.device)
@@ -131,14 +135,16 @@ def _assign(
         if sim_dtype != unit and narrowing_cost > _NARROWED_SHARE * start * k:
             # Originals have many near-tied targets at low precision (targets closer to
             # each other than the rounding): float32 products for the rest cost less.
-            sim_dtype, tn, t_res = unit, t_units, t_res.new_zeros(())
-            buf = torch.empty(k * chunk, dtype=unit, device=o.device)
+            sim_dtype, tn, t_res = unit, _padded(t_units, kp), t_res.new_zeros(())
+            buf = torch.empty(kp * chunk, dtype=unit, device=o.device)
         c_norms = None if norms is None else norms[start:end]
         c_units = unit_vectors(o[start:end], unit_buf.dtype, out=unit_buf, norms=c_norms)
         c, c_res = product_units(c_units, sim_dtype)
-        sim = wide_product_into(c, tn, buf[: k * c.shape[0]].view(c.shape[0], k))  # [c, k]
+        sim = wide_product_into(c, tn, buf[: kp * c.shape[0]].view(c.shape[0], kp))  # [c, kp]
         if padding is not None:
             sim.masked_fill_(padding, _NEG_INF)
+        elif kp > k:
+            sim[:, k:] = _NEG_INF
         c_home = None if home is None else home[start:end]
         if exact and k > 1:
             # A row with one target at or above its floor (its maximum less two bounds: the
@@ -167,6 +173,13 @@ def _assign(
     if near:
         _decide_near_ties_(a, near, t_units, o, home)
     return a, unresolved
+
+
+def _padded(t: torch.Tensor, rows: int) -> torch.Tensor:
+    """t: [k, d] -> [rows, d]: t and zero rows below it."""
+    if rows == t.shape[0]:
+        return t
+    return torch.cat([t, t.new_zeros(rows - t.shape[0], t.shape[1])])
 
 
 def _candidates(
