@@ -37,7 +37,7 @@ __all__ = ["tiled_threshold_components", "tiled_budget_components", "cut_band_gr
 def _find_roots(parent: torch.Tensor) -> torch.Tensor:
     """parent: [n] forest with parent[x] <= x -> [n] root of every vertex (pointer jumping)."""
     while True:
-        up = parent[parent]
+        up = parent.index_select(0, parent)  # on a CPU several times faster than parent[parent]
         if torch.equal(up, parent):
             return parent
         parent = up
@@ -68,16 +68,19 @@ def _union_edges(parent: torch.Tensor, adj: torch.Tensor, rows: torch.Tensor, co
 
 def union_pairs(parent: torch.Tensor, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """Union the edges (p[e], q[e]) into the forest parent [n] (parent[x] <= x) -> fully compressed."""
+    # index_select, not indexing: on a CPU a gather by an index tensor, or by a mask, is
+    # several times slower through ``[]`` (78k pairs: 0.39 against 0.05 ms).
     while True:
         parent = _find_roots(parent)
-        rp, rq = parent[p], parent[q]
-        apart = rp != rq
-        if not bool(apart.any()):
+        rp, rq = parent.index_select(0, p), parent.index_select(0, q)
+        apart = (rp != rq).nonzero().squeeze(1)
+        if not apart.shape[0]:
             return parent
+        rp, rq = rp.index_select(0, apart), rq.index_select(0, apart)
         parent = parent.clone()
         # Hook the larger root onto the smaller: the forest stays one (parent[x] <= x).
-        parent.scatter_reduce_(0, torch.maximum(rp, rq)[apart], torch.minimum(rp, rq)[apart], "amin")
-        p, q = p[apart], q[apart]
+        parent.scatter_reduce_(0, torch.maximum(rp, rq), torch.minimum(rp, rq), "amin")
+        p, q = p.index_select(0, apart), q.index_select(0, apart)
 
 
 def _union_strip(parent: torch.Tensor, adj: torch.Tensor, i: int) -> torch.Tensor:
