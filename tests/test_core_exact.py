@@ -578,13 +578,16 @@ def test_degrees_for_representatives_only_spare_canonical_values_and_pick_the_sa
         assert torch.equal(getattr(got, name), getattr(want, name)), name
 
 
+@pytest.mark.parametrize("empty", [True, False])
 @pytest.mark.parametrize("rows", [1024, 64, 7])
-def test_band_scan_finds_every_band_pair_once_and_counts_the_rest(rows, monkeypatch):
+def test_band_scan_finds_every_band_pair_once_and_counts_the_rest(rows, empty, monkeypatch):
     """The band's scan (``exact._band_pairs``) compares only the upper triangle: it finds
     exactly the pairs i < j with lo <= W <= hi, in (block, graph, row, column) order, the
     pairs above hi likewise (none listed when there are too many), and every row's count
     of entries above hi (both halves of the matrix), for graphs with -inf entries, an
-    empty interval (lo > hi) and block sizes that do and do not divide n."""
+    empty interval (lo > hi) and block sizes that do and do not divide n. Without an empty
+    interval the blocks go through one nonzero (``_split_at_level_``) while the pairs
+    above hi are listed, and through two masks once there are too many of them."""
     g = torch.Generator().manual_seed(3)
     B, n = 3, 150
     x = torch.nn.functional.normalize(torch.randn(B, n, 8, generator=g), dim=-1)
@@ -592,8 +595,8 @@ def test_band_scan_finds_every_band_pair_once_and_counts_the_rest(rows, monkeypa
     W = torch.maximum(W, W.mT)
     W.diagonal(dim1=1, dim2=2).fill_(float("-inf"))
     W[:, :, 40:43] = W[:, 40:43, :] = float("-inf")
-    lo = torch.tensor([0.2, float("inf"), -0.1]).view(B, 1, 1)
-    hi = torch.tensor([0.35, float("-inf"), 0.0]).view(B, 1, 1)
+    lo = torch.tensor([0.2, float("inf") if empty else 0.5, -0.1]).view(B, 1, 1)
+    hi = torch.tensor([0.35, float("-inf") if empty else 0.5, 0.0]).view(B, 1, 1)
     above, high = torch.full((B, n), -5, dtype=torch.int32), []
     found = exact_module._band_pairs(W, lo, hi, rows, above, high)
     upper = torch.ones(n, n, dtype=torch.bool).triu(1)
@@ -607,10 +610,12 @@ def test_band_scan_finds_every_band_pair_once_and_counts_the_rest(rows, monkeypa
     assert want.shape[0] > 0 and torch.equal(found, want)
     assert len(high) == 1 and torch.equal(high[0], in_scan_order(W > hi))
     assert torch.equal(above, (W > hi).sum(-1).to(torch.int32))
-    assert above[1, 0] == n - 4  # an empty interval: every finite entry is above hi = -inf
-    monkeypatch.setattr(exact_module, "_HIGH_PER_ROW", 1)  # graph 1 alone has more above hi
-    high = []
-    assert torch.equal(exact_module._band_pairs(W, lo, hi, rows, None, high), want) and high == []
+    if empty:
+        assert above[1, 0] == n - 4  # an empty interval: every finite entry is above hi = -inf
+    monkeypatch.setattr(exact_module, "_HIGH_PER_ROW", 1 if empty else 0.3)  # too many above hi
+    high, above = [], torch.full((B, n), -5, dtype=torch.int32)
+    assert torch.equal(exact_module._band_pairs(W, lo, hi, rows, above, high), want) and high == []
+    assert torch.equal(above, (W > hi).sum(-1).to(torch.int32))
 
 
 def test_components_of_listed_pairs_are_the_union_find_ones():

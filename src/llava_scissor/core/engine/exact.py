@@ -517,6 +517,33 @@ def _upper_pairs(mask: torch.Tensor, r: int) -> torch.Tensor:
     return idx[idx[:, 1] < idx[:, 2]]
 
 
+def _split_at_level_(
+    W: torch.Tensor, mask: torch.Tensor, r: int, hi: torch.Tensor, above: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """mask: [B, m, n - r] W >= lo on rows r..r+m from column r on (lo <= hi) -> (band pairs,
+    pairs above hi): [P, 3] (b, i, j), i < j, each in nonzero order; adds to above [B, n]
+    each row's entries above hi, those right of the diagonal block also to their column.
+
+    ``_band_pairs``'s block step with one nonzero: the entries at or above lo are few
+    next to the block, and their values split them.
+    """
+    B, n, _ = W.shape
+    m = mask.shape[1]
+    idx = mask.nonzero()  # [P, 3], j from column r
+    b, i, j = idx.unbind(1)
+    rows_at = b * n + i + r  # into [B * n]
+    vals = W.view(-1).index_select(0, rows_at * n + j + r)
+    over = vals > hi.view(-1).index_select(0, b)
+    flat = above.view(-1)
+    ones = torch.ones(1, dtype=above.dtype, device=above.device).expand(idx.shape[0])
+    flat.index_add_(0, rows_at, ones * over)  # entries above hi, in their row
+    right = over & (j >= m)  # and right of the diagonal block: in their column too (symmetry)
+    flat.index_add_(0, b * n + j + r, ones * right)
+    upper = i < j
+    idx[:, 1:] += r  # (i and j are views of idx: nothing reads them after this)
+    return idx[upper & ~over], idx[upper & over]
+
+
 def _band_pairs(
     W: torch.Tensor,
     lo: torch.Tensor,
@@ -546,11 +573,23 @@ def _band_pairs(
         row_counts = torch.empty(B, rows, dtype=torch.int32, device=W.device)
     strong: list[torch.Tensor] | None = None if high is None else []
     listed = 0
+    # While the pairs above the band are listed, one comparison and one nonzero find the
+    # band's entries and those above it together; their values then tell them apart.
+    # (Not for an empty interval, lo > hi: every finite entry is above it.)
+    together = above is not None and strong is not None and W.is_contiguous() and bool((lo <= hi).all())
     for r in range(0, n, rows):
         block = W[:, r : r + rows, r:]  # [B, m, n - r]: the diagonal block and the columns right of it
         m, width = block.shape[1], block.shape[2]
         size = B * m * width  # contiguous views of the buffers
         mask = torch.ge(block, lo, out=inside[:size].view(B, m, width))
+        if together and strong is not None and above is not None:
+            band, strong_pairs = _split_at_level_(W, mask, r, hi, above)
+            found.append(band)
+            strong.append(strong_pairs)
+            listed += strong_pairs.shape[0]
+            if listed > _HIGH_PER_ROW * B * n:
+                strong = None
+            continue
         strict = torch.gt(block, hi, out=over[:size].view(B, m, width))
         torch.gt(mask, strict, out=mask)  # on booleans: lo <= W and not W > hi
         if above is not None:
