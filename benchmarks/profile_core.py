@@ -4,9 +4,11 @@
                                       [--similarity-dtype float32] [--rows 25]
 
 Prints the call's CPU time beside its Eq. 10 floor (float32 rate measured in CPU time on one
-thread, the same way); the time spent in the matrix products themselves (torch's profiler:
-the mm / bmm kernels' own time, best of 3) and the rest of the call's time; then the
-functions of the call by cumulative time.
+thread, the same way); the minor page faults of one call (fresh pages the C library hands
+out: ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` in the environment change how
+many); the time spent in the matrix products themselves (torch's profiler: the mm / bmm
+kernels' own time, best of 3) and the rest of the call's time; then the functions of the
+call by cumulative time.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import argparse
 import cProfile
 import os
 import pstats
+import resource
 import sys
 import time
 
@@ -35,6 +38,13 @@ def product_time(fn) -> float:
     return (
         sum(e.self_cpu_time_total for e in p.key_averages() if e.key in ("aten::mm", "aten::bmm", "aten::addmm")) / 1e6
     )
+
+
+def minor_faults(fn) -> int:
+    """Minor page faults of this process during one call of fn (first touches of fresh pages)."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    fn()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,6 +70,14 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.generator}, {args.frames} x 196 x {args.dim}, {kw}, {args.similarity_dtype}: "
         f"S = {res.num_spatial_tokens}, K = {res.num_tokens}; one thread, CPU time: "
         f"{t * 1e3:.0f} ms, floor {floor * 1e3:.0f} ms ({rate / 1e9:.0f} GFLOP/s), ratio {t / floor:.2f}; {huge_pages()}"
+    )
+    # Fresh pages of the call's buffers (the C library maps large ones anew, or returns a
+    # freed heap top to the system) are faulted in on first touch: time no product shows.
+    faults = minor_faults(lambda: llava_scissor.compress(x, cfg))
+    print(
+        f"minor page faults in one call: {faults} ({faults * resource.getpagesize() / 2**20:.1f} MB of fresh pages); "
+        f"MALLOC_MMAP_THRESHOLD_={os.environ.get('MALLOC_MMAP_THRESHOLD_', 'unset')}, "
+        f"MALLOC_TRIM_THRESHOLD_={os.environ.get('MALLOC_TRIM_THRESHOLD_', 'unset')}"
     )
     # The profiler's own cost per kernel inflates the many small ones, not the few products:
     # the rest is the call's time less the products.
