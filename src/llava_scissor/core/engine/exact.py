@@ -535,10 +535,9 @@ def _split_at_level_(
     vals = W.view(-1).index_select(0, rows_at * n + j + r)
     over = vals > hi.view(-1).index_select(0, b)
     flat = above.view(-1)
-    ones = torch.ones(1, dtype=above.dtype, device=above.device).expand(idx.shape[0])
-    flat.index_add_(0, rows_at, ones * over)  # entries above hi, in their row
+    flat.index_add_(0, rows_at, over.to(above.dtype))  # entries above hi, in their row
     right = over & (j >= m)  # and right of the diagonal block: in their column too (symmetry)
-    flat.index_add_(0, b * n + j + r, ones * right)
+    flat.index_add_(0, b * n + j + r, right.to(above.dtype))
     upper = i < j
     idx[:, 1:] += r  # (i and j are views of idx: nothing reads them after this)
     return idx[upper & ~over], idx[upper & over]

@@ -16,6 +16,7 @@ __all__ = [
     "product_into",
     "wide_product_into",
     "padded_columns",
+    "zero_padded",
     "gram_strips",
     "symmetric_gram",
     "transposed",
@@ -106,6 +107,13 @@ def padded_columns(k: int, device: torch.device) -> int:
     return padded
 
 
+def zero_padded(t: torch.Tensor, rows: int) -> torch.Tensor:
+    """t: [k, d] -> [rows, d]: t and zero rows below it (t itself when rows == k)."""
+    if rows == t.shape[0]:
+        return t
+    return torch.cat([t, t.new_zeros(rows - t.shape[0], t.shape[1])])
+
+
 def gram_strips(xn: torch.Tensor, tile: int = _TILE, out: torch.Tensor | None = None):
     """xn: [B, n, d] -> yields (i, strip [B, i + t, t]) = columns i..i+t of xn @ xn^T, rows 0..i+t.
 
@@ -131,9 +139,8 @@ def gram_strips(xn: torch.Tensor, tile: int = _TILE, out: torch.Tensor | None = 
         wide = padded_columns(t, xn.device)
         if wide > t:  # a last strip of an odd width: zero columns added, then dropped
             scratch = torch.empty(R, wide, dtype=strip.dtype, device=xn.device)
-            pad = xn.new_zeros(wide - t, xn.shape[2])
             for b in range(B):
-                product_into(rows[b], torch.cat([cols[b], pad]).mT, scratch)
+                product_into(rows[b], zero_padded(cols[b], wide).mT, scratch)
                 strip[b].copy_(scratch[:, :t])
         else:
             for b in range(B):  # 2-D products write straight into the (strided) view

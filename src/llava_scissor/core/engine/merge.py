@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from .exact import SAMPLED_COST, canonical_similarity, error_bound, float32_similarity, product_units, unit_vectors
-from .gram import padded_columns, unit_dtype, wide_product_into
+from .gram import padded_columns, unit_dtype, wide_product_into, zero_padded
 from .products import product_dtype
 from .reads import DATA_SIZED, HostReads
 from .sets import segment_sizes
@@ -111,8 +111,8 @@ def _assign(
     k, m = tn.shape[0], o.shape[0]
     # The product runs over kp targets, the last kp - k zero rows; their columns get -inf
     # after it, so no original ever chooses them.
-    kp = padded_columns(k, o.device) if k > 1 else k
-    tn = _padded(tn, kp)
+    kp = padded_columns(k, o.device)
+    tn = zero_padded(tn, kp)
     exact = sim_dtype != torch.float64
     padding = None if count is None else (torch.arange(kp, device=o.device) >= count)[None, :]
     # Chunks of originals, one row of similarities each: memory stays bounded for long
@@ -135,7 +135,7 @@ def _assign(
         if sim_dtype != unit and narrowing_cost > _NARROWED_SHARE * start * k:
             # Originals have many near-tied targets at low precision (targets closer to
             # each other than the rounding): float32 products for the rest cost less.
-            sim_dtype, tn, t_res = unit, _padded(t_units, kp), t_res.new_zeros(())
+            sim_dtype, tn, t_res = unit, zero_padded(t_units, kp), t_res.new_zeros(())
             buf = torch.empty(kp * chunk, dtype=unit, device=o.device)
         c_norms = None if norms is None else norms[start:end]
         c_units = unit_vectors(o[start:end], unit_buf.dtype, out=unit_buf, norms=c_norms)
@@ -173,13 +173,6 @@ def _assign(
     if near:
         _decide_near_ties_(a, near, t_units, o, home)
     return a, unresolved
-
-
-def _padded(t: torch.Tensor, rows: int) -> torch.Tensor:
-    """t: [k, d] -> [rows, d]: t and zero rows below it."""
-    if rows == t.shape[0]:
-        return t
-    return torch.cat([t, t.new_zeros(rows - t.shape[0], t.shape[1])])
 
 
 def _candidates(
